@@ -1,0 +1,24 @@
+"""lpcore: sparse neural-network training on the unit Lp sphere, as a fast NumPy core.
+
+Public API (NumPy in, NumPy out; see DESIGN conventions in the README):
+
+norms        :func:`norm`, :func:`normalize`
+sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`from_dual`
+ball         :func:`project_ball`
+sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
+gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`,
+             :func:`expected_pruned_fraction`
+"""
+from .ball import project_ball
+from .gamma import expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer
+from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
+from .norms import norm, normalize
+from .sphere import from_dual, project_tangent, retract, to_dual
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "norm", "normalize", "project_tangent", "retract", "to_dual", "from_dual",
+    "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
+    "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
+]

@@ -1,0 +1,115 @@
+"""Hoyer's sparsity measure per group, per layer and per network."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from ._validate import Groups, as_array, compute_dtype, first_bad
+
+__all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes"]
+
+
+def hoyer(x, axis=None, keepdims=False):
+    """Hoyer's sparsity ``(sqrt(n) - ||x||_1/||x||_2) / (sqrt(n) - 1)`` per group.
+
+    Parameters
+    ----------
+    x : array_like
+        Real data.
+    axis : None, int or tuple of ints
+        The axes of one group (reduced); ``None``: the whole array.
+    keepdims : bool
+        Keep reduced axes with length 1.
+
+    Returns
+    -------
+    ndarray or scalar
+        Values in [0, 1] (clamped against rounding), x's floating dtype.  1 iff
+        exactly one entry is non-zero; 0 iff all magnitudes are equal and
+        non-zero.  An all-zero group (a dead neuron) has sparsity 1.0.
+
+    Raises
+    ------
+    ValueError
+        Groups of length < 2 (undefined), NaN/Inf data (names the group).
+
+    Notes
+    -----
+    One pass over float32 data (both sums accumulated in float64, where the
+    squares of float32 values can neither overflow nor underflow); float64
+    data are max-scaled (a max pass and a sums pass per cached chunk).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> float(lpcore.hoyer(np.array([0.0, 0.0, 5.0])))
+    1.0
+    >>> lpcore.hoyer(np.array([[1.0, -1.0], [1.0, 0.0]]), axis=1)
+    array([0., 1.])
+    """
+    fn = "lpcore.hoyer"
+    x = as_array(x, fn, "x")
+    comp, res = compute_dtype(x, fn=fn, names=("x",))
+    grp = Groups(x.shape, axis, fn)
+    if grp.n < 2:
+        raise ValueError(f"{fn}: groups have length {grp.n}; Hoyer sparsity needs at least "
+                         "2 entries per group")
+    h = K.hoyer_sums(grp.to2d(x, comp))
+    bad = np.isnan(h)
+    if bad.any():
+        raise ValueError(f"{fn}: x contains NaN or Inf in group {grp.index(first_bad(bad))}")
+    r = grp.reduced_result(h.astype(res), keepdims)
+    return r[()] if r.ndim == 0 else r
+
+
+def fan_in_axes(w):
+    """The axes of one output unit's fan-in for a Linear/Conv weight: all but dim 0."""
+    return tuple(range(1, np.ndim(w)))
+
+
+def hoyer_layer(w, axis="fan_in"):
+    """Mean Hoyer sparsity over the groups of one layer weight (a float).
+
+    ``axis="fan_in"`` (default) groups by output unit for Linear and Conv
+    layouts (all axes but the first); pass explicit axes for other layouts
+    (e.g. ``axis=(0, 2, 3)`` for a ConvTranspose2d weight with one group).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> round(lpcore.hoyer_layer(np.array([[1.0, 0.0], [1.0, 1.0]])), 12)
+    0.5
+    """
+    w = as_array(w, "lpcore.hoyer_layer", "w")
+    ax = fan_in_axes(w) if isinstance(axis, str) and axis == "fan_in" else axis
+    return float(np.mean(hoyer(w, axis=ax)))
+
+
+def hoyer_network(weights, axes="fan_in"):
+    """Parameter-count-weighted average of :func:`hoyer_layer` over layers.
+
+    Parameters
+    ----------
+    weights : sequence of array_like
+        The constrained layer weights.
+    axes : "fan_in" or sequence
+        One ``axis`` per weight (see :func:`hoyer_layer`).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> a = np.array([[1.0, 0.0]]); b = np.ones((1, 4))
+    >>> lpcore.hoyer_network([a, b])   # (2 * 1.0 + 4 * 0.0) / 6
+    0.3333333333333333
+    """
+    weights = list(weights)
+    if not weights:
+        raise ValueError("lpcore.hoyer_network: weights is empty")
+    if isinstance(axes, str):
+        axes = [axes] * len(weights)
+    axes = list(axes)
+    if len(axes) != len(weights):
+        raise ValueError(f"lpcore.hoyer_network: got {len(axes)} axes for {len(weights)} weights")
+    sizes = np.array([np.size(w) for w in weights], dtype=np.float64)
+    vals = np.array([hoyer_layer(w, a) for w, a in zip(weights, axes)])
+    return float(np.dot(sizes, vals) / sizes.sum())

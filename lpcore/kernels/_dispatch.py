@@ -1,0 +1,50 @@
+"""Serial/parallel selection and dtype-specialised scalar helpers."""
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from ._pow32 import FASTMATH, pow32, pow32_scaled
+
+#: Inputs with fewer elements than this run the serial kernels: the thread
+#: pool's start-up costs more than the work (measured crossover is between
+#: 1e4 and 1e5 elements on the development machine; see benchmarks/).
+PAR_MIN_SIZE = 1 << 15
+
+#: Elements per task along a group.  Fits L1/L2 so a task's second pass over
+#: its chunk (after the max pass) hits cache.
+CHUNK = 16384
+
+
+def pick(par, ser, size, ntasks):
+    """The parallel dispatcher for big problems with >1 task, else the serial one."""
+    return par if (size >= PAR_MIN_SIZE and ntasks > 1) else ser
+
+
+def n_chunks(n):
+    return max(1, -(-n // CHUNK))
+
+
+def spow(a, e):  # pragma: no cover - replaced by the overload in jitted code
+    """``a ** e`` for ``a >= 0`` as float64, with the float32 fast path."""
+    return np.float64(a) ** e
+
+
+@overload(spow, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_spow(a, e):
+    if a == types.float32:
+        return lambda a, e: np.float64(pow32(a, e))
+    return lambda a, e: a ** e
+
+
+def scaled_pow(a, inv, log2m, e):  # pragma: no cover - replaced in jitted code
+    """``(a / m) ** e`` as float64 given ``inv = 1/m`` and ``log2m = log2 m``."""
+    return (np.float64(a) * inv) ** e
+
+
+@overload(scaled_pow, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_scaled_pow(a, inv, log2m, e):
+    if a == types.float32:
+        return lambda a, inv, log2m, e: np.float64(pow32_scaled(a, log2m, e))
+    return lambda a, inv, log2m, e: (a * inv) ** e

@@ -1,0 +1,202 @@
+"""Euclidean projection of each row onto the Lp ball of radius r.
+
+Every row is pre-scaled by its max |y| (``m``, computed and validated by the
+caller) and solved in float64:
+
+* ``||y||_p <= r``: unchanged.   * p = 2: radial scaling.   * p = inf: clipping.
+* p = 1: sort-based soft thresholding (exact, O(n log n)).
+* 1 < p < inf: ``x_i = sign(y_i) t_i`` with ``t_i + lam p t_i^(p-1) = |y_i|``
+  and ``sum t_i^p = r^p``.  The inner equation is solved by Newton's method in
+  a variable where it is convex and increasing (``s = t^(p-1)`` for p < 2,
+  ``t`` for p >= 2) started right of the root, so the iterates decrease
+  monotonically to it.  The outer equation in ``lam`` (decreasing) is solved
+  by Newton's method safeguarded by a bracket ``(0, ||y||_q / (p r^(p-1))]``,
+  falling back to bisection when a step leaves the bracket.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+from ._pow32 import FASTMATH
+from .reduce import KIND_INF, KIND_ONE, KIND_TWO
+
+_MAXIT_INNER = 200
+_MAXIT_OUTER = 200
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _inner(a, c, p):
+    """t >= 0 solving t + c t^(p-1) = a  (a >= 0, c > 0)."""
+    if a == 0.0:
+        return 0.0
+    if p < 2.0:
+        beta = 1.0 / (p - 1.0)
+        s = min(a ** (p - 1.0), a / c)
+        for _ in range(_MAXIT_INNER):
+            sb = s ** beta
+            h = sb + c * s - a
+            if h <= 0.0:
+                break
+            ds = h / (beta * sb / s + c)
+            s_new = s - ds
+            if s_new <= 0.0:
+                s_new = 0.5 * s
+            if s - s_new <= 1e-16 * s:
+                s = s_new
+                break
+            s = s_new
+        return s ** beta
+    t = min(a, (a / c) ** (1.0 / (p - 1.0)))
+    for _ in range(_MAXIT_INNER):
+        tp = t ** (p - 2.0)
+        h = t + c * tp * t - a
+        if h <= 0.0:
+            break
+        dt = h / (1.0 + c * (p - 1.0) * tp)
+        t_new = t - dt
+        if t_new <= 0.0:
+            t_new = 0.5 * t
+        if t - t_new <= 1e-16 * t:
+            t = t_new
+            break
+        t = t_new
+    return t
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _phi(a, lam, p, rp, t):
+    """Fill t(lam); return (sum t^p - r^p, d/dlam of it)."""
+    c = lam * p
+    f = -rp
+    df = 0.0
+    for j in range(a.size):
+        tj = _inner(a[j], c, p)
+        t[j] = tj
+        if tj > 0.0:
+            tp1 = tj ** (p - 1.0)
+            tpw = tp1 * tj
+            f += tpw
+            # dt/dlam = -p t^p / (t + c (p-1) t^(p-1))
+            df -= p * tp1 * (p * tpw / (tj + c * (p - 1.0) * tp1))
+    return f, df
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _project_general(a, rs, p, t):
+    """t = |projection| of the scaled magnitudes a (max 1) onto radius rs."""
+    q = p / (p - 1.0)
+    sq = 0.0
+    for j in range(a.size):
+        sq += a[j] ** q
+    hi = sq ** (1.0 / q) / (p * rs ** (p - 1.0))
+    lo = 0.0
+    rp = rs ** p
+    lam = hi
+    for _ in range(_MAXIT_OUTER):
+        f, df = _phi(a, lam, p, rp, t)
+        if abs(f) <= 1e-14 * rp:
+            return
+        if f > 0.0:
+            lo = lam
+        else:
+            hi = lam
+        if hi - lo <= 1e-15 * hi:
+            break
+        step = lam - f / df if df < 0.0 else -1.0
+        if not (lo < step < hi):
+            # bisect, geometrically while the bracket spans decades
+            step = math.sqrt(lo * hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
+            if lo == 0.0:
+                step = 0.25 * hi
+        lam = step
+    _phi(a, hi, p, rp, t)  # feasible side of the bracket
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _project_l1(a, rs, t):
+    n = a.size
+    u = np.sort(a)  # ascending
+    cs = 0.0
+    tau = 0.0
+    for k in range(1, n + 1):
+        v = u[n - k]
+        cs += v
+        th = (cs - rs) / k
+        if v - th > 0.0:
+            tau = th
+    for j in range(n):
+        t[j] = max(a[j] - tau, 0.0)
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _ball_row(y, out, i, mrow, kind, p, r):
+    n = y.shape[1]
+    m = mrow[i]
+    if m == 0.0:
+        for j in range(n):
+            out[i, j] = y[i, j]
+        return
+    if kind == KIND_INF:
+        for j in range(n):
+            out[i, j] = min(max(np.float64(y[i, j]), -r), r)
+        return
+    rs = r / m
+    a = np.empty(n)
+    for j in range(n):
+        a[j] = np.float64(abs(y[i, j])) / m
+    s = 0.0
+    if kind == KIND_ONE:
+        for j in range(n):
+            s += a[j]
+        nrm = s
+    elif kind == KIND_TWO:
+        for j in range(n):
+            s += a[j] * a[j]
+        nrm = math.sqrt(s)
+    else:
+        for j in range(n):
+            s += a[j] ** p
+        nrm = s ** (1.0 / p)
+    if nrm <= rs:
+        for j in range(n):
+            out[i, j] = y[i, j]
+        return
+    t = np.empty(n)
+    if kind == KIND_TWO:
+        f = rs / nrm
+        for j in range(n):
+            t[j] = a[j] * f
+    elif kind == KIND_ONE:
+        _project_l1(a, rs, t)
+    else:
+        _project_general(a, rs, p, t)
+    for j in range(n):
+        v = t[j] * m
+        out[i, j] = -v if y[i, j] < 0 else v
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ball_par(y, out, mrow, kind, p, r):
+    for i in prange(y.shape[0]):
+        _ball_row(y, out, i, mrow, kind, p, r)
+
+
+@njit(cache=True, error_model="numpy")
+def _ball_ser(y, out, mrow, kind, p, r):
+    for i in range(y.shape[0]):
+        _ball_row(y, out, i, mrow, kind, p, r)
+
+
+def project_ball_rows(y, mrow, kind, p, r, out):
+    """Project each row of ``y`` onto the radius-r Lp ball into ``out`` (may be ``y``)."""
+    G, n = y.shape
+    if y.size == 0:
+        return out
+    # each row is many passes of arithmetic: parallelise from a few rows on
+    kern = _ball_par if G > 1 and y.size >= 4096 else _ball_ser
+    kern(y, out, mrow, kind, float(p), float(r))
+    return out
