@@ -85,7 +85,6 @@ _SQRT2 = f4(1.4142135623730951)
 _TINY = f4(1.1754943508222875e-38)  # smallest normal float32
 _TWO24 = f4(16777216.0)
 _TWOM64 = f4(5.421010862427522e-20)  # 2**-64
-_TWO64 = f4(1.8446744073709552e19)  # 2**64
 
 
 @njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
@@ -114,13 +113,20 @@ def exp2_f32(y):
     r = f4(y - k) * _LN2  # |r| <= 0.347
     q = f4(1.0) + r * (f4(1.0) + r * (f4(0.5) + r * (f4(1.0 / 6.0) + r * (
         f4(1.0 / 24.0) + r * (f4(1.0 / 120.0) + r * (f4(1.0 / 720.0) + r * f4(1.0 / 5040.0)))))))
+    # q * 2**k.  Normal results: add k to q's exponent field (exact, and no
+    # float product that reassociation could turn into inf * q).  Overflow:
+    # inf.  Results below the normal range: (q * 2**(k+64)) * 2**-64, whose
+    # power-of-two factors multiply exactly in any association.
     ki = np.int32(k)
-    low = ki < -126
-    high = ki > 126
-    kk = ki + 64 if low else (ki - 64 if high else ki)
-    kk = -127 if kk < -127 else (127 if kk > 127 else kk)  # -127 gives +0.0
-    res = q * _f32_bits((kk + 127) << 23)
-    return res * _TWOM64 if low else (res * _TWO64 if high else res)
+    qb = _bits_f32(q)
+    er = ((qb >> _I23) & np.int32(0xFF)) + ki
+    if er > 0 and er < 255:
+        return _f32_bits(qb + (ki << _I23))
+    if er >= 255:
+        return f4(np.inf)
+    kk = ki + np.int32(64)
+    kk = np.int32(-127) if kk < -127 else kk  # -127 gives a +0.0 scale
+    return (q * _f32_bits((kk + _I127) << _I23)) * _TWOM64
 
 
 @njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")

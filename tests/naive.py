@@ -1,0 +1,114 @@
+"""Plain NumPy reference implementations (float64, no cleverness beyond scaling).
+
+These are the oracles every kernel is tested against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _axis(x, axis):
+    return tuple(range(x.ndim)) if axis is None else axis
+
+
+def norm_ref(x, p, axis=None):
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    ax = _axis(a, axis)
+    if a.size == 0:
+        return np.sum(a, axis=ax)
+    m = np.max(a, axis=ax, keepdims=True)
+    if np.isinf(p):
+        return np.squeeze(m, axis=ax)
+    ms = np.where(m == 0, 1.0, m)
+    s = np.sum((a / ms) ** p, axis=ax)
+    return np.squeeze(m, axis=ax) * s ** (1.0 / p)
+
+
+def normalize_ref(x, p, axis=None):
+    n = norm_ref(x, p, axis)
+    ax = _axis(np.asarray(x), axis)
+    return np.asarray(x, dtype=np.float64) / np.expand_dims(n, ax)
+
+
+def hoyer_ref(x, axis=None):
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    ax = _axis(a, axis)
+    n = np.prod([a.shape[i] for i in (ax if isinstance(ax, tuple) else (ax,))])
+    m = np.max(a, axis=ax, keepdims=True)
+    ms = np.where(m == 0, 1.0, m)
+    s1 = np.sum(a / ms, axis=ax)
+    s2 = np.sqrt(np.sum((a / ms) ** 2, axis=ax))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = (np.sqrt(n) - s1 / s2) / (np.sqrt(n) - 1)
+    return np.where(s2 == 0, 1.0, np.clip(h, 0, 1))
+
+
+def rows(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(x.shape[0], -1)
+
+
+def dual_ref(w, p):
+    w = np.asarray(w, dtype=np.float64)
+    return np.sign(w) * np.abs(w) ** (p - 1)
+
+
+def inv_dual_ref(v, p):
+    v = np.asarray(v, dtype=np.float64)
+    return np.sign(v) * np.abs(v) ** (1.0 / (p - 1))
+
+
+def tangent_ref(w, g, p):
+    """Per row of 2-D w, g."""
+    w = np.asarray(w, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    m = np.abs(w).max(axis=1, keepdims=True)
+    nu = np.sign(w) * (np.abs(w) / m) ** (p - 1)
+    c = np.sum(nu * g, axis=1, keepdims=True) / np.sum(nu * nu, axis=1, keepdims=True)
+    return g - c * nu
+
+
+def holder_minimizer(c, p):
+    """argmin_{||w||_p = 1} <c, w> = -sign(c)|c|^(q-1) / ||c||_q^(q-1)."""
+    c = np.asarray(c, dtype=np.float64)
+    q = p / (p - 1)
+    cq = norm_ref(c, q)
+    return -np.sign(c) * (np.abs(c) / cq) ** (q - 1)
+
+
+def project_l1_ref(y, r):
+    """Duchi et al. (2008) sort-based projection onto the L1 ball, one vector."""
+    y = np.asarray(y, dtype=np.float64)
+    if np.abs(y).sum() <= r:
+        return y.copy()
+    u = np.sort(np.abs(y))[::-1]
+    cs = np.cumsum(u)
+    k = np.arange(1, y.size + 1)
+    rho = np.nonzero(u - (cs - r) / k > 0)[0][-1]
+    tau = (cs[rho] - r) / (rho + 1)
+    return np.sign(y) * np.maximum(np.abs(y) - tau, 0)
+
+
+def project_l2_ref(y, r):
+    y = np.asarray(y, dtype=np.float64)
+    n = np.linalg.norm(y)
+    return y.copy() if n <= r else y * (r / n)
+
+
+def project_linf_ref(y, r):
+    return np.clip(np.asarray(y, dtype=np.float64), -r, r)
+
+
+def ball_certificate(y, x, p, r):
+    """Optimality gap of x as the projection of y onto the radius-r Lp ball.
+
+    By Hoelder, max_{||z||_p <= r} <y - x, z> = r ||y - x||_q, so the
+    variational inequality <y - x, z - x> <= 0 for all z in the ball is
+    ``r ||y - x||_q - <y - x, x> <= 0``.  Returns that gap (>= 0 up to rounding)
+    and ||x||_p.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    d = y - x
+    q = np.inf if p == 1 else (1.0 if np.isinf(p) else p / (p - 1))
+    return r * norm_ref(d, q) - float(d @ x), norm_ref(x, p)

@@ -1,0 +1,143 @@
+"""Bad input: the right exception, a message naming the argument or group, and
+the caller's arrays (inputs and ``out``) left exactly as they were."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import lpcore
+from lpcore.testing import assert_unchanged
+
+
+def _calls(x, other, out):
+    """(name, callable) for every public function taking data, with ``out`` where accepted."""
+    return [
+        ("norm", lambda: lpcore.norm(x, 1.5, axis=1)),
+        ("normalize", lambda: lpcore.normalize(x, 1.5, axis=1, out=out)),
+        ("project_tangent:w", lambda: lpcore.project_tangent(x, other, 1.5, axis=1, out=out)),
+        ("project_tangent:g", lambda: lpcore.project_tangent(other, x, 1.5, axis=1, out=out)),
+        ("retract", lambda: lpcore.retract(other, x, 1.5, axis=1, out=out)),
+        ("to_dual", lambda: lpcore.to_dual(x, 1.5, out=out)),
+        ("from_dual", lambda: lpcore.from_dual(x, 1.5, out=out)),
+        ("project_ball", lambda: lpcore.project_ball(x, 1.5, axis=1, out=out)),
+        ("hoyer", lambda: lpcore.hoyer(x, axis=1)),
+    ]
+
+
+@given(st.sampled_from([np.float32, np.float64]), st.sampled_from([np.nan, np.inf, -np.inf]),
+       st.sampled_from(["first", "last", "middle"]), st.booleans())
+def test_nonfinite_data_raise_name_group_and_touch_nothing(dtype, bad, where, out_is_input):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 6)).astype(dtype)
+    row, col = {"first": (0, 0), "last": (4, 5), "middle": (2, 3)}[where]
+    x[row, col] = bad
+    other = lpcore.normalize(rng.standard_normal((5, 6)).astype(dtype), 1.5, axis=1)
+    x0, other0 = x.copy(), other.copy()
+    for name, call in _calls(x, other, x if out_is_input else np.full_like(x, 7.0)):
+        out_before = x.copy() if out_is_input else np.full_like(x, 7.0)
+        with pytest.raises(ValueError) as ei:
+            call()
+        msg = str(ei.value)
+        assert "NaN or Inf" in msg, (name, msg)
+        if name in ("to_dual", "from_dual"):
+            assert f"({row}, {col})" in msg, (name, msg)
+        else:
+            assert f"group ({row},)" in msg, (name, msg)
+        assert_unchanged(x0, x)
+        assert_unchanged(other0, other)
+        assert out_before is not None
+
+
+def test_nonfinite_leaves_out_buffer_untouched():
+    x = np.ones((3, 4))
+    x[2, 1] = np.nan
+    out = np.full((3, 4), 7.0)
+    for f in (lambda: lpcore.normalize(x, 2, axis=1, out=out),
+              lambda: lpcore.project_ball(x, 1.5, axis=1, out=out),
+              lambda: lpcore.project_tangent(np.ones((3, 4)), x, 1.5, axis=1, out=out),
+              lambda: lpcore.to_dual(x, 1.5, out=out)):
+        with pytest.raises(ValueError):
+            f()
+        assert np.all(out == 7.0)
+
+
+@pytest.mark.parametrize("p", [np.nan, 0.5, 1.0, -2.0, np.inf, "2", None, True])
+def test_p_out_of_range_for_sphere_maps(p):
+    w = np.ones((2, 3))
+    for f in (lambda: lpcore.project_tangent(w, w, p), lambda: lpcore.to_dual(w, p),
+              lambda: lpcore.from_dual(w, p)):
+        with pytest.raises((ValueError, TypeError), match="p"):
+            f()
+
+
+@pytest.mark.parametrize("p", [np.nan, 0.0, -1.0, -np.inf])
+def test_p_out_of_range_for_norm(p):
+    with pytest.raises(ValueError, match=r"p"):
+        lpcore.norm(np.ones(3), p)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.99, np.nan])
+def test_normalize_and_ball_need_p_at_least_one(p):
+    with pytest.raises(ValueError, match="p"):
+        lpcore.normalize(np.ones(3), p)
+    with pytest.raises(ValueError, match="p"):
+        lpcore.project_ball(np.ones(3), p)
+    with pytest.raises(ValueError, match="p"):
+        lpcore.retract(np.ones(3), np.ones(3), p)
+
+
+def test_radius_checked():
+    for r in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="radius"):
+            lpcore.project_ball(np.ones(3), 2, radius=r)
+
+
+@pytest.mark.parametrize("bad", [np.ones(3, dtype=complex), np.array(["a", "b"]),
+                                 np.array([1, None], dtype=object)])
+def test_unsupported_dtypes(bad):
+    for f in (lambda: lpcore.norm(bad, 2), lambda: lpcore.normalize(bad, 2),
+              lambda: lpcore.hoyer(bad), lambda: lpcore.to_dual(bad, 1.5),
+              lambda: lpcore.project_ball(bad, 2)):
+        with pytest.raises(TypeError, match="x|w|y"):
+            f()
+
+
+def test_shape_mismatch_names_argument():
+    w = np.ones((2, 3))
+    with pytest.raises(ValueError, match="g has shape"):
+        lpcore.project_tangent(w, np.ones((3, 2)), 1.5)
+    with pytest.raises(ValueError, match="xi has shape"):
+        lpcore.retract(w, np.ones(3), 1.5)
+    with pytest.raises(ValueError, match="out has shape"):
+        lpcore.normalize(w, 2, out=np.ones((3, 2)))
+    with pytest.raises(TypeError, match="out"):
+        lpcore.normalize(w, 2, out=np.ones((2, 3), dtype=np.int64))
+    with pytest.raises(TypeError, match="out"):
+        lpcore.normalize(w, 2, out=[[0, 0, 0]])
+    ro = np.ones((2, 3))
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        lpcore.normalize(w, 2, out=ro)
+
+
+def test_axis_errors():
+    with pytest.raises(np.exceptions.AxisError):
+        lpcore.norm(np.ones((2, 3)), 2, axis=2)
+    with pytest.raises(ValueError):
+        lpcore.norm(np.ones((2, 3)), 2, axis=(1, 1))
+    with pytest.raises(TypeError, match="axis"):
+        lpcore.norm(np.ones((2, 3)), 2, axis=1.5)
+
+
+def test_zero_groups():
+    w = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
+    w0 = w.copy()
+    with pytest.raises(ValueError, match=r"group \(1,\)"):
+        lpcore.project_tangent(w, np.ones_like(w), 1.5, axis=1)
+    with pytest.raises(ValueError, match=r"w \+ xi is all zero in group \(0,\)"):
+        lpcore.retract(np.array([[1.0, 0.0]]), np.array([[-1.0, 0.0]]), 2, axis=1)
+    assert_unchanged(w0, w)
+
+
+def test_zero_option_checked():
+    with pytest.raises(ValueError, match="zero"):
+        lpcore.normalize(np.ones(3), 2, zero="skip")
