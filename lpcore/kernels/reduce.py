@@ -57,6 +57,21 @@ def _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
+    if x.itemsize == 4 and (kind == KIND_ONE or kind == KIND_TWO):
+        # float32 |x| and x^2 summed in float64 can neither overflow nor
+        # underflow, and NaN/Inf propagate into the sum: one pass, no scaling
+        seg = x[i, j0:j1]
+        s = 0.0
+        if kind == KIND_ONE:
+            for j in range(seg.size):
+                s += np.float64(abs(seg[j]))
+        else:
+            for j in range(seg.size):
+                d = np.float64(seg[j])
+                s += d * d
+        Mc[t] = 1.0
+        Sc[t] = s if s < np.inf else np.nan
+        return
     m = _max_abs(xb, i, j0, j1, mask)
     Mc[t] = m
     if not (m < np.inf):

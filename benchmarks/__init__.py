@@ -1,0 +1,1 @@
+"""Kernel microbenchmarks for lpcore (``python -m benchmarks --help``)."""

@@ -1,0 +1,268 @@
+"""lpcore CPU kernel microbenchmarks.
+
+Everything in one run, side by side: lpcore vs a NumPy expression vs the best
+PyTorch CPU expression (when torch is installed), plus this machine's memory
+bandwidth measured by a large array copy (bytes read + written; the better of
+NumPy's single-threaded copy and a multi-threaded Numba copy).
+
+    python -m benchmarks                 # full table (a few minutes)
+    python -m benchmarks --quick         # small table (~30 s)
+    python -m benchmarks --scaling       # time vs size, 1e3 .. 1e8 elements
+    python -m benchmarks --startup       # first-call compile and cached start-up
+    python -m benchmarks --json out.json # also write the results as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import lpcore
+
+try:
+    import torch
+except ImportError:  # torch is an optional comparator
+    torch = None
+
+SHAPES_FULL = [(4096, 4096), (512, 4608), (64, 27), (10_000_000,)]
+SHAPES_QUICK = [(4096, 4096), (64, 27), (1_000_000,)]
+PS = [1.0, 1.3, 2.0]
+
+
+def timeit(fn, repeat, min_time=0.2):
+    """Median seconds per call over ``repeat`` batches (after a warm-up call)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_time / repeat / one))
+    res = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        res.append((time.perf_counter() - t0) / inner)
+    return statistics.median(res)
+
+
+def copy_bandwidth(repeat):
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=True)
+    def pcopy(a, b):
+        for i in prange(a.size):
+            b[i] = a[i]
+
+    a = np.random.default_rng(0).standard_normal(32_000_000).astype(np.float32)
+    b = np.empty_like(a)
+    t_np = timeit(lambda: np.copyto(b, a), repeat)
+    t_nb = timeit(lambda: pcopy(a, b), repeat)
+    nbytes = 2 * a.nbytes
+    return {"numpy_copy_GBps": nbytes / t_np / 1e9, "numba_parallel_copy_GBps": nbytes / t_nb / 1e9,
+            "GBps": max(nbytes / t_np, nbytes / t_nb) / 1e9}
+
+
+def _axis(shape):
+    return None if len(shape) == 1 else 1
+
+
+def np_norm(x, p, axis):
+    a = np.abs(x)
+    if p == 1:
+        return a.sum(axis=axis)
+    if p == 2:
+        return np.sqrt((x * x).sum(axis=axis))
+    return (a ** p).sum(axis=axis) ** (1 / p)
+
+
+def np_hoyer(x, axis):
+    n = x.size if axis is None else x.shape[axis]
+    l1 = np.abs(x).sum(axis=axis)
+    l2 = np.sqrt((x * x).sum(axis=axis))
+    return (np.sqrt(n) - l1 / l2) / (np.sqrt(n) - 1)
+
+
+def torch_cases(xt, p, axis):
+    dim = None if axis is None else axis
+    n = xt.numel() if axis is None else xt.shape[axis]
+    sn = n ** 0.5
+
+    def nrm():
+        return torch.linalg.vector_norm(xt, p, dim=dim)
+
+    def nz():
+        if dim is None:
+            return xt / torch.linalg.vector_norm(xt, p)
+        return xt / torch.linalg.vector_norm(xt, p, dim=dim, keepdim=True)
+
+    def hoyer_a():
+        return (sn - torch.linalg.vector_norm(xt, 1, dim=dim)
+                / torch.linalg.vector_norm(xt, 2, dim=dim)) / (sn - 1)
+
+    def hoyer_b():
+        return (sn - xt.abs().sum(dim=dim) / xt.square().sum(dim=dim).sqrt()) / (sn - 1)
+
+    return {"norm": [nrm], "normalize": [nz], "hoyer": [hoyer_a, hoyer_b]}
+
+
+def run_table(shapes, repeat, bw):
+    rows = []
+    for shape in shapes:
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        axis = _axis(shape)
+        xt = torch.from_numpy(x) if torch is not None else None
+        for op in ("norm", "normalize", "hoyer"):
+            for p in (PS if op != "hoyer" else [None]):
+                if op == "norm":
+                    f_lp = lambda: lpcore.norm(x, p, axis=axis)  # noqa: E731
+                    f_np = lambda: np_norm(x, p, axis)  # noqa: E731
+                    moved = x.nbytes
+                elif op == "normalize":
+                    out = np.empty_like(x)
+                    f_lp = lambda: lpcore.normalize(x, p, axis=axis, out=out)  # noqa: E731
+                    f_np = lambda: np.divide(x, np.expand_dims(np_norm(x, p, axis), axis or 0)  # noqa: E731
+                                             if axis is not None else np_norm(x, p, axis), out=out)
+                    moved = 2 * x.nbytes  # read + write, the minimum
+                else:
+                    f_lp = lambda: lpcore.hoyer(x, axis=axis)  # noqa: E731
+                    f_np = lambda: np_hoyer(x, axis)  # noqa: E731
+                    moved = x.nbytes
+                t_lp = timeit(f_lp, repeat)
+                t_np = timeit(f_np, repeat)
+                t_th = None
+                if xt is not None:
+                    t_th = min(timeit(f, repeat) for f in torch_cases(xt, p if p else 2, axis)[op])
+                rows.append({
+                    "op": op, "shape": list(shape), "p": p, "dtype": "float32",
+                    "lpcore_ms": t_lp * 1e3, "numpy_ms": t_np * 1e3,
+                    "torch_ms": None if t_th is None else t_th * 1e3,
+                    "speedup_vs_numpy": t_np / t_lp,
+                    "speedup_vs_torch": None if t_th is None else t_th / t_lp,
+                    "bandwidth_fraction": moved / t_lp / 1e9 / bw,
+                })
+                print(_fmt_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (f"{'op':<10}{'shape':>14}{'p':>5}{'lpcore ms':>11}{'numpy ms':>10}{'torch ms':>10}"
+          f"{'x numpy':>9}{'x torch':>9}{'% of copy BW':>14}")
+
+
+def _fmt_row(r):
+    shape = "x".join(str(s) for s in r["shape"])
+    p = "" if r["p"] is None else f"{r['p']:g}"
+    th = "-" if r["torch_ms"] is None else f"{r['torch_ms']:.3f}"
+    sth = "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}"
+    return (f"{r['op']:<10}{shape:>14}{p:>5}{r['lpcore_ms']:>11.3f}{r['numpy_ms']:>10.3f}{th:>10}"
+            f"{r['speedup_vs_numpy']:>9.2f}{sth:>9}{100 * r['bandwidth_fraction']:>13.0f}%")
+
+
+def run_scaling(repeat, bw):
+    rows = []
+    print(f"\n{'op':<10}{'n':>12}{'lpcore ms':>11}{'numpy ms':>10}{'ns/elem':>9}{'% BW':>7}")
+    for n in [10 ** k for k in range(3, 9)]:
+        x = np.random.default_rng(2).standard_normal(n).astype(np.float32)
+        for op, f_lp, f_np in (("hoyer", lambda: lpcore.hoyer(x), lambda: np_hoyer(x, None)),
+                               ("norm1.3", lambda: lpcore.norm(x, 1.3), lambda: np_norm(x, 1.3, None))):
+            t_lp = timeit(f_lp, repeat)
+            t_np = timeit(f_np, max(1, repeat // 2))
+            r = {"op": op, "n": n, "lpcore_ms": t_lp * 1e3, "numpy_ms": t_np * 1e3,
+                 "ns_per_element": t_lp / n * 1e9, "bandwidth_fraction": x.nbytes / t_lp / 1e9 / bw}
+            rows.append(r)
+            print(f"{op:<10}{n:>12}{r['lpcore_ms']:>11.3f}{r['numpy_ms']:>10.3f}"
+                  f"{r['ns_per_element']:>9.3f}{100 * r['bandwidth_fraction']:>6.0f}%", flush=True)
+        del x
+    return rows
+
+
+_STARTUP = r"""
+import time, json
+t0 = time.perf_counter()
+import numpy as np, lpcore
+t1 = time.perf_counter()
+x = np.random.default_rng(0).standard_normal((64, 27)).astype(np.float32)
+calls = {
+    "norm(p=1.3)": lambda: lpcore.norm(x, 1.3, axis=1),
+    "normalize(p=1.3)": lambda: lpcore.normalize(x, 1.3, axis=1),
+    "hoyer": lambda: lpcore.hoyer(x, axis=1),
+    "project_tangent": lambda: lpcore.project_tangent(x, x, 1.3, axis=1),
+    "to_dual": lambda: lpcore.to_dual(x, 1.3),
+    "project_ball(p=1.3)": lambda: lpcore.project_ball(x, 1.3, axis=1),
+}
+first = {}
+for k, f in calls.items():
+    s = time.perf_counter(); f(); first[k] = time.perf_counter() - s
+print(json.dumps({"import_s": t1 - t0, "first_call_s": first, "total_s": time.perf_counter() - t0}))
+"""
+
+
+def run_startup():
+    """Fresh processes: once with an empty Numba cache (compile), once cached."""
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, NUMBA_CACHE_DIR=d)
+        for label in ("compile (empty cache)", "cached"):
+            out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            res[label] = json.loads(out.strip().splitlines()[-1])
+    print("\nstart-up (float32 64x27, serial kernels; each lpcore kernel also has a parallel "
+          "twin compiled on first large input)")
+    for label, r in res.items():
+        calls = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r["first_call_s"].items())
+        print(f"  {label:<22} import {r['import_s']:.2f} s, total {r['total_s']:.2f} s; first calls: {calls}")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    ap.add_argument("--scaling", action="store_true", help="time vs size from 1e3 to 1e8")
+    ap.add_argument("--startup", action="store_true", help="compile and cached start-up times")
+    ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
+    ap.add_argument("--repeat", type=int, default=None, help="timing batches per case")
+    ap.add_argument("--json", default=None, help="write results to this JSON file")
+    a = ap.parse_args(argv)
+    repeat = a.repeat or (3 if a.quick else 7)
+
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": __import__("numba").__version__, "lpcore": lpcore.__version__,
+            "torch": None if torch is None else torch.__version__,
+            "cpus": os.cpu_count(), "numba_threads": __import__("numba").get_num_threads(),
+            "torch_threads": None if torch is None else torch.get_num_threads(),
+            "machine": platform.machine()}
+    print("lpcore benchmarks:", ", ".join(f"{k}={v}" for k, v in info.items()))
+    results = {"info": info}
+    bw = copy_bandwidth(repeat)
+    results["bandwidth"] = bw
+    print(f"memory copy bandwidth (read + write): {bw['GBps']:.1f} GB/s "
+          f"(numpy {bw['numpy_copy_GBps']:.1f}, numba parallel {bw['numba_parallel_copy_GBps']:.1f})")
+    if torch is None:
+        print("torch not installed: PyTorch columns are empty (pip install 'lpcore[bench]')")
+    only_extra = a.scaling or a.startup
+    if a.all or not only_extra:
+        print("\n" + HEADER)
+        results["table"] = run_table(SHAPES_QUICK if a.quick else SHAPES_FULL, repeat, bw["GBps"])
+    if a.all or a.scaling:
+        results["scaling"] = run_scaling(repeat, bw["GBps"])
+    if a.all or a.startup:
+        results["startup"] = run_startup()
+    if a.json:
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, a.json)
+        print(f"\nwrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
