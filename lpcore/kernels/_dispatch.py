@@ -7,9 +7,9 @@ from numba.extending import overload
 
 from ._pow32 import FASTMATH, pow32, pow32_scaled
 
-#: Inputs with fewer elements than this run the serial kernels: the thread
-#: pool's start-up costs more than the work (measured crossover is between
-#: 1e4 and 1e5 elements on the development machine; see benchmarks/).
+#: Inputs with fewer elements than this run the serial kernels, where waking
+#: the thread pool costs more than the work.  A chosen value, not a tuned one:
+#: ``python -m benchmarks --scaling`` shows the per-size cost.
 PAR_MIN_SIZE = 1 << 15
 
 #: Elements per task along a group.  Fits L1/L2 so a task's second pass over
