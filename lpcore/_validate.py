@@ -18,8 +18,8 @@ except ImportError:  # pragma: no cover - numpy 1.26
     from numpy.core.numeric import normalize_axis_tuple
 
 
-def check_p(p, fn, *, lo, lo_open=True, allow_inf=True, hi=None, name="p"):
-    """Return ``p`` as a float after checking ``lo < p`` (or <=), ``p <= hi`` and inf."""
+def check_p(p, fn, *, lo, lo_open=True, allow_inf=True, name="p"):
+    """Return ``p`` as a float after checking ``lo < p`` (or ``lo <= p``) and inf."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(p).__name__}")
     p = float(p)
@@ -28,22 +28,17 @@ def check_p(p, fn, *, lo, lo_open=True, allow_inf=True, hi=None, name="p"):
     if math.isinf(p):
         if p > 0 and allow_inf:
             return p
-        raise ValueError(f"{fn}: {name}={p} is out of range ({_range_text(lo, lo_open, allow_inf, hi)})")
-    bad_lo = p <= lo if lo_open else p < lo
-    if bad_lo or (hi is not None and p >= hi):
-        raise ValueError(f"{fn}: {name}={p} is out of range ({_range_text(lo, lo_open, allow_inf, hi)})")
+        raise ValueError(f"{fn}: {name}={p} is out of range ({_range_text(lo, lo_open, allow_inf, name)})")
+    if p <= lo if lo_open else p < lo:
+        raise ValueError(f"{fn}: {name}={p} is out of range ({_range_text(lo, lo_open, allow_inf, name)})")
     return p
 
 
-def _range_text(lo, lo_open, allow_inf, hi):
-    left = f"{name_lo(lo)} < p" if lo_open else f"p >= {name_lo(lo)}"
-    if hi is not None:
-        return f"{left} < {hi}"
-    return f"{left} or p = inf" if allow_inf else f"{left} < inf"
-
-
-def name_lo(lo):
-    return int(lo) if float(lo).is_integer() else lo
+def _range_text(lo, lo_open, allow_inf, name):
+    lo = int(lo) if float(lo).is_integer() else lo
+    if allow_inf:
+        return f"{name} {'>' if lo_open else '>='} {lo} or {name} = inf"
+    return f"{lo} {'<' if lo_open else '<='} {name} < inf"
 
 
 def compute_dtype(*arrays, fn, names):

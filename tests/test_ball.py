@@ -34,8 +34,11 @@ def test_general_p_is_feasible_optimal_and_idempotent(y, p, r):
         assert gap <= 1e-8 * scale * max(r, 1.0), (gap, p, r)
         if norm_ref(y[i], p) > r:
             assert nx == pytest.approx(r, rel=1e-9)
-            # p > 1 never creates exact zeros
-            assert np.all((x[i] != 0) == (y[i] != 0))
+            # p > 1 creates no exact zeros in exact arithmetic; near p = 1 a
+            # small entry's t = s^(1/(p-1)) can underflow float64, so check
+            # where 1/(p-1) is moderate
+            if p >= 1.1:
+                assert np.all((x[i] != 0) == (y[i] != 0))
         else:
             np.testing.assert_array_equal(x[i], y[i])
     np.testing.assert_allclose(lpcore.project_ball(x, p, radius=r, axis=1), x,

@@ -32,8 +32,9 @@ def test_nonfinite_data_raise_name_group_and_touch_nothing(dtype, bad, where, ou
     x[row, col] = bad
     other = lpcore.normalize(rng.standard_normal((5, 6)).astype(dtype), 1.5, axis=1)
     x0, other0 = x.copy(), other.copy()
-    for name, call in _calls(x, other, x if out_is_input else np.full_like(x, 7.0)):
-        out_before = x.copy() if out_is_input else np.full_like(x, 7.0)
+    out = x if out_is_input else np.full_like(x, 7.0)
+    out0 = out.copy()
+    for name, call in _calls(x, other, out):
         with pytest.raises(ValueError) as ei:
             call()
         msg = str(ei.value)
@@ -44,7 +45,7 @@ def test_nonfinite_data_raise_name_group_and_touch_nothing(dtype, bad, where, ou
             assert f"group ({row},)" in msg, (name, msg)
         assert_unchanged(x0, x)
         assert_unchanged(other0, other)
-        assert out_before is not None
+        assert_unchanged(out0, out)
 
 
 def test_nonfinite_leaves_out_buffer_untouched():
