@@ -179,7 +179,6 @@ def run_scaling(repeat, bw):
             rows.append(r)
             print(f"{op:<10}{n:>12}{r['lpcore_ms']:>11.3f}{r['numpy_ms']:>10.3f}"
                   f"{r['ns_per_element']:>9.3f}{100 * r['bandwidth_fraction']:>6.0f}%", flush=True)
-        del x
     return rows
 
 

@@ -52,12 +52,8 @@ def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
-    m = mw[i]
+    m = mw[i]  # > 0: zero groups of w were rejected before this pass
     c = coef[i]
-    if m == 0.0 or c == 0.0:
-        for j in range(j0, j1):
-            out[i, j] = g[i, j]
-        return
     inv = 1.0 / m
     l2m = math.log2(m)
     ws = w[i, j0:j1]
