@@ -9,6 +9,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --quick         # small table (~30 s)
     python -m benchmarks --scaling       # time vs size, 1e3 .. 1e8 elements
     python -m benchmarks --startup       # first-call compile and cached start-up
+    python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
     python -m benchmarks --json out.json # also write the results as JSON
 """
 from __future__ import annotations
@@ -152,6 +153,65 @@ def run_table(shapes, repeat, bw):
     return rows
 
 
+OPT_SHAPES_FULL = [(4096, 4096), (512, 4608), (256, 784)]
+OPT_SHAPES_QUICK = [(4096, 4096)]
+
+
+def np_lpsgd_dual(w, g, buf, v, p, lr, mu):
+    """NumPy transcription of one dual LpSGD step with momentum (no scaling)."""
+    q = p / (p - 1)
+    buf *= mu
+    buf += g
+    gh = buf / (np.abs(buf) ** q).sum(axis=1, keepdims=True) ** (1 / q)
+    v *= 1 - lr
+    v -= lr * gh
+    v /= (np.abs(v) ** q).sum(axis=1, keepdims=True) ** (1 / q)
+    np.multiply(np.sign(v), np.abs(v) ** (1 / (p - 1)), out=w)
+
+
+def torch_lpsgd_dual(w, g, buf, v, p, lr, mu):
+    """PyTorch eager transcription of the same step (the reference code's style)."""
+    q = p / (p - 1)
+    buf.mul_(mu).add_(g)
+    gh = buf / torch.linalg.vector_norm(buf, q, dim=1, keepdim=True)
+    v.mul_(1 - lr).add_(gh, alpha=-lr)
+    v.div_(torch.linalg.vector_norm(v, q, dim=1, keepdim=True))
+    w.copy_(v.sign() * v.abs().pow(1 / (p - 1)))
+
+
+def run_optim(shapes, repeat):
+    """Time per step of the fused LpSGD dual update with momentum 0.9, float32."""
+    p, lr, mu = 1.3, 0.05, 0.9
+    rows = []
+    print(f"\nLpSGD step, variant=dual, momentum={mu}, p={p}, float32")
+    print(f"{'shape':>12}{'lpcore ms':>11}{'numpy ms':>10}{'torch ms':>10}{'x numpy':>9}{'x torch':>9}")
+    for shape in shapes:
+        rng = np.random.default_rng(3)
+        w = rng.standard_normal(shape).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        opt = lpcore.LpSGD(p, lr, momentum=mu)
+        st = opt.init(w, axis=1)
+        opt.step(w, g, st)
+        t_lp = timeit(lambda: opt.step(w, g, st), repeat)
+        buf, v = st.momentum_buffer.copy(), st.dual.copy()
+        t_np = timeit(lambda: np_lpsgd_dual(w, g, buf, v, p, lr, mu), repeat)
+        t_th = None
+        if torch is not None:
+            tw, tg, tb, tv = (torch.from_numpy(a.copy()) for a in (w, g, buf, v))
+            t_th = timeit(lambda: torch_lpsgd_dual(tw, tg, tb, tv, p, lr, mu), repeat)
+        r = {"op": "lpsgd_dual_momentum", "shape": list(shape), "p": p,
+             "lpcore_ms": t_lp * 1e3, "numpy_ms": t_np * 1e3,
+             "torch_ms": None if t_th is None else t_th * 1e3,
+             "speedup_vs_numpy": t_np / t_lp,
+             "speedup_vs_torch": None if t_th is None else t_th / t_lp}
+        rows.append(r)
+        th = "-" if t_th is None else f"{t_th * 1e3:.3f}"
+        sth = "-" if t_th is None else f"{t_th / t_lp:.2f}"
+        print(f"{'x'.join(map(str, shape)):>12}{t_lp * 1e3:>11.3f}{t_np * 1e3:>10.3f}{th:>10}"
+              f"{t_np / t_lp:>9.2f}{sth:>9}", flush=True)
+    return rows
+
+
 HEADER = (f"{'op':<10}{'shape':>14}{'p':>5}{'lpcore ms':>11}{'numpy ms':>10}{'torch ms':>10}"
           f"{'x numpy':>9}{'x torch':>9}{'% of copy BW':>14}")
 
@@ -195,6 +255,8 @@ calls = {
     "project_tangent": lambda: lpcore.project_tangent(x, x, 1.3, axis=1),
     "to_dual": lambda: lpcore.to_dual(x, 1.3),
     "project_ball(p=1.3)": lambda: lpcore.project_ball(x, 1.3, axis=1),
+    "LpSGD.step(dual)": lambda: (lambda o, w: o.step(w, x, o.init(w, axis=1)))(
+        lpcore.LpSGD(1.3, 0.1, momentum=0.9), x.copy()),
 }
 first = {}
 for k, f in calls.items():
@@ -226,6 +288,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     ap.add_argument("--scaling", action="store_true", help="time vs size from 1e3 to 1e8")
     ap.add_argument("--startup", action="store_true", help="compile and cached start-up times")
+    ap.add_argument("--optim", action="store_true", help="only the LpSGD step table")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
     ap.add_argument("--repeat", type=int, default=None, help="timing batches per case")
     ap.add_argument("--json", default=None, help="write results to this JSON file")
@@ -246,10 +309,12 @@ def main(argv=None):
           f"(numpy {bw['numpy_copy_GBps']:.1f}, numba parallel {bw['numba_parallel_copy_GBps']:.1f})")
     if torch is None:
         print("torch not installed: PyTorch columns are empty (pip install 'lpcore[bench]')")
-    only_extra = a.scaling or a.startup
+    only_extra = a.scaling or a.startup or a.optim
     if a.all or not only_extra:
         print("\n" + HEADER)
         results["table"] = run_table(SHAPES_QUICK if a.quick else SHAPES_FULL, repeat, bw["GBps"])
+    if a.all or a.optim or not only_extra:
+        results["lpsgd"] = run_optim(OPT_SHAPES_QUICK if a.quick else OPT_SHAPES_FULL, repeat)
     if a.all or a.scaling:
         results["scaling"] = run_scaling(repeat, bw["GBps"])
     if a.all or a.startup:

@@ -6,6 +6,7 @@ norms        :func:`norm`, :func:`normalize`
 sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`from_dual`
 ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
+optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`,
              :func:`expected_pruned_fraction`
 """
@@ -13,6 +14,7 @@ from .ball import project_ball
 from .gamma import expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
 from .norms import norm, normalize
+from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
 
 __version__ = "0.1.0"
@@ -21,4 +23,5 @@ __all__ = [
     "norm", "normalize", "project_tangent", "retract", "to_dual", "from_dual",
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
+    "LpSGD", "LpSGDState",
 ]

@@ -112,3 +112,47 @@ def ball_certificate(y, x, p, r):
     d = y - x
     q = np.inf if p == 1 else (1.0 if np.isinf(p) else p / (p - 1))
     return r * norm_ref(d, q) - float(d @ x), norm_ref(x, p)
+
+
+class LpSGDRef:
+    """Plain NumPy transcription of DESIGN section 4's LpSGD, per row, float64."""
+
+    def __init__(self, p, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                 lr_decay=0.0, variant="dual"):
+        self.p, self.lr, self.mu, self.damp = p, lr, momentum, dampening
+        self.nest, self.wd, self.decay, self.variant = nesterov, weight_decay, lr_decay, variant
+        self.q = p / (p - 1)
+
+    def init(self, w):
+        w = np.asarray(w, dtype=np.float64)
+        n = norm_ref(w, self.p, 1)[:, None]
+        self.w = np.where(n > 0, w / np.where(n > 0, n, 1), 0.0)
+        self.v = dual_ref(self.w, self.p)
+        self.buf = None
+        self.t = 0
+        return self.w.copy()
+
+    def step(self, g):
+        p, q = self.p, self.q
+        d = np.asarray(g, dtype=np.float64) + self.wd * self.w
+        if self.mu:
+            self.buf = d.copy() if self.buf is None else self.mu * self.buf + (1 - self.damp) * d
+            d = d + self.mu * self.buf if self.nest else self.buf
+        eta = self.lr / (1 + self.decay * self.t)
+        for i in range(d.shape[0]):
+            if not np.any(d[i]) or not np.any(self.w[i]):
+                continue
+            gh = d[i] / norm_ref(d[i], q)
+            if self.variant == "dual":
+                v = (1 - eta) * self.v[i] - eta * gh
+                v = v / norm_ref(v, q)
+                self.v[i] = v
+                self.w[i] = inv_dual_ref(v, p)
+            elif self.variant == "primal":
+                y = (1 - eta) * self.w[i] - eta * inv_dual_ref(gh, p)
+                self.w[i] = y / norm_ref(y, p)
+            else:
+                y = self.w[i] - eta * tangent_ref(self.w[i:i + 1], d[i:i + 1], p)[0]
+                self.w[i] = y / norm_ref(y, p)
+        self.t += 1
+        return self.w.copy()

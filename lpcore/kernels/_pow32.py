@@ -57,6 +57,20 @@ def _f32_bits(typingctx, x):
 
 
 @intrinsic
+def float_to_bits(typingctx, x):
+    """Reinterpret a float32 as int32 or a float64 as int64 (no conversion)."""
+    if x not in (types.float32, types.float64):
+        return None
+    w = 32 if x == types.float32 else 64
+    ity = types.int32 if w == 32 else types.int64
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(w))
+
+    return ity(x), codegen
+
+
+@intrinsic
 def float_from_bits(typingctx, x, like):
     """Reinterpret the low bits of integer ``x`` as the float type as wide as the
     integer ``like`` (int32 -> float32, int64 -> float64)."""
@@ -151,3 +165,14 @@ def pow32_scaled(a, log2m, e):
     aa = a if ok else f4(1.0)
     v = exp2_f32(e * (log2_f64(aa) - log2m))
     return v if ok else a
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def pow32_scaled2(a, log2m, e1, e2):
+    """``((a/m) ** e1, (a/m) ** e2)`` in float32 sharing one logarithm."""
+    ok = (a > f4(0.0)) & (a < np.inf)
+    aa = a if ok else f4(1.0)
+    lg = log2_f64(aa) - log2m
+    v1 = exp2_f32(e1 * lg)
+    v2 = exp2_f32(e2 * lg)
+    return (v1 if ok else a), (v2 if ok else a)

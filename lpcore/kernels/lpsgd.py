@@ -1,0 +1,293 @@
+"""The fused LpSGD step: one kernel call per tensor per step.
+
+Each call runs two phases over the groups (rows of the (G, n) views):
+
+phase 1 (reads only)  per group: the update direction ``d`` (weight decay,
+    momentum, Nesterov, formed on the fly), ``max |d|`` and ``max |s|`` of the
+    state ``s`` (the dual vector for ``dual``, the weights otherwise) as
+    integer max reductions over the float64 bit patterns (these also flag
+    NaN/Inf), then ``||d||_q`` max-scaled (``dual``/``primal``) or the tangent
+    coefficient ``<nu, d> / <nu, nu>`` (``riemannian``).
+check                 if any group is non-finite, return its index: nothing
+    has been written.
+phase 2 (writes)      per group: momentum buffer and updated state in one
+    pass, the new state's norm in a second, the normalisation and the map
+    back to ``w`` in a third.  Each group is one task (its row stays in cache
+    between the passes); a single group longer than the caches is re-read.
+
+Memory traffic per step (``dual`` with momentum): g, buf and v are read twice
+(once per phase), buf and v and w written once, w read only for weight decay.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from numba import literally, njit, prange
+from numba.core.errors import NumbaIRAssumptionWarning
+
+from ._dispatch import PAR_MIN_SIZE, scaled_pow, scaled_pow2, scaled_pow_like
+from ._pow32 import FASTMATH, float_from_bits, float_to_bits
+
+DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
+#: group status codes returned through ``st``
+OK, BAD_DIRECTION, BAD_STATE = 0, 1, 2
+
+_JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
+
+# Numba's pedantic IR check reports a scoping assumption while inlining the
+# float32 power overload several times into _phase2 (compile time only; the
+# compiled code is checked against the NumPy transcription in the tests).
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r".*lpsgd$")
+
+
+@njit(inline="always", **_JIT)
+def _absbits(x):
+    return float_to_bits(abs(np.float64(x)))
+
+
+@njit(inline="always", **_JIT)
+def _from_bits(b):
+    return float_from_bits(b, b)
+
+
+@njit(**_JIT)
+def _renormalize(x, i, mx, p):
+    """x[i] /= ||x[i]||_p given mx = max |x[i]| > 0."""
+    n = x.shape[1]
+    inv = 1.0 / mx
+    l2m = math.log2(mx)
+    acc = 0.0
+    for j in range(n):
+        acc += scaled_pow(abs(x[i, j]), inv, l2m, p)
+    f = 1.0 / (mx * acc ** (1.0 / p))
+    for j in range(n):
+        x[i, j] = np.float64(x[i, j]) * f
+
+
+@njit(inline="always", **_JIT)
+def _direction(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
+    """(d, new momentum buffer) for one entry: ``buf' = bmu * buf + bd * d``,
+    ``d' = c1 * d + c2 * buf'`` (torch.optim.SGD's rules as coefficients)."""
+    d = np.float64(gj) + wd * np.float64(wj)
+    if has_mom:
+        nb = bmu * np.float64(bj) + bd * d
+        return c1 * d + c2 * nb, nb
+    return d, 0.0
+
+
+@njit(**_JIT)
+def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
+    literally(variant)
+    literally(has_mom)
+    n = w.shape[1]
+    bi = i if has_mom else 0
+    s = v if variant == DUAL else w
+    mbd = _absbits(0.0)
+    mbs = _absbits(0.0)
+    for j in range(n):
+        d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+        b = _absbits(d)
+        mbd = b if b > mbd else mbd
+        c = _absbits(s[i, j])
+        mbs = c if c > mbs else mbs
+    md = _from_bits(mbd)
+    ms = _from_bits(mbs)
+    S[i, 0] = md
+    S[i, 1] = ms
+    S[i, 2] = 0.0
+    S[i, 3] = 0.0
+    if not ms < np.inf:  # first: a non-finite w also spoils d through weight decay
+        st[i] = BAD_STATE
+        return
+    if not md < np.inf:
+        st[i] = BAD_DIRECTION
+        return
+    st[i] = OK
+    if md == 0.0 or ms == 0.0:
+        return  # zero direction or dead group: left unchanged
+    S[i, 3] = 1.0
+    if variant == RIEMANNIAN:
+        inv = 1.0 / ms
+        l2m = math.log2(ms)
+        a = 0.0
+        bb = 0.0
+        for j in range(n):
+            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            wj = w[i, j]
+            nu = scaled_pow(abs(wj), inv, l2m, p - 1.0)
+            nu = -nu if wj < 0 else nu
+            a += nu * d
+            bb += nu * nu
+        S[i, 2] = a / bb
+    else:
+        q = p / (p - 1.0)
+        inv = 1.0 / md
+        l2m = math.log2(md)
+        acc = 0.0
+        for j in range(n):
+            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            acc += scaled_pow_like(abs(d), w, inv, l2m, q)
+        S[i, 2] = md * acc ** (1.0 / q)
+
+
+@njit(**_JIT)
+def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
+    literally(variant)
+    literally(has_mom)
+    n = w.shape[1]
+    bi = i if has_mom else 0
+    md = S[i, 0]
+    ms = S[i, 1]
+    c2s = S[i, 2]
+    upd = S[i, 3] != 0.0
+    if not upd:
+        if has_mom:  # the momentum buffer still advances
+            for j in range(n):
+                _, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+                buf[i, j] = nb
+        return
+    keep = 1.0 - eta
+    a = 1.0 / (p - 1.0)
+    mbx = _absbits(0.0)
+    if variant == DUAL:
+        f = eta / c2s
+        for j in range(n):
+            d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            if has_mom:
+                buf[i, j] = nb
+            v[i, j] = keep * np.float64(v[i, j]) - f * d
+            b = _absbits(v[i, j])
+            mbx = b if b > mbx else mbx
+        mx = _from_bits(mbx)
+        if mx == 0.0:
+            return
+        # One power pass gives both w's magnitudes (|v|/mx)^(1/(p-1)) and
+        # the terms of ||v||_q, (|v|/mx)^q, from a shared logarithm; a
+        # scaling pass over the cached row then normalises v in Lq and w in
+        # Lp.  w is formed relative to the group max of |v|, so small
+        # entries underflow harmlessly; (mx/||v||_q)^(1/(p-1)) >= n^(-1/p).
+        q = p / (p - 1.0)
+        inv = 1.0 / mx
+        l2m = math.log2(mx)
+        acc = 0.0
+        for j in range(n):
+            x = v[i, j]
+            ra, rq = scaled_pow2(abs(x), inv, l2m, a, q)
+            acc += rq
+            w[i, j] = -ra if x < 0 else ra
+        rel = acc ** (1.0 / q)  # ||v||_q / mx
+        fw = (1.0 / rel) ** a
+        fv = 1.0 / (mx * rel)
+        for j in range(n):
+            w[i, j] = np.float64(w[i, j]) * fw
+            v[i, j] = np.float64(v[i, j]) * fv
+        return
+    # primal and riemannian update w directly, then renormalise it
+    if variant == PRIMAL:
+        ud = (md / c2s) ** a  # D_q(d/||d||_q) = sign(d) (|d|/md)^a (md/||d||_q)^a
+        invd = 1.0 / md
+        l2d = math.log2(md)
+        for j in range(n):
+            d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            if has_mom:
+                buf[i, j] = nb
+            u = scaled_pow_like(abs(d), w, invd, l2d, a) * ud
+            u = -u if d < 0 else u
+            w[i, j] = keep * np.float64(w[i, j]) - eta * u
+            b = _absbits(w[i, j])
+            mbx = b if b > mbx else mbx
+    else:
+        invs = 1.0 / ms
+        l2s = math.log2(ms)
+        for j in range(n):
+            d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            if has_mom:
+                buf[i, j] = nb
+            wj = w[i, j]
+            nu = scaled_pow(abs(wj), invs, l2s, p - 1.0)
+            nu = -nu if wj < 0 else nu
+            w[i, j] = np.float64(wj) - eta * (d - c2s * nu)
+            b = _absbits(w[i, j])
+            mbx = b if b > mbx else mbx
+    mx = _from_bits(mbx)
+    if mx > 0.0:
+        _renormalize(w, i, mx, p)
+
+
+def _build(variant, has_mom):
+    """The step drivers for one (variant, momentum on/off) combination.
+
+    ``variant`` and ``has_mom`` are closure constants (plain ints, so each
+    combination caches under its own key); the phase functions take them as
+    literals and are compiled once per combination, so the per-entry loops
+    carry no branches on them.  Dampening, Nesterov and the first momentum
+    step are branch-free runtime coefficients (see :func:`_direction`).
+    """
+    V = int(variant)
+    M = bool(has_mom)
+
+    @njit(parallel=True, **_JIT)
+    def step_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        G = w.shape[0]
+        for i in prange(G):
+            _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
+        for i in range(G):
+            if st[i] != OK:
+                return i
+        for i in prange(G):
+            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+        return -1
+
+    @njit(**_JIT)
+    def step_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        G = w.shape[0]
+        for i in range(G):
+            _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
+        for i in range(G):
+            if st[i] != OK:
+                return i
+        for i in range(G):
+            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+        return -1
+
+    return step_par, step_ser
+
+
+_KERNELS = {}
+
+
+def _kernels(variant, has_mom):
+    key = (int(variant), bool(has_mom))
+    if key not in _KERNELS:
+        _KERNELS[key] = _build(*key)
+    return _KERNELS[key]
+
+
+def lpsgd_step(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
+    """Run one fused step in place.  Returns (-1, None) or (group, status code).
+
+    ``buf`` (momentum buffer; zeros on the first momentum step) is None
+    without momentum, ``v`` (dual state) None for the primal variants.  All
+    arrays are C-contiguous (G, n) of one dtype.
+    """
+    G, n = w.shape
+    if G == 0 or n == 0:
+        return -1, None
+    has_mom = buf is not None
+    dummy = np.zeros((1, n), dtype=w.dtype)
+    if has_mom:
+        bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
+        c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
+    else:
+        bmu = bd = c1 = c2 = 0.0
+        buf = dummy
+    if v is None:
+        v = dummy
+    st = np.zeros(G, dtype=np.int8)
+    S = np.empty((G, 4))
+    par, ser = _kernels(variant, has_mom)
+    kern = par if (G > 1 and w.size >= PAR_MIN_SIZE) else ser
+    bad = kern(w, g, buf, v, float(wd), bmu, bd, c1, c2, float(p), float(eta), st, S)
+    return (bad, int(st[bad])) if bad >= 0 else (-1, None)

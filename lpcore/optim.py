@@ -1,0 +1,278 @@
+"""LpSGD: gradient descent with every group (neuron) on the unit Lp sphere.
+
+A framework-independent optimizer in the style of an (init, step) pair: the
+hyperparameters live on the :class:`LpSGD` object (validated once), the
+per-tensor state in an :class:`LpSGDState` of plain arrays.  Weights and state
+are updated in place by one fused kernel call per tensor per step
+(``lpcore/kernels/lpsgd.py``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+
+from ._validate import Groups, as_array, check_p
+from .kernels import lpsgd as _k
+from .norms import normalize
+from .sphere import to_dual
+
+__all__ = ["LpSGD", "LpSGDState"]
+
+_VARIANTS = {"dual": _k.DUAL, "primal": _k.PRIMAL, "riemannian": _k.RIEMANNIAN}
+
+
+@dataclass
+class LpSGDState:
+    """Per-tensor LpSGD state: plain arrays and scalars.
+
+    Attributes
+    ----------
+    step : int
+        Steps taken so far (the ``t`` of the learning-rate decay).
+    shape : tuple of int
+        The weight's shape.
+    axis : tuple of int or None
+        The reduced axes (one group per index over the remaining axes).
+    dual : ndarray or None
+        ``dual`` variant only: the dual vector ``v = D_p(w)``, shape (groups, n).
+    momentum_buffer : ndarray or None
+        The momentum buffer, shape (groups, n); None until the first step with
+        momentum (which copies the direction, as torch.optim.SGD does).
+    """
+
+    step: int
+    shape: tuple
+    axis: tuple | None
+    dual: np.ndarray | None = None
+    momentum_buffer: np.ndarray | None = None
+
+    def to_dict(self):
+        """A dict of NumPy arrays (for ``np.savez`` and the like)."""
+        d = {"step": np.array(self.step, dtype=np.int64),
+             "shape": np.array(self.shape, dtype=np.int64),
+             "axis": np.array([] if self.axis is None else self.axis, dtype=np.int64),
+             "axis_is_none": np.array(self.axis is None)}
+        if self.dual is not None:
+            d["dual"] = self.dual.copy()
+        if self.momentum_buffer is not None:
+            d["momentum_buffer"] = self.momentum_buffer.copy()
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        try:
+            axis = None if bool(d["axis_is_none"]) else tuple(int(a) for a in d["axis"])
+            return cls(step=int(d["step"]), shape=tuple(int(s) for s in d["shape"]), axis=axis,
+                       dual=np.array(d["dual"]) if "dual" in d else None,
+                       momentum_buffer=(np.array(d["momentum_buffer"])
+                                        if "momentum_buffer" in d else None))
+        except KeyError as e:
+            raise ValueError(f"LpSGDState.from_dict: missing key {e}") from None
+
+
+def _nonneg(x, name, fn):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) or not math.isfinite(x) \
+            or x < 0:
+        raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {x!r}")
+    return float(x)
+
+
+class LpSGD:
+    """Lp-spherical gradient descent (Li et al. 2021), framework independent.
+
+    Every group of a weight (by default one row per output unit) is kept on
+    the unit Lp sphere.  The direction ``d`` follows torch.optim.SGD:
+    ``d = g + weight_decay * w``; with momentum ``buf = momentum * buf +
+    (1 - dampening) * d`` (the first step copies ``d``), then ``d = d +
+    momentum * buf`` (Nesterov) or ``d = buf``.  The step size at step ``t``
+    (counted from 0) is ``eta_t = lr / (1 + lr_decay * t)``.
+
+    Variants (DESIGN section 4), per group, with ``g_hat = d / ||d||_q``:
+
+    * ``"dual"`` (the reference algorithm): keep ``v = D_p(w)``;
+      ``v <- (1 - eta) v - eta g_hat``, ``v <- v / ||v||_q``, ``w <- D_q(v)``.
+      ``w`` is always recomputed from ``v``.  For a constant gradient ``c`` it
+      converges linearly, at rate ``1 - eta``, to the Hoelder extremiser
+      ``-sign(c)|c|^(q-1) / ||c||_q^(q-1)``.
+    * ``"primal"``: ``w <- (1 - eta) w - eta D_q(g_hat)``, ``w <- w / ||w||_p``.
+    * ``"riemannian"``: ``w <- R_w(-eta P_w(d))``, the tangent projection
+      followed by the radial retraction.  With a fixed step it does not
+      converge for p < 2: the sphere's curvature is unbounded at the
+      coordinate hyperplanes, so iterates oscillate around the minimiser at
+      a distance set by ``lr``; use ``lr_decay`` or p >= 2.
+
+    A group whose direction is zero (dead or fully pruned neuron) is left
+    unchanged; an all-zero weight group stays zero.
+
+    Parameters
+    ----------
+    p : float
+        ``1 < p < inf``.
+    lr : float
+        ``lr > 0``; for ``dual`` and ``primal`` also ``lr <= 1`` (the update
+        is a convex combination).
+    momentum, dampening, nesterov, weight_decay
+        As in torch.optim.SGD (Nesterov needs momentum > 0 and dampening 0).
+    lr_decay : float
+        ``>= 0``; see above.
+    variant : {"dual", "primal", "riemannian"}
+
+    Notes
+    -----
+    Memory passes per step and tensor (``dual`` with momentum): one kernel
+    call; g, buf and v are read in a reductions phase that also validates
+    them, then read again in the writing phase, which writes buf, v and w;
+    the extra passes of each group (its new norm, the map back) run while the
+    group is in cache.  Weight decay adds a read of w.  The float32 powers are
+    the vectorised ones of ``lpcore.kernels._pow32`` (relative error about
+    ``6e-8 * max(2, exponent)``); the arithmetic is carried in float64.
+
+    A non-finite gradient, momentum buffer, weight or dual state raises
+    ValueError naming the group before anything is written: ``w`` and the
+    state are unchanged and the optimizer stays usable.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> w = np.random.default_rng(0).standard_normal((3, 5))
+    >>> opt = lpcore.LpSGD(p=1.5, lr=0.1, momentum=0.9)
+    >>> state = opt.init(w, axis=1)          # projects w onto the sphere in place
+    >>> c = np.arange(15.0).reshape(3, 5) - 7
+    >>> for _ in range(200):
+    ...     state = opt.step(w, c, state)
+    >>> np.allclose(lpcore.norm(w, 1.5, axis=1), 1.0)
+    True
+    """
+
+    def __init__(self, p, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                 lr_decay=0.0, variant="dual"):
+        fn = "lpcore.LpSGD"
+        self.p = check_p(p, fn, lo=1.0, allow_inf=False)
+        if variant not in _VARIANTS:
+            raise ValueError(f"{fn}: variant must be one of {sorted(_VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) \
+                or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"{fn}: lr must be a finite number > 0, got {lr!r}")
+        if variant != "riemannian" and lr > 1:
+            raise ValueError(f"{fn}: lr={lr} > 1; the {variant} update (1 - lr) x - lr u needs "
+                             "0 < lr <= 1")
+        self.lr = float(lr)
+        self.momentum = _nonneg(momentum, "momentum", fn)
+        self.dampening = _nonneg(dampening, "dampening", fn)
+        self.weight_decay = _nonneg(weight_decay, "weight_decay", fn)
+        self.lr_decay = _nonneg(lr_decay, "lr_decay", fn)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"{fn}: nesterov requires momentum > 0 and dampening = 0")
+
+    def __repr__(self):
+        return (f"LpSGD(p={self.p}, lr={self.lr}, momentum={self.momentum}, "
+                f"dampening={self.dampening}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay}, lr_decay={self.lr_decay}, "
+                f"variant={self.variant!r})")
+
+    def lr_at(self, step):
+        """The step size ``lr / (1 + lr_decay * step)``."""
+        return self.lr / (1.0 + self.lr_decay * step)
+
+    # ------------------------------------------------------------------
+    def init(self, w, axis=None):
+        """Project ``w`` onto the unit sphere in place (per group) and return its state.
+
+        All-zero groups stay zero.  ``w`` must be a writable float32 or
+        float64 ndarray.
+        """
+        fn = "lpcore.LpSGD.init"
+        w = self._check_weight(w, fn)
+        grp = Groups(w.shape, axis, fn)
+        normalize(w, self.p, axis=axis, out=w, zero="keep")
+        dual = None
+        if self.variant == "dual":
+            dual = to_dual(grp.to2d(w, w.dtype), self.p)
+        return LpSGDState(step=0, shape=w.shape, axis=grp.reduced if axis is not None else None,
+                          dual=dual)
+
+    def step(self, w, grad, state):
+        """One in-place step on ``w`` and ``state``; returns ``state``.
+
+        Raises
+        ------
+        ValueError
+            Shape mismatch, a state that does not belong to ``w``, or NaN/Inf
+            in the gradient, momentum buffer, weights or dual state (the
+            message names the group).  Nothing is written when it raises.
+        """
+        fn = "lpcore.LpSGD.step"
+        w = self._check_weight(w, fn)
+        if not isinstance(state, LpSGDState):
+            raise TypeError(f"{fn}: state must be an LpSGDState (from init), "
+                            f"got {type(state).__name__}")
+        if tuple(state.shape) != w.shape:
+            raise ValueError(f"{fn}: state was made for shape {tuple(state.shape)}, "
+                             f"w has shape {w.shape}")
+        grad = as_array(grad, fn, "grad")
+        if grad.shape != w.shape:
+            raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape {w.shape}")
+        if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
+            raise TypeError(f"{fn}: grad must be a real array, got dtype {grad.dtype}")
+        grp = Groups(w.shape, state.axis, fn)
+        dt = w.dtype
+        G, n = grp.G, grp.n
+        for name in ("dual", "momentum_buffer"):
+            a = getattr(state, name)
+            if a is not None and (a.shape != (G, n) or a.dtype != dt or not a.flags.c_contiguous):
+                raise ValueError(f"{fn}: state.{name} has shape {a.shape} and dtype {a.dtype}, "
+                                 f"expected a C-contiguous ({G}, {n}) {dt} array")
+        if self.variant == "dual" and state.dual is None:
+            raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
+
+        w2 = grp.view2d(w)
+        direct = w2 is not None
+        if not direct:
+            w2 = grp.to2d(w, dt).copy()
+        g2 = grp.to2d(grad, dt)
+        first = self.momentum > 0 and state.momentum_buffer is None
+        buf = None
+        if self.momentum > 0:
+            buf = np.zeros((G, n), dtype=dt) if first else state.momentum_buffer
+        bad, code = _k.lpsgd_step(w2, g2, buf, state.dual, self.weight_decay, self.momentum,
+                                  self.dampening, self.nesterov, first, _VARIANTS[self.variant],
+                                  self.p, self.lr_at(state.step))
+        if bad >= 0:
+            raise ValueError(f"{fn}: {self._culprit(code, bad, g2, state)} contains NaN or Inf "
+                             f"in group {grp.index(bad)}; nothing was updated")
+        if not direct:
+            np.copyto(w, grp.from2d(w2))
+        if first:
+            state.momentum_buffer = buf
+        state.step += 1
+        return state
+
+    # ------------------------------------------------------------------
+    def _culprit(self, code, i, g2, state):
+        if code == _k.BAD_DIRECTION:
+            if not np.all(np.isfinite(g2[i])):
+                return "grad"
+            if state.momentum_buffer is not None and not np.all(np.isfinite(state.momentum_buffer[i])):
+                return "state.momentum_buffer"
+            return "w (through weight decay)"
+        return "state.dual" if self.variant == "dual" else "w"
+
+    @staticmethod
+    def _check_weight(w, fn):
+        if not isinstance(w, np.ndarray):
+            raise TypeError(f"{fn}: w must be a numpy.ndarray updated in place, "
+                            f"got {type(w).__name__}")
+        if w.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{fn}: w must be float32 or float64, got {w.dtype}")
+        if not w.flags.writeable:
+            raise ValueError(f"{fn}: w is read-only")
+        return w
+
+

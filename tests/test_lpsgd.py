@@ -1,0 +1,304 @@
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import lpcore
+from lpcore.testing import assert_on_sphere, assert_unchanged
+from naive import LpSGDRef, holder_minimizer, norm_ref
+
+VARIANTS = ["dual", "primal", "riemannian"]
+
+
+def _run(opt, w, grads, axis=1, check_sphere=True):
+    state = opt.init(w, axis=axis)
+    for g in grads:
+        opt.step(w, g, state)
+        if check_sphere:
+            assert_on_sphere(w, opt.p, axis=axis)
+    return state
+
+
+@pytest.mark.parametrize("variant", ["dual", "primal"])
+@pytest.mark.parametrize("p", [1.05, 1.3, 2.0, 3.0])
+def test_constant_gradient_converges_to_holder_extremiser(variant, p, rng):
+    c = rng.standard_normal((4, 12))
+    w = rng.standard_normal((4, 12))
+    opt = lpcore.LpSGD(p, lr=0.2, variant=variant)
+    state = opt.init(w, axis=1)
+    want = np.stack([holder_minimizer(ci, p) for ci in c])
+    for _ in range(400):
+        opt.step(w, c, state)
+        assert np.max(np.abs(norm_ref(w, p, 1) - 1)) <= 1e-12
+    np.testing.assert_allclose(w, want, atol=1e-9)
+    q = p / (p - 1)
+    np.testing.assert_allclose(np.sum(c * w, axis=1), -norm_ref(c, q, 1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("p", [1.05, 1.5, 3.0])
+@pytest.mark.parametrize("lr", [0.05, 0.3])
+def test_dual_converges_linearly_at_rate_one_minus_lr(p, lr, rng):
+    c = rng.standard_normal((1, 10))
+    w = rng.standard_normal((1, 10))
+    opt = lpcore.LpSGD(p, lr=lr)
+    state = opt.init(w, axis=1)
+    q = p / (p - 1)
+    vstar = -c / norm_ref(c, q, 1)[:, None]
+    errs = []
+    for _ in range(int(12 / lr)):
+        opt.step(w, c, state)
+        errs.append(np.abs(state.dual - vstar).max())
+    errs = np.array(errs)
+    tail = errs[(errs < 1e-3) & (errs > 1e-11)]
+    ratios = tail[1:] / tail[:-1]
+    assert len(ratios) >= 5
+    np.testing.assert_allclose(ratios, 1 - lr, rtol=2e-3)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0])
+def test_riemannian_converges_for_p_at_least_two(p, rng):
+    c = rng.standard_normal((3, 8))
+    w = rng.standard_normal((3, 8))
+    opt = lpcore.LpSGD(p, lr=0.1, variant="riemannian")
+    _run(opt, w, [c] * 600)
+    np.testing.assert_allclose(w, np.stack([holder_minimizer(ci, p) for ci in c]), atol=1e-8)
+
+
+def test_riemannian_fixed_step_limitation_below_two():
+    # documented limitation: near a coordinate hyperplane the curvature of the
+    # L1.2 sphere is unbounded, so a fixed step keeps oscillating; the dual
+    # variant with the same step converges
+    c = np.array([[1.0, 0.5, 1e-3, -0.8, 0.3]])
+    p = 1.2
+    want = holder_minimizer(c[0], p)
+    w = np.ones((1, 5))
+    opt = lpcore.LpSGD(p, lr=0.05, variant="riemannian")
+    state = opt.init(w, axis=1)
+    errs = []
+    for _ in range(3000):
+        opt.step(w, c, state)
+        errs.append(np.abs(w[0] - want).max())
+    assert min(errs[-500:]) > 1e-6
+    wd = np.ones((1, 5))
+    _run(lpcore.LpSGD(p, lr=0.05), wd, [c] * 3000, check_sphere=False)
+    np.testing.assert_allclose(wd[0], want, atol=1e-9)
+
+
+@st.composite
+def _hyper(draw):
+    mom = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    nest = mom > 0 and draw(st.booleans())
+    return dict(momentum=mom, nesterov=nest,
+                dampening=0.0 if nest or mom == 0 else draw(st.sampled_from([0.0, 0.3])),
+                weight_decay=draw(st.sampled_from([0.0, 1e-3, 0.1])),
+                lr_decay=draw(st.sampled_from([0.0, 0.05])),
+                variant=draw(st.sampled_from(VARIANTS)),
+                lr=draw(st.sampled_from([0.01, 0.1, 0.5])),
+                p=draw(st.sampled_from([1.1, 1.5, 2.0, 2.5])))
+
+
+@given(_hyper(), st.integers(0, 2 ** 32 - 1))
+def test_matches_numpy_transcription_step_by_step(hp, seed):
+    rng = np.random.default_rng(seed)
+    G, n = 3, 7
+    w = rng.standard_normal((G, n))
+    w[1, 2] = 0.0
+    grads = [rng.standard_normal((G, n)) * 10 ** rng.uniform(-4, 1) for _ in range(6)]
+    ref = LpSGDRef(**hp)
+    ref.init(w)
+    opt = lpcore.LpSGD(**hp)
+    state = opt.init(w, axis=1)
+    for g in grads:
+        want = ref.step(g)
+        opt.step(w, g, state)
+        np.testing.assert_allclose(w, want, rtol=1e-9, atol=1e-12)
+        assert np.max(np.abs(norm_ref(w, hp["p"], 1) - 1)) <= 1e-12
+        if ref.buf is not None:
+            np.testing.assert_allclose(state.momentum_buffer, ref.buf, rtol=1e-12, atol=1e-15)
+    assert state.step == len(grads)
+
+
+def test_planted_least_squares_on_the_sphere(rng):
+    p, n = 1.3, 20
+    wstar = lpcore.normalize(rng.standard_normal((1, n)) * (rng.random((1, n)) < 0.4) + 1e-3 *
+                             rng.standard_normal((1, n)), p, axis=1)
+    A = rng.standard_normal((60, n))
+    b = A @ wstar[0]
+    w = rng.standard_normal((1, n))
+    opt = lpcore.LpSGD(p, lr=0.3, momentum=0.5, lr_decay=0.05)
+    state = opt.init(w, axis=1)
+    loss0 = 0.5 * np.sum((A @ w[0] - b) ** 2)
+    for _ in range(4000):
+        g = (A.T @ (A @ w[0] - b))[None, :]
+        opt.step(w, g, state)
+    loss = 0.5 * np.sum((A @ w[0] - b) ** 2)
+    assert loss < 1e-4 * loss0
+    np.testing.assert_allclose(w, wstar, atol=2e-3)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_tracks_float64_at_p_107_with_small_gradients(variant, rng):
+    p = 1.07  # q = 15.3: |g|^q of 1e-4 gradients underflows float32 without scaling
+    w64 = rng.standard_normal((8, 64))
+    w32 = w64.astype(np.float32)
+    kw = dict(lr=0.05, momentum=0.9, variant=variant)
+    o64, o32 = lpcore.LpSGD(p, **kw), lpcore.LpSGD(p, **kw)
+    s64, s32 = o64.init(w64, axis=1), o32.init(w32, axis=1)
+    for _ in range(30):
+        g = rng.standard_normal((8, 64)) * 1e-4
+        o64.step(w64, g, s64)
+        o32.step(w32, g.astype(np.float32), s32)
+        assert np.all(np.isfinite(w32))
+        assert_on_sphere(w32, p, axis=1)
+    assert w32.dtype == np.float32
+    scale = np.abs(w64).max()
+    assert np.abs(w32 - w64).max() <= 2e-3 * scale
+
+
+def test_zero_gradient_group_unchanged_and_zero_weight_group_stays_zero(rng):
+    w = rng.standard_normal((3, 6))
+    w[2] = 0.0
+    opt = lpcore.LpSGD(1.5, lr=0.1)
+    state = opt.init(w, axis=1)
+    before = w.copy()
+    g = rng.standard_normal((3, 6))
+    g[0] = 0.0
+    opt.step(w, g, state)
+    np.testing.assert_array_equal(w[0], before[0])
+    assert np.all(w[2] == 0)
+    assert np.any(w[1] != before[1])
+
+
+def test_layouts_axis_none_conv_and_transposed(rng):
+    c = rng.standard_normal((4, 3, 2, 2))
+    for axis in [(1, 2, 3), (0, 2, 3), None]:
+        w = rng.standard_normal(c.shape)
+        opt = lpcore.LpSGD(1.4, lr=0.2, momentum=0.5)
+        state = opt.init(w, axis=axis)
+        for _ in range(5):
+            opt.step(w, c, state)
+        if axis is None:
+            assert_on_sphere(w.reshape(1, -1), 1.4, axis=1)
+        else:
+            k = [a for a in range(4) if a not in axis][0]
+            assert_on_sphere(np.moveaxis(w, k, 0).reshape(c.shape[k], -1), 1.4, axis=1)
+    # a Fortran-ordered weight gives the same result as its C-ordered copy
+    wc = rng.standard_normal((5, 9))
+    wf = np.asfortranarray(wc)
+    g = rng.standard_normal((5, 9))
+    for x in (wc, wf):
+        opt = lpcore.LpSGD(1.4, lr=0.2, momentum=0.9)
+        s = opt.init(x, axis=1)
+        for _ in range(3):
+            opt.step(x, g, s)
+    np.testing.assert_allclose(wf, wc, rtol=1e-14, atol=1e-15)
+
+
+def test_large_tensor_parallel_path_matches_serial_rows(rng):
+    w = rng.standard_normal((64, 1024)).astype(np.float32)
+    g = rng.standard_normal((64, 1024)).astype(np.float32)
+    opt = lpcore.LpSGD(1.3, lr=0.1, momentum=0.9)
+    s = opt.init(w, axis=1)
+    w_small = w[:2].copy()
+    s_small = opt.init(w_small, axis=1)
+    for _ in range(3):
+        opt.step(w, g, s)
+        opt.step(w_small, g[:2], s_small)
+    np.testing.assert_array_equal(w[:2], w_small)
+
+
+def test_state_round_trip_resumes_identically(rng, tmp_path):
+    w = rng.standard_normal((4, 6))
+    grads = [rng.standard_normal((4, 6)) for _ in range(8)]
+    opt = lpcore.LpSGD(1.2, lr=0.1, momentum=0.9, nesterov=True, lr_decay=0.1)
+    ref_w = w.copy()
+    ref_s = _run(opt, ref_w, grads)
+    s = _run(opt, w, grads[:4])
+    np.savez(tmp_path / "state.npz", **s.to_dict())
+    with np.load(tmp_path / "state.npz") as f:
+        s2 = lpcore.LpSGDState.from_dict(dict(f))
+    for g in grads[4:]:
+        opt.step(w, g, s2)
+    np.testing.assert_array_equal(w, ref_w)
+    np.testing.assert_array_equal(s2.dual, ref_s.dual)
+    np.testing.assert_array_equal(s2.momentum_buffer, ref_s.momentum_buffer)
+    assert s2.step == ref_s.step == 8
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("where", ["grad", "momentum_buffer", "state"])
+def test_nonfinite_raises_names_group_and_changes_nothing(variant, where, rng):
+    w = rng.standard_normal((4, 5))
+    opt = lpcore.LpSGD(1.5, lr=0.1, momentum=0.9, variant=variant)
+    state = opt.init(w, axis=1)
+    opt.step(w, rng.standard_normal((4, 5)), state)
+    g = rng.standard_normal((4, 5))
+    if where == "grad":
+        g[2, 3] = np.nan
+        name = "grad"
+    elif where == "momentum_buffer":
+        state.momentum_buffer[2, 1] = np.inf
+        name = "state.momentum_buffer"
+    else:
+        target = state.dual if variant == "dual" else w
+        target[2, 0] = -np.inf
+        name = "state.dual" if variant == "dual" else "w"
+    w0, g0 = w.copy(), g.copy()
+    d0 = state.to_dict()
+    with pytest.raises(ValueError, match=rf"{name} contains NaN or Inf in group \(2,\)"):
+        opt.step(w, g, state)
+    assert_unchanged(w0, w)
+    assert_unchanged(g0, g)
+    for k, val in d0.items():
+        assert_unchanged(val, state.to_dict()[k])
+    assert state.step == 1
+
+
+def test_optimizer_usable_after_error(rng):
+    w = rng.standard_normal((3, 4))
+    opt = lpcore.LpSGD(1.5, lr=0.1, momentum=0.9)
+    state = opt.init(w, axis=1)
+    w_ref = w.copy()
+    s_ref = opt.init(w_ref, axis=1)
+    bad = np.full((3, 4), np.nan)
+    with pytest.raises(ValueError):
+        opt.step(w, bad, state)  # first step: no momentum buffer may be created
+    assert state.momentum_buffer is None
+    g = rng.standard_normal((3, 4))
+    opt.step(w, g, state)
+    opt.step(w_ref, g, s_ref)
+    np.testing.assert_array_equal(w, w_ref)
+
+
+def test_argument_errors(rng):
+    for kw, msg in [(dict(p=1.0, lr=0.1), "p"), (dict(p=np.inf, lr=0.1), "p"),
+                    (dict(p=np.nan, lr=0.1), "p"), (dict(p=1.5, lr=0.0), "lr"),
+                    (dict(p=1.5, lr=1.5), "lr"), (dict(p=1.5, lr=0.1, momentum=-1), "momentum"),
+                    (dict(p=1.5, lr=0.1, nesterov=True), "nesterov"),
+                    (dict(p=1.5, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+                    (dict(p=1.5, lr=0.1, weight_decay=np.nan), "weight_decay"),
+                    (dict(p=1.5, lr=0.1, variant="adam"), "variant")]:
+        with pytest.raises(ValueError, match=msg):
+            lpcore.LpSGD(**kw)
+    lpcore.LpSGD(1.5, lr=3.0, variant="riemannian")  # no convex-combination bound there
+    opt = lpcore.LpSGD(1.5, lr=0.1)
+    w = rng.standard_normal((3, 4))
+    state = opt.init(w, axis=1)
+    w0 = w.copy()
+    with pytest.raises(ValueError, match="grad has shape"):
+        opt.step(w, np.ones((4, 3)), state)
+    with pytest.raises(ValueError, match="state was made for shape"):
+        opt.step(np.ones((2, 4)), np.ones((2, 4)), state)
+    with pytest.raises(TypeError, match="state"):
+        opt.step(w, np.ones((3, 4)), {"step": 0})
+    with pytest.raises(TypeError, match="w must be a numpy.ndarray"):
+        opt.step(w.tolist(), np.ones((3, 4)), state)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        opt.init(np.ones((3, 4), dtype=np.int64), axis=1)
+    ro = w.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        opt.step(ro, np.ones((3, 4)), state)
+    with pytest.raises(TypeError, match="grad"):
+        opt.step(w, np.ones((3, 4), dtype=complex), state)
+    assert_unchanged(w0, w)
+    assert state.step == 0
