@@ -124,13 +124,25 @@ class LpSGD:
 
     Notes
     -----
-    Memory passes per step and tensor (``dual`` with momentum): one kernel
-    call; g, buf and v are read in a reductions phase that also validates
-    them, then read again in the writing phase, which writes buf, v and w;
-    the extra passes of each group (its new norm, the map back) run while the
-    group is in cache.  Weight decay adds a read of w.  The float32 powers are
-    the vectorised ones of ``lpcore.kernels._pow32`` (relative error about
-    ``6e-8 * max(2, exponent)``); the arithmetic is carried in float64.
+    One kernel call per tensor per step, in two phases (see
+    ``lpcore/kernels/lpsgd.py``).  Passes over memory, per group:
+
+    * phase 1 (reads, validates): g, buf and the state (v for ``dual``, w
+      otherwise) once from memory; then ``||d||_q`` (``dual``, ``primal``) or
+      ``<nu, d>, <nu, nu>`` (``riemannian``) in a second pass over the group
+      while it is in cache.
+    * phase 2 (writes): g, buf and the state read again, buf and the updated
+      state written in the same pass; ``dual`` then makes one power pass
+      (w's magnitudes and the terms of ``||v||_q`` from one logarithm) and one
+      scaling pass over v and w, both in cache; ``primal`` and
+      ``riemannian`` make a norm pass and a scaling pass over w in cache.
+
+    So from memory: two reads of g, buf and the state, one write of buf, the
+    state and w (``dual`` also writes w).  Weight decay adds reads of w.
+    Each group is one task; a single group larger than the caches is re-read
+    from memory by its in-cache passes.  The float32 powers are the vectorised
+    ones of ``lpcore.kernels._pow32`` (relative error about ``6e-8 * max(2,
+    exponent)``); the arithmetic is carried in float64.
 
     A non-finite gradient, momentum buffer, weight or dual state raises
     ValueError naming the group before anything is written: ``w`` and the
