@@ -211,7 +211,7 @@ class LpSGD:
                           dual=dual)
 
     def step(self, w, grad, state):
-        """One in-place step on ``w`` and ``state``; returns ``state``.
+        """One in-place step on ``w`` and ``state`` (one fused kernel call); returns ``state``.
 
         Raises
         ------
@@ -220,7 +220,38 @@ class LpSGD:
             in the gradient, momentum buffer, weights or dual state (the
             message names the group).  Nothing is written when it raises.
         """
-        fn = "lpcore.LpSGD.step"
+        call = self._bind(w, grad, state, "lpcore.LpSGD.step")
+        call.check(call.kernel.run("step"))
+        return call.commit()
+
+    def prepare(self, w, grad, state):
+        """Phase 1 of a step: read and validate, write nothing.
+
+        Returns a handle for :meth:`apply`.  Use the pair to step several
+        tensors atomically: prepare all of them (any may raise, and then
+        nothing anywhere was written), then apply all.  The passes over
+        memory are those of :meth:`step`; only the kernel call is split.
+        Between ``prepare`` and ``apply``, ``w``, ``grad`` and the state must
+        not change.
+        """
+        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare")
+        call.check(call.kernel.run("phase1"))
+        return call
+
+    def apply(self, prepared):
+        """Phase 2 of a step prepared by :meth:`prepare`; returns the state."""
+        if not isinstance(prepared, _Call) or prepared.opt is not self or prepared.done:
+            raise ValueError("lpcore.LpSGD.apply: pass the handle returned by this optimizer's "
+                             "prepare(), once")
+        prepared.kernel.run("phase2")
+        return prepared.commit()
+
+    def step_many(self, ws, grads, states):
+        """Step several tensors; if any input is bad, none is changed."""
+        calls = [self.prepare(w, g, s) for w, g, s in zip(ws, grads, states, strict=True)]
+        return [self.apply(c) for c in calls]
+
+    def _bind(self, w, grad, state, fn):
         w = self._check_weight(w, fn)
         if not isinstance(state, LpSGDState):
             raise TypeError(f"{fn}: state must be an LpSGDState (from init), "
@@ -243,28 +274,7 @@ class LpSGD:
                                  f"expected a C-contiguous ({G}, {n}) {dt} array")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
-
-        w2 = grp.view2d(w)
-        direct = w2 is not None
-        if not direct:
-            w2 = grp.to2d(w, dt).copy()
-        g2 = grp.to2d(grad, dt)
-        first = self.momentum > 0 and state.momentum_buffer is None
-        buf = None
-        if self.momentum > 0:
-            buf = np.zeros((G, n), dtype=dt) if first else state.momentum_buffer
-        bad, code = _k.lpsgd_step(w2, g2, buf, state.dual, self.weight_decay, self.momentum,
-                                  self.dampening, self.nesterov, first, _VARIANTS[self.variant],
-                                  self.p, self.lr_at(state.step))
-        if bad >= 0:
-            raise ValueError(f"{fn}: {self._culprit(code, bad, g2, state)} contains NaN or Inf "
-                             f"in group {grp.index(bad)}; nothing was updated")
-        if not direct:
-            np.copyto(w, grp.from2d(w2))
-        if first:
-            state.momentum_buffer = buf
-        state.step += 1
-        return state
+        return _Call(self, fn, w, grad, state, grp)
 
     # ------------------------------------------------------------------
     def _culprit(self, code, i, g2, state):
@@ -288,3 +298,41 @@ class LpSGD:
         return w
 
 
+
+
+class _Call:
+    """One tensor's step in flight: the (G, n) views, the kernel arguments and
+    what to do once the kernel has run."""
+
+    def __init__(self, opt, fn, w, grad, state, grp):
+        dt = w.dtype
+        self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
+        self.done = False
+        w2 = grp.view2d(w)
+        self.direct = w2 is not None
+        self.w2 = w2 if self.direct else grp.to2d(w, dt).copy()
+        self.g2 = grp.to2d(grad, dt)
+        self.first = opt.momentum > 0 and state.momentum_buffer is None
+        self.buf = None
+        if opt.momentum > 0:
+            self.buf = (np.zeros((grp.G, grp.n), dtype=dt) if self.first
+                        else state.momentum_buffer)
+        self.kernel = _k.StepCall(self.w2, self.g2, self.buf, state.dual, opt.weight_decay,
+                                  opt.momentum, opt.dampening, opt.nesterov, self.first,
+                                  _VARIANTS[opt.variant], opt.p, opt.lr_at(state.step))
+
+    def check(self, result):
+        bad, code = result
+        if bad >= 0:
+            raise ValueError(f"{self.fn}: {self.opt._culprit(code, bad, self.g2, self.state)} "
+                             f"contains NaN or Inf in group {self.grp.index(bad)}; "
+                             "nothing was updated")
+
+    def commit(self):
+        if not self.direct:
+            np.copyto(self.w, self.grp.from2d(self.w2))
+        if self.first:
+            self.state.momentum_buffer = self.buf
+        self.state.step += 1
+        self.done = True
+        return self.state

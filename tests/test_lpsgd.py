@@ -302,3 +302,34 @@ def test_argument_errors(rng):
         opt.step(w, np.ones((3, 4), dtype=complex), state)
     assert_unchanged(w0, w)
     assert state.step == 0
+
+
+def test_prepare_apply_equals_step_and_step_many_is_atomic(rng):
+    opt = lpcore.LpSGD(1.3, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    ws = [rng.standard_normal((4, 6)), rng.standard_normal((3, 2, 2)), rng.standard_normal((5, 3))]
+    ref = [w.copy() for w in ws]
+    axes = [1, (1, 2), 0]
+    states = [opt.init(w, axis=a) for w, a in zip(ws, axes)]
+    rstates = [opt.init(w, axis=a) for w, a in zip(ref, axes)]
+    for _ in range(3):
+        gs = [rng.standard_normal(w.shape) for w in ws]
+        opt.step_many(ws, gs, states)
+        for w, g, s in zip(ref, gs, rstates):
+            opt.step(w, g, s)
+        for a, b in zip(ws, ref):
+            np.testing.assert_array_equal(a, b)
+    # a bad gradient in the last tensor: none of the tensors changes
+    gs = [rng.standard_normal(w.shape) for w in ws]
+    gs[2][1, 1] = np.nan
+    before = [w.copy() for w in ws]
+    bufs = [s.momentum_buffer.copy() for s in states]
+    with pytest.raises(ValueError, match="grad contains NaN or Inf"):
+        opt.step_many(ws, gs, states)
+    for w, b, s, bb in zip(ws, before, states, bufs):
+        assert_unchanged(b, w)
+        assert_unchanged(bb, s.momentum_buffer)
+        assert s.step == 3
+    h = opt.prepare(ws[0], gs[0], states[0])
+    opt.apply(h)
+    with pytest.raises(ValueError, match="once"):
+        opt.apply(h)

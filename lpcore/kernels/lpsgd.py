@@ -252,7 +252,40 @@ def _build(variant, has_mom):
             _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
         return -1
 
-    return step_par, step_ser
+    # the two phases as separate calls, for multi-tensor steps that validate
+    # every tensor before writing any (same passes over memory)
+    @njit(parallel=True, **_JIT)
+    def phase1_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        for i in prange(w.shape[0]):
+            _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
+        for i in range(w.shape[0]):
+            if st[i] != OK:
+                return i
+        return -1
+
+    @njit(**_JIT)
+    def phase1_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        for i in range(w.shape[0]):
+            _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
+        for i in range(w.shape[0]):
+            if st[i] != OK:
+                return i
+        return -1
+
+    @njit(parallel=True, **_JIT)
+    def phase2_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        for i in prange(w.shape[0]):
+            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+        return -1
+
+    @njit(**_JIT)
+    def phase2_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+        for i in range(w.shape[0]):
+            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+        return -1
+
+    return {"step": (step_par, step_ser), "phase1": (phase1_par, phase1_ser),
+            "phase2": (phase2_par, phase2_ser)}
 
 
 _KERNELS = {}
@@ -265,29 +298,37 @@ def _kernels(variant, has_mom):
     return _KERNELS[key]
 
 
-def lpsgd_step(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
-    """Run one fused step in place.  Returns (-1, None) or (group, status code).
+class StepCall:
+    """The arguments of one tensor's step, for :func:`run` (one fused call) or
+    :func:`run` of "phase1" then "phase2" (validate first, write later).
 
     ``buf`` (momentum buffer; zeros on the first momentum step) is None
     without momentum, ``v`` (dual state) None for the primal variants.  All
     arrays are C-contiguous (G, n) of one dtype.
     """
-    G, n = w.shape
-    if G == 0 or n == 0:
-        return -1, None
-    has_mom = buf is not None
-    dummy = np.zeros((1, n), dtype=w.dtype)
-    if has_mom:
-        bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
-        c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
-    else:
-        bmu = bd = c1 = c2 = 0.0
-        buf = dummy
-    if v is None:
-        v = dummy
-    st = np.zeros(G, dtype=np.int8)
-    S = np.empty((G, 4))
-    par, ser = _kernels(variant, has_mom)
-    kern = par if (G > 1 and w.size >= PAR_MIN_SIZE) else ser
-    bad = kern(w, g, buf, v, float(wd), bmu, bd, c1, c2, float(p), float(eta), st, S)
-    return (bad, int(st[bad])) if bad >= 0 else (-1, None)
+
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
+        G, n = w.shape
+        self.empty = G == 0 or n == 0
+        has_mom = buf is not None
+        dummy = np.zeros((1, n), dtype=w.dtype)
+        if has_mom:
+            bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
+            c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
+        else:
+            bmu = bd = c1 = c2 = 0.0
+            buf = dummy
+        self.st = np.zeros(G, dtype=np.int8)
+        self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),
+                     float(eta), self.st, np.empty((G, 4)))
+        self.kernels = _kernels(variant, has_mom)
+        self.par = G > 1 and w.size >= PAR_MIN_SIZE
+
+    def run(self, what="step"):
+        """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or
+        (first bad group, status code)."""
+        if self.empty:
+            return -1, None
+        par, ser = self.kernels[what]
+        bad = (par if self.par else ser)(*self.args)
+        return (bad, int(self.st[bad])) if bad >= 0 else (-1, None)
