@@ -10,6 +10,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --scaling       # time vs size, 1e3 .. 1e8 elements
     python -m benchmarks --startup       # first-call compile and cached start-up
     python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
+    python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD, ResNet-18 shapes
     python -m benchmarks --json out.json # also write the results as JSON
 """
 from __future__ import annotations
@@ -212,6 +213,70 @@ def run_optim(shapes, repeat):
     return rows
 
 
+def _resnet18(num_classes=1000):
+    """A ResNet-18-shaped model (torchvision's layout, no torchvision needed)."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = self.b2(self.c2(self.b1(self.c1(x)).relu()))
+            return (y + (x if self.down is None else self.down(x))).relu()
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def run_torch_step(repeat):
+    """lpcore_torch.LpSGD vs torch.optim.SGD, one step on all of a ResNet-18's parameters."""
+    if torch is None:
+        print("torch not installed: skipping the optimizer-step comparison")
+        return None
+    import lpcore_torch
+
+    net = _resnet18()
+    n_params = sum(q.numel() for q in net.parameters())
+    gen = torch.Generator().manual_seed(0)
+    for q in net.parameters():
+        q.grad = torch.randn(q.shape, generator=gen) * 1e-2
+    rows = []
+    print(f"\noptimizer step on a ResNet-18-shaped model ({n_params / 1e6:.1f} M parameters, "
+          "float32, CPU, momentum 0.9)")
+    cases = [("torch.optim.SGD", lambda: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=None", lambda: lpcore_torch.LpSGD(
+                 net.parameters(), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=1.3 dual", lambda: lpcore_torch.LpSGD(
+                 lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9))]
+    with torch.no_grad():
+        for name, make in cases:
+            opt = make()
+            t = timeit(opt.step, repeat)
+            rows.append({"optimizer": name, "step_ms": t * 1e3, "params": n_params})
+            print(f"  {name:<32}{t * 1e3:>10.2f} ms/step", flush=True)
+    base = rows[0]["step_ms"]
+    for r in rows:
+        r["ratio_to_torch_sgd"] = r["step_ms"] / base
+    print("  ratio to torch.optim.SGD: " + ", ".join(
+        f"{r['optimizer']} {r['ratio_to_torch_sgd']:.2f}x" for r in rows[1:]))
+    return rows
+
+
 HEADER = (f"{'op':<10}{'shape':>14}{'p':>5}{'lpcore ms':>11}{'numpy ms':>10}{'torch ms':>10}"
           f"{'x numpy':>9}{'x torch':>9}{'% of copy BW':>14}")
 
@@ -289,6 +354,8 @@ def main(argv=None):
     ap.add_argument("--scaling", action="store_true", help="time vs size from 1e3 to 1e8")
     ap.add_argument("--startup", action="store_true", help="compile and cached start-up times")
     ap.add_argument("--optim", action="store_true", help="only the LpSGD step table")
+    ap.add_argument("--torch-step", action="store_true",
+                    help="lpcore_torch.LpSGD vs torch.optim.SGD on a ResNet-18-shaped model")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
     ap.add_argument("--repeat", type=int, default=None, help="timing batches per case")
     ap.add_argument("--json", default=None, help="write results to this JSON file")
@@ -309,7 +376,7 @@ def main(argv=None):
           f"(numpy {bw['numpy_copy_GBps']:.1f}, numba parallel {bw['numba_parallel_copy_GBps']:.1f})")
     if torch is None:
         print("torch not installed: PyTorch columns are empty (pip install 'lpcore[bench]')")
-    only_extra = a.scaling or a.startup or a.optim
+    only_extra = a.scaling or a.startup or a.optim or a.torch_step
     if a.all or not only_extra:
         print("\n" + HEADER)
         results["table"] = run_table(SHAPES_QUICK if a.quick else SHAPES_FULL, repeat, bw["GBps"])
@@ -317,6 +384,8 @@ def main(argv=None):
         results["lpsgd"] = run_optim(OPT_SHAPES_QUICK if a.quick else OPT_SHAPES_FULL, repeat)
     if a.all or a.scaling:
         results["scaling"] = run_scaling(repeat, bw["GBps"])
+    if a.all or a.torch_step:
+        results["torch_step"] = run_torch_step(repeat)
     if a.all or a.startup:
         results["startup"] = run_startup()
     if a.json:

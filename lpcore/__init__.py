@@ -2,7 +2,7 @@
 
 Public API (NumPy in, NumPy out; see DESIGN conventions in the README):
 
-norms        :func:`norm`, :func:`normalize`
+norms        :func:`norm`, :func:`normalize`, :func:`all_finite`
 sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`from_dual`
 ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
@@ -13,14 +13,14 @@ gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape
 from .ball import project_ball
 from .gamma import expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
-from .norms import norm, normalize
+from .norms import all_finite, norm, normalize
 from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "norm", "normalize", "project_tangent", "retract", "to_dual", "from_dual",
+    "norm", "normalize", "all_finite", "project_tangent", "retract", "to_dual", "from_dual",
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
     "LpSGD", "LpSGDState",

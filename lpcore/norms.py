@@ -8,7 +8,7 @@ from . import kernels as K
 from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
                         first_bad, writable_target)
 
-__all__ = ["norm", "normalize"]
+__all__ = ["norm", "normalize", "all_finite"]
 
 
 def norm(x, p, axis=None, keepdims=False):
@@ -137,3 +137,24 @@ def _normalize2d(x2, grp, p, out, res, zero, fn, name):
     return finish(dst, grp, out, res, target)
 
 
+
+
+def all_finite(x):
+    """True iff ``x`` holds no NaN or Inf: one parallel integer-max pass.
+
+    The check the optimizers use to validate a whole tensor before writing
+    anything (about a memory-bandwidth read; ``numpy.isfinite(x).all()``
+    allocates a boolean array and makes two passes).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.all_finite(np.array([1.0, -2.0])), lpcore.all_finite(np.array([1.0, np.nan]))
+    (True, False)
+    """
+    x = as_array(x, "lpcore.all_finite", "x")
+    comp, _ = compute_dtype(x, fn="lpcore.all_finite", names=("x",))
+    if x.size == 0:
+        return True
+    flat = np.ascontiguousarray(x, dtype=comp).reshape(1, -1)
+    return bool(np.isfinite(K.group_max(flat)[0]))

@@ -152,3 +152,15 @@ def test_zero_groups_keep_or_raise():
     np.testing.assert_allclose(y, [[0, 0], [0.6, 0.8]], rtol=1e-15)
     with pytest.raises(ValueError, match=r"all zero in group \(0,\)"):
         lpcore.normalize(x, 2, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite(dtype, rng):
+    x = rng.standard_normal(3 * CHUNK + 5).astype(dtype)
+    assert lpcore.all_finite(x) and lpcore.all_finite(np.zeros(0))
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[-1] = bad
+        assert not lpcore.all_finite(y)
+        assert not lpcore.all_finite(y.reshape(-1, 1)[::-1])
+    assert lpcore.all_finite(np.arange(5))

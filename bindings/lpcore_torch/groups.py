@@ -1,0 +1,98 @@
+"""Which weights to constrain, and how each one splits into fan-in groups."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def fan_in_layout(module, weight=None):
+    """``(view_shape, axis)``: reshape the weight to ``view_shape`` (a view) and
+    reduce ``axis`` to get one group per output unit.
+
+    * Linear ``(out, in)`` and Conv ``(out, in/groups, *k)``: all axes but 0.
+    * ConvTranspose ``(in, out/groups, *k)``: the output unit ``(g, o)`` has
+      fan-in ``weight[g*in/groups:(g+1)*in/groups, o]``, so the weight is
+      viewed as ``(groups, in/groups, out/groups, *k)`` and axes 1 and 3...
+      are reduced.  Normalising dim-0 slices here would be wrong.
+    """
+    w = module.weight if weight is None else weight
+    shape = tuple(w.shape)
+    if isinstance(module, _CONVT):
+        g = module.groups
+        view = (g, shape[0] // g) + shape[1:]
+        return view, (1,) + tuple(range(3, len(view)))
+    return shape, tuple(range(1, len(shape)))
+
+
+def _fan_in(module):
+    view, axis = fan_in_layout(module)
+    return math.prod(view[a] for a in axis)
+
+
+def lp_param_groups(model, p, exclude=(), include_classifier=False):
+    """Parameter groups for :class:`lpcore_torch.LpSGD`, the reference selection.
+
+    Linear and Conv (and ConvTranspose) weights are constrained, except the
+    final classifier (the last such layer in module order) and layers whose
+    fan-in is below 2.  Everything else - biases, norm layers, other 1-D
+    tensors, excluded layers - goes to one ``p=None`` (plain SGD) group.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    p : float, list of float or callable
+        One exponent for all constrained layers; a list in module order (one
+        per selected layer); or ``p(name, module) -> float or None`` (None
+        leaves the layer unconstrained).
+    exclude : iterable of str or callable
+        Module names to leave unconstrained, or ``exclude(name, module) -> bool``.
+    include_classifier : bool
+        Also constrain the final classifier.
+
+    Returns
+    -------
+    list of dict
+        One group per distinct p (keys ``params``, ``p``, ``fan_in`` - the
+        per-parameter layouts of :func:`fan_in_layout`, ``names``), then the
+        ``p=None`` group.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"lp_param_groups: model must be a torch.nn.Module, got {type(model).__name__}")
+    excl = exclude if callable(exclude) else (lambda name, m, s=set(exclude): name in s)
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, (nn.Linear,) + _CONV + _CONVT)
+              and getattr(m, "weight", None) is not None]
+    if layers and not include_classifier:
+        layers = layers[:-1]
+    layers = [(n, m) for n, m in layers if not excl(n, m) and _fan_in(m) >= 2]
+    if callable(p):
+        ps = [p(n, m) for n, m in layers]
+    elif isinstance(p, (list, tuple)):
+        if len(p) != len(layers):
+            raise ValueError(f"lp_param_groups: got {len(p)} values of p for {len(layers)} "
+                             f"constrained layers ({', '.join(n for n, _ in layers)})")
+        ps = list(p)
+    else:
+        ps = [p] * len(layers)
+    groups = {}
+    constrained = set()
+    for (name, m), pv in zip(layers, ps):
+        if pv is None:
+            continue
+        pv = float(pv)
+        g = groups.setdefault(pv, {"params": [], "p": pv, "fan_in": [], "names": []})
+        g["params"].append(m.weight)
+        g["fan_in"].append(fan_in_layout(m))
+        g["names"].append(f"{name}.weight" if name else "weight")
+        constrained.add(id(m.weight))
+    rest = [(n, q) for n, q in model.named_parameters() if id(q) not in constrained]
+    out = list(groups.values())
+    out.append({"params": [q for _, q in rest], "p": None, "fan_in": [None] * len(rest),
+                "names": [n for n, _ in rest]})
+    return out
+
+

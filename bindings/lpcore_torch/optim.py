@@ -1,0 +1,233 @@
+"""``lpcore_torch.LpSGD``: a torch.optim.Optimizer delegating to ``lpcore.LpSGD``."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.optim import Optimizer
+from torch.optim.sgd import sgd as _torch_sgd
+
+import lpcore
+
+from ._convert import _HALF, check_tensor, float32_copy, to_numpy
+
+
+class LpSGD(Optimizer):
+    """Lp-spherical SGD for PyTorch models (a thin adapter over :class:`lpcore.LpSGD`).
+
+    Parameter groups carry their own ``p``: a float constrains each output
+    unit's fan-in of every tensor in the group to the unit Lp sphere; ``p=None``
+    is plain SGD, bit-identical to ``torch.optim.SGD`` with the same settings
+    (and ``lr_decay=0``).  In a constrained group, 1-D tensors take the plain
+    SGD step too.  :func:`lpcore_torch.lp_param_groups` builds the groups the
+    reference way and records each weight's fan-in layout (``fan_in``);
+    without it a tensor's groups are its dim-0 slices.
+
+    **Constrained weights are projected onto the sphere here, at construction**
+    (in place; all-zero output units stay zero).
+
+    Parameters are updated in place (same storage, same Python objects).  The
+    step is atomic: every gradient and state is validated before any parameter
+    is written, so a non-finite gradient raises ``ValueError`` naming the
+    parameter and group and leaves every parameter unchanged.
+
+    fp16/bf16 parameters are computed in float32 and written back; their
+    LpSGD state is kept in float32.  CPU tensors only in this version.
+
+    Parameters
+    ----------
+    params : iterable of tensors or dicts
+    lr : float
+    p : float or None
+        Default exponent for groups that do not set one.
+    momentum, dampening, nesterov, weight_decay
+        As torch.optim.SGD.
+    lr_decay : float
+        Step size ``lr / (1 + lr_decay * t)`` (t = steps taken by the tensor).
+    variant : {"dual", "primal", "riemannian"}
+
+    Examples
+    --------
+    >>> import torch, lpcore_torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1, momentum=0.9)
+    >>> loss = net(torch.randn(4, 8)).square().mean(); loss.backward(); opt.step()
+    """
+
+    def __init__(self, params, lr, p=None, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0, lr_decay=0.0, variant="dual"):
+        defaults = dict(lr=lr, p=p, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                        weight_decay=weight_decay, lr_decay=lr_decay, variant=variant,
+                        maximize=False, foreach=None, fused=None, differentiable=False)
+        super().__init__(params, defaults)
+        with torch.no_grad():
+            for group in self.param_groups:
+                core = self._core(group)
+                for w, layout in self._constrained(group):
+                    st = self.state[w]
+                    if "step" in st:
+                        continue
+                    arr, back = _array(w, "parameter")
+                    cs = core.init(arr.reshape(layout[0]), axis=layout[1])
+                    if back is not None:
+                        back()
+                    st["step"] = 0
+                    if cs.dual is not None:
+                        st["dual"] = torch.from_numpy(cs.dual)
+
+    # ------------------------------------------------------------------
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        g = self.param_groups[-1]
+        n = len(g["params"])
+        fan = g.get("fan_in")
+        if fan is None:
+            g["fan_in"] = [None] * n
+        elif len(fan) != n:
+            raise ValueError(f"lpcore_torch.LpSGD: group has {n} params but {len(fan)} fan_in "
+                             "layouts")
+        for q in g["params"]:
+            check_tensor(q, "a parameter")
+        self._core(g)  # validate the hyperparameters now
+
+    @staticmethod
+    def _core(group):
+        if group["p"] is None:
+            return None
+        return lpcore.LpSGD(group["p"], group["lr"], momentum=group["momentum"],
+                            dampening=group["dampening"], nesterov=group["nesterov"],
+                            weight_decay=group["weight_decay"], lr_decay=group["lr_decay"],
+                            variant=group["variant"])
+
+    @staticmethod
+    def _constrained(group):
+        if group["p"] is None:
+            return []
+        out = []
+        for w, layout in zip(group["params"], group["fan_in"]):
+            if w.dim() < 2:
+                continue
+            if layout is None:
+                layout = (tuple(w.shape), tuple(range(1, w.dim())))
+            out.append((w, (tuple(layout[0]), None if layout[1] is None else tuple(layout[1]))))
+        return out
+
+    # ------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step (optionally re-evaluating the loss with ``closure``)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        pending = []  # (core, handle, writeback, param, state)
+        plain = []  # (group, params, grads)
+        names = {}
+        for gi, group in enumerate(self.param_groups):
+            for pi, q in enumerate(group["params"]):
+                names[id(q)] = (group.get("names") or [None] * len(group["params"]))[pi] \
+                    or f"param_groups[{gi}]['params'][{pi}]"
+        # phase 1 everywhere: read and validate, write nothing
+        for group in self.param_groups:
+            core = self._core(group)
+            cons = {id(w): layout for w, layout in self._constrained(group)}
+            pg, gg = [], []
+            for q in group["params"]:
+                if q.grad is None:
+                    continue
+                check_tensor(q.grad, f"the gradient of {names[id(q)]}")
+                if id(q) not in cons:
+                    g_arr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
+                    if not lpcore.all_finite(g_arr):
+                        raise ValueError(f"lpcore_torch.LpSGD.step: the gradient of "
+                                         f"{names[id(q)]} contains NaN or Inf; nothing was "
+                                         "updated")
+                    pg.append(q)
+                    gg.append(q.grad)
+                    continue
+                view, axis = cons[id(q)]
+                st = self.state[q]
+                arr, back = _array(q, names[id(q)])
+                garr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
+                cs = lpcore.LpSGDState(
+                    step=int(st["step"]), shape=view,
+                    axis=tuple(axis) if axis is not None else None,
+                    dual=_state_array(st, "dual"), momentum_buffer=_state_array(st, "momentum_buffer"))
+                try:
+                    h = core.prepare(arr.reshape(view), garr.reshape(view), cs)
+                except ValueError as e:
+                    raise ValueError(f"{names[id(q)]}: {e}") from None
+                pending.append((core, h, back, st, cs))
+            if pg:
+                plain.append((group, pg, gg))
+        # phase 2: write
+        for core, h, back, st, cs in pending:
+            core.apply(h)
+            if back is not None:
+                back()
+            st["step"] = cs.step
+            if cs.momentum_buffer is not None and "momentum_buffer" not in st:
+                st["momentum_buffer"] = torch.from_numpy(cs.momentum_buffer)
+        for group, pg, gg in plain:
+            self._plain_sgd(group, pg, gg)
+        return loss
+
+    def _plain_sgd(self, group, params, grads):
+        """torch.optim.SGD's own update (same function, same arguments)."""
+        bufs = [self.state[q].get("momentum_buffer") for q in params]
+        lr = group["lr"]
+        if group["lr_decay"]:
+            # per-tensor step counts differ only if tensors joined late: use each one's
+            for q, g, b in zip(params, grads, bufs):
+                t = self.state[q].get("step", 0)
+                self._sgd([q], [g], [b], group, lr / (1.0 + group["lr_decay"] * t))
+                self.state[q]["step"] = t + 1
+            return
+        self._sgd(params, grads, bufs, group, lr)
+        for q in params:
+            self.state[q]["step"] = self.state[q].get("step", 0) + 1
+
+    def _sgd(self, params, grads, bufs, group, lr):
+        _torch_sgd(params, grads, bufs, weight_decay=group["weight_decay"],
+                   momentum=group["momentum"], lr=lr, dampening=group["dampening"],
+                   nesterov=group["nesterov"], maximize=False, has_sparse_grad=False,
+                   foreach=group["foreach"], fused=group["fused"], grad_scale=None,
+                   found_inf=None)
+        if group["momentum"] != 0:
+            for q, b in zip(params, bufs):
+                self.state[q]["momentum_buffer"] = b
+
+    # torch casts floating state tensors to the parameter's dtype on load; the
+    # LpSGD state of fp16/bf16 parameters is float32, so undo that cast
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for q, _ in self._constrained(group):
+                st = self.state.get(q, {})
+                for k in ("dual", "momentum_buffer"):
+                    if k in st and st[k].dtype != _state_dtype(q):
+                        st[k] = st[k].to(_state_dtype(q)).contiguous()
+
+
+def _state_dtype(q):
+    return torch.float32 if q.dtype in _HALF else q.dtype
+
+
+def _state_array(st, key):
+    t = st.get(key)
+    if t is None:
+        return None
+    if not t.is_contiguous():
+        st[key] = t = t.contiguous()
+    return to_numpy(t)
+
+
+def _array(q, name):
+    """(ndarray to update in place, writeback callable or None) for parameter q."""
+    check_tensor(q, name)
+    if q.dtype in _HALF:
+        arr = float32_copy(q)
+        return arr, lambda: q.copy_(torch.from_numpy(arr))
+    if q.is_contiguous():
+        return to_numpy(q), None
+    arr = np.ascontiguousarray(to_numpy(q))
+    return arr, lambda: q.copy_(torch.from_numpy(arr))

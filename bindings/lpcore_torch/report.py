@@ -1,0 +1,62 @@
+"""Per-layer Hoyer sparsity and exact-zero fractions of a model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+import lpcore
+
+from ._convert import _HALF, to_numpy
+from .groups import _CONV, _CONVT, fan_in_layout
+
+
+class HoyerReport(list):
+    """Rows (dicts) with ``name``, ``shape``, ``params``, ``hoyer`` (mean over
+    output units), ``zero_fraction``; the last row, ``name="network"``, has the
+    parameter-weighted Hoyer and the overall exact-zero fraction.  ``str()`` is
+    a table."""
+
+    def __str__(self):
+        head = f"{'layer':<28}{'shape':>20}{'params':>10}{'hoyer':>8}{'zeros':>8}"
+        lines = [head, "-" * len(head)]
+        for r in self:
+            shape = "x".join(map(str, r["shape"])) if r["shape"] else ""
+            lines.append(f"{r['name']:<28}{shape:>20}{r['params']:>10}{r['hoyer']:>8.4f}"
+                         f"{r['zero_fraction']:>8.4f}")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def hoyer_report(model, exclude=()):
+    """Hoyer sparsity per Linear/Conv layer of ``model`` (fan-in groups per
+    output unit, ConvTranspose layouts handled) and the network aggregate.
+
+    Examples
+    --------
+    >>> import torch, lpcore_torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    >>> rows = lpcore_torch.hoyer_report(net)
+    >>> [r["name"] for r in rows]
+    ['0.weight', '1.weight', 'network']
+    """
+    rows = HoyerReport()
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.Linear,) + _CONV + _CONVT) or name in set(exclude):
+            continue
+        w = m.weight
+        view, axis = fan_in_layout(m)
+        if math.prod(view[a] for a in axis) < 2:
+            continue
+        arr = (w.detach().float().numpy() if w.dtype in _HALF else to_numpy(w)).reshape(view)
+        rows.append({"name": f"{name}.weight", "shape": tuple(w.shape), "params": w.numel(),
+                     "hoyer": float(np.mean(lpcore.hoyer(arr, axis=axis))),
+                     "zero_fraction": float(np.mean(arr == 0))})
+    total = sum(r["params"] for r in rows)
+    if total:
+        rows.append({"name": "network", "shape": (), "params": total,
+                     "hoyer": sum(r["params"] * r["hoyer"] for r in rows) / total,
+                     "zero_fraction": sum(r["params"] * r["zero_fraction"] for r in rows) / total})
+    return rows
