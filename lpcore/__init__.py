@@ -7,6 +7,8 @@ sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`f
 ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
+topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
+             :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`, schedules
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`,
              :func:`expected_pruned_fraction`
 """
@@ -16,6 +18,8 @@ from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
 from .norms import all_finite, norm, normalize
 from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
+from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
+                       grow_random, grow_ratio, mask_sparsity, random_mask, sparsity_schedule)
 
 __version__ = "0.1.0"
 
@@ -24,4 +28,6 @@ __all__ = [
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
     "LpSGD", "LpSGDState",
+    "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
+    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "sparsity_schedule",
 ]

@@ -1,0 +1,316 @@
+"""Topology-evolution primitives for sparse training (DESIGN section 5).
+
+Semi-pruning with threshold adaptation (the paper's "LpSS"), reconstructed
+from the reference implementation, plus what the usual baselines need:
+
+* :func:`drop_by_threshold` - per group, drop active connections with
+  ``|w| < h * mean(active |w|)``.
+* :func:`grow_by_score` - activate the ``k`` inactive connections with the
+  largest per-group-normalised score magnitude (the reference ranked by the
+  *signed* gradient, a bug this library does not copy).
+* :func:`drop_smallest` - drop the ``k`` active connections with the smallest
+  ``|w|`` (SET, gradual magnitude pruning).
+* :func:`grow_random` - activate ``k`` random inactive connections (SET).
+* :func:`random_mask` - a mask with an exact number of zeros.
+* :func:`mask_sparsity` - the exact zero fraction over several masks.
+* :func:`drop_threshold_schedule` - ``h(t)``: constant, cosine or exponential.
+* :func:`grow_ratio` - the threshold-adaptation controller for ``phi``.
+* :func:`sparsity_schedule` - the target path from ``s0`` to ``s*`` (cubic,
+  as gradual magnitude pruning uses, or linear).
+
+Masks are boolean arrays of the weight's shape (True = active).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import kernels as K
+from ._validate import Groups, as_array, check_p, compute_dtype, first_bad
+from .kernels.topology import drop_rows
+from .norms import all_finite
+
+__all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
+           "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "sparsity_schedule"]
+
+
+def _mask_like(mask, shape, fn, name="mask"):
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"{fn}: {name} must be a boolean array, got dtype {m.dtype}")
+    if m.shape != tuple(shape):
+        raise ValueError(f"{fn}: {name} has shape {m.shape}, expected {tuple(shape)}")
+    return m
+
+
+def _count(k, fn):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"{fn}: k must be an integer >= 0, got {k!r}")
+    return int(k)
+
+
+def drop_by_threshold(w, mask, h, axis=None):
+    """Semi-pruning's drop rule, per group.
+
+    ``tau_i = h * mean_{j active} |w_ij|``; active connections with
+    ``|w_ij| < tau_i`` are dropped.  Groups with no active connection are
+    left alone.
+
+    Parameters
+    ----------
+    w : array_like
+        The weights (latent or effective; only active entries are read).
+    mask : ndarray of bool
+        Current mask, w's shape.
+    h : float
+        Relative threshold, ``h >= 0`` (0 drops nothing).
+    axis : None, int or tuple of ints
+        The axes of one group (one output unit's fan-in).
+
+    Returns
+    -------
+    new_mask : ndarray of bool
+    n_dropped : int
+
+    Raises
+    ------
+    ValueError
+        Bad ``h``, shape mismatch, NaN/Inf among the active weights (names the
+        group).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> w = np.array([[1.0, 0.1, 2.0, 0.5]]); m = np.ones((1, 4), bool)
+    >>> lpcore.drop_by_threshold(w, m, 0.5, axis=1)   # tau = 0.5 * 0.9 = 0.45
+    (array([[ True, False,  True,  True]]), 1)
+    """
+    fn = "lpcore.drop_by_threshold"
+    w = as_array(w, fn, "w")
+    comp, _ = compute_dtype(w, fn=fn, names=("w",))
+    m = _mask_like(mask, w.shape, fn)
+    h = check_p(h, fn, lo=0.0, lo_open=False, allow_inf=False, name="h")
+    grp = Groups(w.shape, axis, fn)
+    w2 = grp.to2d(w, comp)
+    m2 = grp.to2d(m, np.bool_)
+    out = np.empty_like(m2)
+    tau = drop_rows(w2, m2, h, out)
+    bad = np.isnan(tau)
+    if bad.any():
+        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights of group "
+                         f"{grp.index(first_bad(bad))}")
+    new = np.ascontiguousarray(grp.from2d(out))
+    return new, int(m.sum() - new.sum())
+
+
+def _topk_indices(scores, k):
+    """Flat indices of the k largest finite scores (ties: lower index first)."""
+    if k == 0:
+        return np.zeros(0, dtype=np.intp)
+    order = np.lexsort((np.arange(scores.size), -scores))  # stable, deterministic
+    return order[:k]
+
+
+def grow_by_score(score, mask, k, axis=None):
+    """Activate the ``k`` inactive connections with the largest normalised ``|score|``.
+
+    Each group's magnitudes are divided by the group's mean ``|score|`` (over
+    all its entries) so that layers and units with different gradient scales
+    compete fairly; groups whose score is all zero get 0.  Ranking uses the
+    magnitude, not the signed value.  Ties break towards the lower flat index.
+
+    Returns
+    -------
+    new_mask : ndarray of bool
+    grown : ndarray of intp
+        Flat indices (into the weight) of the activated connections, e.g. to
+        reset their momentum.
+
+    Raises
+    ------
+    ValueError
+        ``k`` larger than the number of inactive connections, NaN/Inf scores.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> g = np.array([[0.1, -5.0, 0.2], [1.0, 0.0, -3.0]])
+    >>> m = np.array([[True, False, False], [True, False, False]])
+    >>> new, idx = lpcore.grow_by_score(g, m, 2, axis=1)
+    >>> idx.tolist()
+    [1, 5]
+    """
+    fn = "lpcore.grow_by_score"
+    score = as_array(score, fn, "score")
+    comp, _ = compute_dtype(score, fn=fn, names=("score",))
+    m = _mask_like(mask, score.shape, fn)
+    k = _count(k, fn)
+    inactive = ~m
+    n_in = int(inactive.sum())
+    if k > n_in:
+        raise ValueError(f"{fn}: k={k} exceeds the {n_in} inactive connections")
+    a = np.abs(score.astype(comp, copy=False))
+    if not all_finite(a):
+        raise ValueError(f"{fn}: score contains NaN or Inf")
+    grp = Groups(score.shape, axis, fn)
+    mean = K.group_norms(grp.to2d(a, comp), 1.0) / max(grp.n, 1)
+    mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.where(mean_full > 0, a / mean_full, 0.0)
+    flat = np.where(inactive, norm, -np.inf).reshape(-1)
+    idx = _topk_indices(flat, k)
+    new = m.copy()
+    new.reshape(-1)[idx] = True
+    return new, np.sort(idx)
+
+
+def drop_smallest(w, mask, k):
+    """Drop the ``k`` active connections with the smallest ``|w|`` (over the whole
+    tensor; ties towards the lower flat index).  Returns (new_mask, dropped flat indices).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.drop_smallest(np.array([3.0, -0.5, 1.0, 0.1]), np.array([True, True, True, False]), 1)
+    (array([ True, False,  True, False]), array([1]))
+    """
+    fn = "lpcore.drop_smallest"
+    w = as_array(w, fn, "w")
+    m = _mask_like(mask, w.shape, fn)
+    k = _count(k, fn)
+    n_act = int(m.sum())
+    if k > n_act:
+        raise ValueError(f"{fn}: k={k} exceeds the {n_act} active connections")
+    a = np.abs(w.astype(np.float64)).reshape(-1)
+    if not np.all(np.isfinite(a[m.reshape(-1)])):
+        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
+    idx = _topk_indices(np.where(m.reshape(-1), -a, -np.inf), k)
+    new = m.copy()
+    new.reshape(-1)[idx] = False
+    return new, np.sort(idx)
+
+
+def grow_random(mask, k, rng):
+    """Activate ``k`` inactive connections chosen uniformly at random (SET).
+
+    ``rng`` is a ``numpy.random.Generator`` (seeded by the caller).
+    Returns (new_mask, grown flat indices).
+    """
+    fn = "lpcore.grow_random"
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"{fn}: mask must be a boolean array, got dtype {m.dtype}")
+    k = _count(k, fn)
+    free = np.flatnonzero(~m.reshape(-1))
+    if k > free.size:
+        raise ValueError(f"{fn}: k={k} exceeds the {free.size} inactive connections")
+    idx = np.sort(rng.choice(free, size=k, replace=False)) if k else free[:0]
+    new = m.copy()
+    new.reshape(-1)[idx] = True
+    return new, idx
+
+
+def random_mask(shape, sparsity, rng):
+    """A boolean mask with exactly ``round(sparsity * size)`` zeros at random places."""
+    fn = "lpcore.random_mask"
+    if not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"{fn}: sparsity must be in [0, 1], got {sparsity!r}")
+    size = math.prod(shape)
+    n_zero = int(round(float(sparsity) * size))
+    m = np.ones(size, dtype=bool)
+    m[rng.choice(size, size=n_zero, replace=False)] = False
+    return m.reshape(shape)
+
+
+def mask_sparsity(masks):
+    """Exact fraction of zeros over all ``masks`` (a mask or a list of masks).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.mask_sparsity([np.array([True, False]), np.zeros((2, 1), bool)])
+    0.75
+    """
+    ms = [masks] if isinstance(masks, np.ndarray) else list(masks)
+    total = sum(int(np.size(m)) for m in ms)
+    if total == 0:
+        raise ValueError("lpcore.mask_sparsity: no mask entries")
+    zeros = sum(int(np.size(m)) - int(np.count_nonzero(m)) for m in ms)
+    return zeros / total
+
+
+def _progress(step, begin, end, fn):
+    if not (isinstance(begin, numbers.Real) and isinstance(end, numbers.Real)) or end <= begin:
+        raise ValueError(f"{fn}: need begin < end, got begin={begin!r}, end={end!r}")
+    return min(1.0, max(0.0, (step - begin) / (end - begin)))
+
+
+def drop_threshold_schedule(step, h0, begin, end, kind="cosine", final_ratio=0.01):
+    """The relative drop threshold ``h`` at ``step``.
+
+    ``h0`` before ``begin``; between ``begin`` and ``end``: ``"constant"``
+    keeps ``h0``, ``"cosine"`` anneals ``h0 (1 + cos(pi x)) / 2`` to 0,
+    ``"exponential"`` anneals ``h0 * final_ratio ** x`` (x in [0, 1] the
+    progress); after ``end``, 0 (the topology is frozen).
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> [round(lpcore.drop_threshold_schedule(t, 0.2, 0, 10), 3) for t in (0, 5, 10, 11)]
+    [0.2, 0.1, 0.0, 0.0]
+    """
+    fn = "lpcore.drop_threshold_schedule"
+    if kind not in ("constant", "cosine", "exponential"):
+        raise ValueError(f"{fn}: kind must be 'constant', 'cosine' or 'exponential', got {kind!r}")
+    x = _progress(step, begin, end, fn)
+    if step > end:
+        return 0.0
+    if kind == "constant":
+        return float(h0)
+    if kind == "cosine":
+        return float(h0) * 0.5 * (1.0 + math.cos(math.pi * x))
+    return float(h0) * float(final_ratio) ** x
+
+
+def sparsity_schedule(step, s0, s_target, begin, end, kind="cubic"):
+    """Target mask sparsity at ``step``: ``s0`` before ``begin``, ``s_target`` from
+    ``end`` on, in between ``s* + (s0 - s*) (1 - x)^3`` (cubic, Zhu & Gupta's
+    gradual pruning) or linear in the progress ``x``.
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> lpcore.sparsity_schedule(5, 0.2, 0.9, 0, 10, kind="linear")
+    0.55
+    """
+    fn = "lpcore.sparsity_schedule"
+    if kind not in ("cubic", "linear"):
+        raise ValueError(f"{fn}: kind must be 'cubic' or 'linear', got {kind!r}")
+    x = _progress(step, begin, end, fn)
+    r = (1.0 - x) ** 3 if kind == "cubic" else 1.0 - x
+    return float(s_target) + (float(s0) - float(s_target)) * r
+
+
+def grow_ratio(sparsity, target, h, delta=0.1):
+    """Threshold adaptation: the ratio ``phi`` of regrown to dropped connections.
+
+    ``phi = (1 - delta) s / s*`` while the mask is not yet sparse enough
+    (``s < s* (1 - h / 2)``): fewer connections regrow than were dropped, so
+    sparsity rises; otherwise ``phi = (1 + delta) s / s*``, letting sparsity
+    fall back towards the target.
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> round(lpcore.grow_ratio(0.45, 0.9, 0.2), 3), round(lpcore.grow_ratio(0.95, 0.9, 0.2), 3)
+    (0.45, 1.161)
+    """
+    fn = "lpcore.grow_ratio"
+    s, t = float(sparsity), float(target)
+    if not 0.0 <= s <= 1.0 or not 0.0 < t <= 1.0:
+        raise ValueError(f"{fn}: need 0 <= sparsity <= 1 and 0 < target <= 1")
+    if s < t * (1.0 - float(h) / 2.0):
+        return (1.0 - float(delta)) * s / t
+    return (1.0 + float(delta)) * s / t

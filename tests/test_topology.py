@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import lpcore
+from lpcore.testing import assert_unchanged
+from lpcore.testing import strategies as lst
+
+
+def drop_ref(w, m, h):
+    """Per row of 2-D arrays."""
+    out = m.copy()
+    for i in range(w.shape[0]):
+        act = m[i]
+        if act.any():
+            tau = h * np.abs(w[i][act].astype(np.float64)).mean()
+            out[i] = act & (np.abs(w[i].astype(np.float64)) >= tau)
+    return out
+
+
+def grow_ref(score, m, k):
+    """Per row normalisation by the row's mean |score|, global top-k, ties to lower index."""
+    a = np.abs(score.astype(np.float64))
+    mean = a.mean(axis=1, keepdims=True)
+    s = np.where(mean > 0, a / np.where(mean > 0, mean, 1), 0.0).reshape(-1)
+    cand = [(-s[j], j) for j in np.flatnonzero(~m.reshape(-1))]
+    idx = sorted(j for _, j in sorted(cand)[:k])
+    out = m.copy().reshape(-1)
+    out[idx] = True
+    return out.reshape(m.shape), np.array(idx, dtype=np.intp)
+
+
+@st.composite
+def weight_and_mask(draw):
+    w = draw(lst.float_arrays(shape=(draw(st.integers(1, 6)), draw(st.integers(1, 9)))))
+    m = draw(st.lists(st.booleans(), min_size=w.size, max_size=w.size))
+    return w, np.array(m, dtype=bool).reshape(w.shape)
+
+
+@given(weight_and_mask(), st.floats(0.0, 2.0))
+def test_drop_by_threshold_matches_reference(wm, h):
+    w, m = wm
+    new, nd = lpcore.drop_by_threshold(w, m, h, axis=1)
+    np.testing.assert_array_equal(new, drop_ref(w, m, h))
+    assert nd == m.sum() - new.sum()
+    assert not np.any(new & ~m)  # drop never activates
+    # non-trailing axis: same result through the transposed layout
+    newt, _ = lpcore.drop_by_threshold(w.T, m.T, h, axis=0)
+    np.testing.assert_array_equal(newt, new.T)
+
+
+@given(weight_and_mask(), st.data())
+def test_grow_by_score_matches_reference(wm, data):
+    g, m = wm
+    k = data.draw(st.integers(0, int((~m).sum())))
+    new, idx = lpcore.grow_by_score(g, m, k, axis=1)
+    want, widx = grow_ref(g, m, k)
+    np.testing.assert_array_equal(new, want)
+    np.testing.assert_array_equal(idx, widx)
+    assert new.sum() == m.sum() + k and np.all(new[m])
+
+
+def test_grow_ranks_by_magnitude_not_sign():
+    g = np.array([[-10.0, 1.0, 0.5, 0.2]])
+    m = np.array([[False, False, True, True]])
+    _, idx = lpcore.grow_by_score(g, m, 1, axis=1)
+    assert idx.tolist() == [0]
+
+
+def test_drop_smallest_and_grow_random(rng):
+    w = rng.standard_normal((5, 8))
+    m = lpcore.random_mask(w.shape, 0.5, rng)
+    assert m.sum() == 20
+    new, idx = lpcore.drop_smallest(w, m, 6)
+    act = np.flatnonzero(m.reshape(-1))
+    want = act[np.argsort(np.abs(w.reshape(-1)[act]), kind="stable")[:6]]
+    np.testing.assert_array_equal(idx, np.sort(want))
+    assert new.sum() == 14
+    g1, i1 = lpcore.grow_random(new, 6, np.random.default_rng(1))
+    g2, i2 = lpcore.grow_random(new, 6, np.random.default_rng(1))
+    np.testing.assert_array_equal(i1, i2)
+    assert g1.sum() == 20 and not np.any(new.reshape(-1)[i1])
+    with pytest.raises(ValueError, match="exceeds"):
+        lpcore.grow_random(new, 100, rng)
+    with pytest.raises(ValueError, match="exceeds"):
+        lpcore.drop_smallest(w, m, 21)
+
+
+def test_mask_sparsity_and_schedules():
+    assert lpcore.mask_sparsity([np.ones(3, bool), np.zeros(1, bool)]) == 0.25
+    with pytest.raises(ValueError):
+        lpcore.mask_sparsity([])
+    hs = [lpcore.drop_threshold_schedule(t, 0.2, 10, 20) for t in range(0, 25)]
+    assert hs[0] == hs[10] == 0.2 and hs[20] == pytest.approx(0.0, abs=1e-15) and hs[24] == 0.0
+    assert all(a >= b for a, b in zip(hs, hs[1:]))
+    he = [lpcore.drop_threshold_schedule(t, 0.2, 0, 10, kind="exponential") for t in (0, 10)]
+    assert he == [0.2, pytest.approx(0.002)]
+    assert lpcore.drop_threshold_schedule(5, 0.2, 0, 10, kind="constant") == 0.2
+    ss = [lpcore.sparsity_schedule(t, 0.2, 0.9, 10, 20) for t in range(30)]
+    assert ss[0] == pytest.approx(0.2) and ss[20] == 0.9 and ss[29] == 0.9
+    assert all(a <= b for a, b in zip(ss, ss[1:]))
+    for bad in (dict(kind="linearish"),):
+        with pytest.raises(ValueError):
+            lpcore.sparsity_schedule(1, 0.2, 0.9, 0, 10, **bad)
+    with pytest.raises(ValueError, match="begin < end"):
+        lpcore.drop_threshold_schedule(1, 0.2, 10, 10)
+
+
+def test_grow_ratio_branches():
+    assert lpcore.grow_ratio(0.5, 0.9, 0.2) == pytest.approx(0.9 * 0.5 / 0.9)
+    assert lpcore.grow_ratio(0.89, 0.9, 0.2) == pytest.approx(1.1 * 0.89 / 0.9)
+    with pytest.raises(ValueError):
+        lpcore.grow_ratio(0.5, 0.0, 0.2)
+
+
+def test_bad_inputs_leave_inputs_alone():
+    w = np.ones((2, 3))
+    w[1, 2] = np.nan
+    m = np.ones((2, 3), bool)
+    w0, m0 = w.copy(), m.copy()
+    with pytest.raises(ValueError, match=r"group \(1,\)"):
+        lpcore.drop_by_threshold(w, m, 0.5, axis=1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lpcore.grow_by_score(w, ~m, 0, axis=1)
+    with pytest.raises(TypeError, match="boolean"):
+        lpcore.drop_by_threshold(w, m.astype(int), 0.5, axis=1)
+    with pytest.raises(ValueError, match="shape"):
+        lpcore.drop_by_threshold(w, m[:, :2], 0.5, axis=1)
+    with pytest.raises(ValueError, match="h"):
+        lpcore.drop_by_threshold(np.ones((2, 3)), m, -1.0, axis=1)
+    with pytest.raises(ValueError, match="k"):
+        lpcore.grow_by_score(np.ones((2, 3)), m, -1)
+    assert_unchanged(w0, w)
+    assert_unchanged(m0, m)
