@@ -15,7 +15,7 @@ gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape
 from .ball import project_ball
 from .gamma import expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
-from .norms import all_finite, norm, normalize
+from .norms import all_finite, norm, normalize, to_groups
 from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
@@ -24,7 +24,7 @@ from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "norm", "normalize", "all_finite", "project_tangent", "retract", "to_dual", "from_dual",
+    "norm", "normalize", "all_finite", "to_groups", "project_tangent", "retract", "to_dual", "from_dual",
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
     "LpSGD", "LpSGDState",

@@ -8,7 +8,8 @@ from . import kernels as K
 from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
                         first_bad, writable_target)
 
-__all__ = ["norm", "normalize", "all_finite"]
+
+__all__ = ["norm", "normalize", "all_finite", "to_groups"]
 
 
 def norm(x, p, axis=None, keepdims=False):
@@ -158,3 +159,22 @@ def all_finite(x):
         return True
     flat = np.ascontiguousarray(x, dtype=comp).reshape(1, -1)
     return bool(np.isfinite(K.group_max(flat)[0]))
+
+
+def to_groups(x, axis=None):
+    """The C-contiguous ``(groups, n)`` layout lpcore's kernels and
+    :class:`LpSGDState` arrays use: one row per index over the kept axes, the
+    reduced axes flattened in order.  A view when ``axis`` is trailing and ``x``
+    is C-contiguous, else a copy.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.to_groups(np.arange(6).reshape(2, 3), axis=0)
+    array([[0, 3],
+           [1, 4],
+           [2, 5]])
+    """
+    x = np.asarray(x)
+    grp = Groups(x.shape, axis, "lpcore.to_groups")
+    return grp.to2d(x, x.dtype)

@@ -7,12 +7,14 @@ core; the mathematics lives in ``lpcore``.
   fan-in on the unit Lp sphere (``p=None`` groups are plain SGD).
 * :func:`lp_param_groups` - the reference selection of constrained weights.
 * :func:`hoyer_report` - per-layer Hoyer sparsity and exact-zero fractions.
+* :class:`SparseTrainer` - topology evolution (LpSS semi-pruning and baselines).
 * :func:`to_numpy` - the zero-copy tensor -> ndarray view used throughout.
 """
 from ._convert import to_numpy
 from .groups import fan_in_layout, lp_param_groups
 from .optim import LpSGD
 from .report import HoyerReport, hoyer_report
+from .sparse import SparseTrainer
 
-__all__ = ["LpSGD", "lp_param_groups", "fan_in_layout", "hoyer_report", "HoyerReport",
+__all__ = ["LpSGD", "SparseTrainer", "lp_param_groups", "fan_in_layout", "hoyer_report", "HoyerReport",
            "to_numpy"]

