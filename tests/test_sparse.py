@@ -1,7 +1,6 @@
 """SparseTrainer (LpSS and baselines) and the lpcore-train command."""
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -10,9 +9,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 nn = torch.nn
 
-import lpcore  # noqa: E402
 import lpcore_torch  # noqa: E402
 from lpcore_torch import train as cli  # noqa: E402
+from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
 
 
@@ -112,17 +111,7 @@ def test_trainer_argument_errors():
             lpcore_torch.SparseTrainer(net, sgd, **kw)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_body(rank, out_dir):
     net, opt, tr = _setup("lpss")
     ddp = nn.parallel.DistributedDataParallel(net)
     g = torch.Generator().manual_seed(100 + rank)  # different data per replica
@@ -135,15 +124,10 @@ def _ddp_worker(rank, world, port, out_dir):
         tr.step()
     torch.save({k: v.clone() for k, v in net.state_dict().items()},
                os.path.join(out_dir, f"r{rank}.pt"))
-    dist.destroy_process_group()
 
 
 def test_ddp_mask_decisions_identical(tmp_path):
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("gloo not available")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_on_two_ranks(_ddp_body, tmp_path)
     a = torch.load(tmp_path / "r0.pt")
     b = torch.load(tmp_path / "r1.pt")
     assert a.keys() == b.keys()

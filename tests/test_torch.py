@@ -1,7 +1,6 @@
 """The PyTorch binding: zero-copy exchange, the optimizer, layer selection, DDP."""
 import copy
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ nn = torch.nn
 
 import lpcore  # noqa: E402
 import lpcore_torch  # noqa: E402
+from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
 
 
@@ -263,17 +263,7 @@ def test_bad_arguments():
         lpcore_torch.LpSGD([nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))], lr=0.1)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_body(rank, out_dir):
     torch.manual_seed(0)
     net = _mlp(0)
     ddp = nn.parallel.DistributedDataParallel(net)
@@ -285,15 +275,10 @@ def _ddp_worker(rank, world, port, out_dir):
         ddp(x).square().mean().backward()
         opt.step()
     torch.save([q.detach() for q in net.parameters()], os.path.join(out_dir, f"r{rank}.pt"))
-    dist.destroy_process_group()
 
 
 def test_ddp_replicas_stay_identical(tmp_path):
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_on_two_ranks(_ddp_body, tmp_path)
     a = torch.load(tmp_path / "r0.pt")
     b = torch.load(tmp_path / "r1.pt")
     for qa, qb in zip(a, b):

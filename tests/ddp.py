@@ -1,0 +1,34 @@
+"""Running a test body on 2 local gloo processes (torch.multiprocessing.spawn)."""
+import os
+import socket
+
+import pytest
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank, world, port, body, out_dir):
+    import torch.distributed as dist
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        body(rank, out_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_on_two_ranks(body, out_dir):
+    """Call ``body(rank, out_dir)`` in 2 processes of one gloo group on localhost.
+
+    ``body`` must be a module-level function (it is pickled by spawn).
+    """
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    mp.spawn(_entry, args=(2, _free_port(), body, str(out_dir)), nprocs=2, join=True)
