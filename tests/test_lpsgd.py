@@ -113,7 +113,10 @@ def test_matches_numpy_transcription_step_by_step(hp, seed):
         np.testing.assert_allclose(w, want, rtol=1e-9, atol=1e-12)
         assert np.max(np.abs(norm_ref(w, hp["p"], 1) - 1)) <= 1e-12
         if ref.buf is not None:
-            np.testing.assert_allclose(state.momentum_buffer, ref.buf, rtol=1e-12, atol=1e-15)
+            # FMA contraction rounds differently from NumPy; where mu * buf and
+            # d cancel, compare against the buffer's scale
+            np.testing.assert_allclose(state.momentum_buffer, ref.buf, rtol=1e-12,
+                                       atol=1e-12 * np.abs(ref.buf).max())
     assert state.step == len(grads)
 
 

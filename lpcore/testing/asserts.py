@@ -15,11 +15,16 @@ def tol_for(dtype):
 
 
 def assert_allclose_dtype(actual, desired, dtype=None, scale=1.0, factor=1.0, err_msg=""):
-    """``|actual - desired| <= factor * tol(dtype) * (|desired| + scale)`` elementwise."""
+    """``|actual - desired| <= factor * tol(dtype) * (|desired| + scale)`` elementwise,
+    with an absolute floor of a few subnormal spacings of ``dtype`` (a subnormal
+    result cannot be more accurate than that)."""
+    dt = np.dtype(dtype if dtype is not None else np.asarray(actual).dtype)
     actual = np.asarray(actual, dtype=np.float64)
     desired = np.asarray(desired, dtype=np.float64)
-    tol = factor * tol_for(dtype if dtype is not None else actual.dtype)
-    np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol * scale, err_msg=err_msg)
+    tol = factor * tol_for(dt)
+    floor = 4 * float(np.finfo(dt if dt.kind == "f" else np.float64).smallest_subnormal)
+    np.testing.assert_allclose(actual, desired, rtol=tol, atol=max(tol * scale, floor),
+                               err_msg=err_msg)
 
 
 def assert_on_sphere(x, p, axis=None, factor=1.0):
