@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from ._device import is_device
+
 try:  # numpy >= 2
     from numpy.lib.array_utils import normalize_axis_tuple
 except ImportError:  # pragma: no cover - numpy 1.26
@@ -112,11 +114,11 @@ class Groups:
 
 
 def as_array(x, fn, name):
-    if hasattr(x, "__cuda_array_interface__") or (
-            hasattr(x, "__dlpack_device__") and not isinstance(x, np.ndarray)
-            and x.__dlpack_device__()[0] not in (1,)):
-        raise TypeError(f"{fn}: {name} is a device array; the CUDA backend is not available "
-                        f"in this version of lpcore")
+    """``x`` as a host ndarray; GPU arrays are refused (no silent host copies)."""
+    if is_device(x):
+        raise TypeError(f"{fn}: {name} is a GPU array; this function works on host (NumPy) "
+                        "arrays only (copy it with .copy_to_host() or numpy.asarray on the "
+                        "host side)")
     try:
         return np.asarray(x)
     except Exception as e:  # pragma: no cover - exotic inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from ._device import backend
 from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
                         first_bad, writable_target)
 
@@ -56,6 +57,9 @@ def project_ball(y, p, radius=1.0, axis=None, out=None):
     array([0.6, 0.8])
     """
     fn = "lpcore.project_ball"
+    if backend(fn, y=y, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.project_ball(y, p, radius, axis, out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
     radius = check_p(radius, fn, lo=0.0, lo_open=False, allow_inf=False, name="radius")
     y = as_array(y, fn, "y")

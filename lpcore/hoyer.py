@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from ._device import backend, is_device
 from ._validate import Groups, as_array, compute_dtype, first_bad
 
 __all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes"]
@@ -48,6 +49,9 @@ def hoyer(x, axis=None, keepdims=False):
     array([0., 1.])
     """
     fn = "lpcore.hoyer"
+    if backend(fn, x=x) == "cuda":
+        from . import _gpu
+        return _gpu.hoyer(x, axis, keepdims)
     x = as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
     grp = Groups(x.shape, axis, fn)
@@ -64,7 +68,7 @@ def hoyer(x, axis=None, keepdims=False):
 
 def fan_in_axes(w):
     """The axes of one output unit's fan-in for a Linear/Conv weight: all but dim 0."""
-    return tuple(range(1, np.ndim(w)))
+    return tuple(range(1, w.ndim if is_device(w) else np.ndim(w)))
 
 
 def hoyer_layer(w, axis="fan_in"):
@@ -80,9 +84,13 @@ def hoyer_layer(w, axis="fan_in"):
     >>> round(lpcore.hoyer_layer(np.array([[1.0, 0.0], [1.0, 1.0]])), 12)
     0.5
     """
-    w = as_array(w, "lpcore.hoyer_layer", "w")
+    if backend("lpcore.hoyer_layer", w=w) != "cuda":
+        w = as_array(w, "lpcore.hoyer_layer", "w")
     ax = fan_in_axes(w) if isinstance(axis, str) and axis == "fan_in" else axis
-    return float(np.mean(hoyer(w, axis=ax)))
+    h = hoyer(w, axis=ax)
+    if is_device(h):  # G values, not the weights, come to the host
+        h = h.copy_to_host()
+    return float(np.mean(h))
 
 
 def hoyer_network(weights, axes="fan_in"):
@@ -110,6 +118,6 @@ def hoyer_network(weights, axes="fan_in"):
     axes = list(axes)
     if len(axes) != len(weights):
         raise ValueError(f"lpcore.hoyer_network: got {len(axes)} axes for {len(weights)} weights")
-    sizes = np.array([np.size(w) for w in weights], dtype=np.float64)
+    sizes = np.array([w.size if is_device(w) else np.size(w) for w in weights], dtype=np.float64)
     vals = np.array([hoyer_layer(w, a) for w, a in zip(weights, axes)])
     return float(np.dot(sizes, vals) / sizes.sum())

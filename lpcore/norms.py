@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from ._device import backend
 from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
                         first_bad, writable_target)
 
@@ -57,6 +58,9 @@ def norm(x, p, axis=None, keepdims=False):
     array([2., 2.])
     """
     fn = "lpcore.norm"
+    if backend(fn, x=x) == "cuda":
+        from . import _gpu
+        return _gpu.norm(x, p, axis, keepdims)
     p = check_p(p, fn, lo=0.0)
     x = as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
@@ -110,6 +114,9 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
            [0. , 1. ]])
     """
     fn = "lpcore.normalize"
+    if backend(fn, x=x, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.normalize(x, p, axis, out, zero)
     p = check_p(p, fn, lo=1.0, lo_open=False)
     if zero not in ("raise", "keep"):
         raise ValueError(f"{fn}: zero must be 'raise' or 'keep', got {zero!r}")
@@ -153,6 +160,9 @@ def all_finite(x):
     >>> lpcore.all_finite(np.array([1.0, -2.0])), lpcore.all_finite(np.array([1.0, np.nan]))
     (True, False)
     """
+    if backend("lpcore.all_finite", x=x) == "cuda":
+        from . import _gpu
+        return _gpu.all_finite(x)
     x = as_array(x, "lpcore.all_finite", "x")
     comp, _ = compute_dtype(x, fn="lpcore.all_finite", names=("x",))
     if x.size == 0:

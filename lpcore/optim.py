@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+from . import _device as D
 from ._validate import Groups, as_array, check_p
 from .kernels import lpsgd as _k
-from .norms import normalize
+from .norms import normalize, to_groups
 from .sphere import to_dual
 
 __all__ = ["LpSGD", "LpSGDState"]
@@ -51,16 +52,25 @@ class LpSGDState:
     momentum_buffer: np.ndarray | None = None
 
     def to_dict(self):
-        """A dict of NumPy arrays (for ``np.savez`` and the like)."""
+        """A dict of NumPy arrays (for ``np.savez`` and the like); GPU state is
+        copied to the host."""
         d = {"step": np.array(self.step, dtype=np.int64),
              "shape": np.array(self.shape, dtype=np.int64),
              "axis": np.array([] if self.axis is None else self.axis, dtype=np.int64),
              "axis_is_none": np.array(self.axis is None)}
-        if self.dual is not None:
-            d["dual"] = self.dual.copy()
-        if self.momentum_buffer is not None:
-            d["momentum_buffer"] = self.momentum_buffer.copy()
+        for name in ("dual", "momentum_buffer"):
+            a = getattr(self, name)
+            if a is not None:
+                d[name] = a.copy_to_host() if D.is_device(a) else a.copy()
         return d
+
+    def to_device(self):
+        """This state with its arrays copied to the GPU (for a weight on the GPU,
+        e.g. after :meth:`from_dict`)."""
+        cu = D.cuda()
+        mv = {n: (cu.to_device(np.ascontiguousarray(a)) if a is not None and not D.is_device(a)
+                  else a) for n, a in (("dual", self.dual), ("momentum_buffer", self.momentum_buffer))}
+        return LpSGDState(step=self.step, shape=self.shape, axis=self.axis, **mv)
 
     @classmethod
     def from_dict(cls, d):
@@ -206,7 +216,11 @@ class LpSGD:
         normalize(w, self.p, axis=axis, out=w, zero="keep")
         dual = None
         if self.variant == "dual":
-            dual = to_dual(grp.to2d(w, w.dtype), self.p)
+            if D.is_device(w):
+                from ._gpu import to2d
+                dual = to_dual(to2d(grp, w, w.dtype), self.p)
+            else:
+                dual = to_dual(to_groups(w, axis), self.p)
         return LpSGDState(step=0, shape=w.shape, axis=grp.reduced if axis is not None else None,
                           dual=dual)
 
@@ -259,7 +273,9 @@ class LpSGD:
         if tuple(state.shape) != w.shape:
             raise ValueError(f"{fn}: state was made for shape {tuple(state.shape)}, "
                              f"w has shape {w.shape}")
-        grad = as_array(grad, fn, "grad")
+        dev = D.backend(fn, w=w, grad=grad, **{f"state.{k}": getattr(state, k)
+                                                for k in ("dual", "momentum_buffer")}) == "cuda"
+        grad = D.as_device(grad, fn, "grad") if dev else as_array(grad, fn, "grad")
         if grad.shape != w.shape:
             raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape {w.shape}")
         if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
@@ -269,27 +285,33 @@ class LpSGD:
         G, n = grp.G, grp.n
         for name in ("dual", "momentum_buffer"):
             a = getattr(state, name)
-            if a is not None and (a.shape != (G, n) or a.dtype != dt or not a.flags.c_contiguous):
+            if a is not None and (tuple(a.shape) != (G, n) or a.dtype != dt
+                                  or not D.is_c_layout(a.shape, a.strides, dt.itemsize)):
                 raise ValueError(f"{fn}: state.{name} has shape {a.shape} and dtype {a.dtype}, "
                                  f"expected a C-contiguous ({G}, {n}) {dt} array")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
-        return _Call(self, fn, w, grad, state, grp)
+        return (_DeviceCall if dev else _Call)(self, fn, w, grad, state, grp)
 
     # ------------------------------------------------------------------
     def _culprit(self, code, i, g2, state):
         if code == _k.BAD_DIRECTION:
-            if not np.all(np.isfinite(g2[i])):
+            if not _row_finite(g2, i):
                 return "grad"
-            if state.momentum_buffer is not None and not np.all(np.isfinite(state.momentum_buffer[i])):
+            if state.momentum_buffer is not None and not _row_finite(state.momentum_buffer, i):
                 return "state.momentum_buffer"
             return "w (through weight decay)"
         return "state.dual" if self.variant == "dual" else "w"
 
     @staticmethod
     def _check_weight(w, fn):
+        if D.is_device(w):
+            w = D.as_device(w, fn, "w")
+            if w.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{fn}: w must be float32 or float64, got {w.dtype}")
+            return w
         if not isinstance(w, np.ndarray):
-            raise TypeError(f"{fn}: w must be a numpy.ndarray updated in place, "
+            raise TypeError(f"{fn}: w must be a numpy.ndarray or a GPU array updated in place, "
                             f"got {type(w).__name__}")
         if w.dtype not in (np.float32, np.float64):
             raise TypeError(f"{fn}: w must be float32 or float64, got {w.dtype}")
@@ -336,3 +358,43 @@ class _Call:
         self.state.step += 1
         self.done = True
         return self.state
+
+
+class _DeviceCall(_Call):
+    """:class:`_Call` for GPU arrays: the same views and bookkeeping, the CUDA kernels."""
+
+    def __init__(self, opt, fn, w, grad, state, grp):
+        from . import _gpu
+        from .kernels.cuda import fill
+        from .kernels.cuda.lpsgd import StepCall
+        dt = w.dtype
+        self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
+        self.done = False
+        w2 = _gpu.view2d(grp, w, dt) if w.size else None
+        self.direct = w2 is not None
+        self.w2 = w2 if self.direct else _gpu.to2d(grp, w, dt)
+        self.g2 = _gpu.to2d(grp, grad, dt)
+        self.first = opt.momentum > 0 and state.momentum_buffer is None
+        self.buf = None
+        if opt.momentum > 0:
+            self.buf = (fill(D.empty((grp.G, grp.n), dt), 0.0) if self.first
+                        else state.momentum_buffer)
+        self.kernel = StepCall(self.w2, self.g2, self.buf, state.dual, opt.weight_decay,
+                               opt.momentum, opt.dampening, opt.nesterov, self.first,
+                               _VARIANTS[opt.variant], opt.p, opt.lr_at(state.step))
+
+    def commit(self):
+        if not self.direct:
+            from . import _gpu
+            _gpu.write(self.grp, self.w2, self.w)
+        if self.first:
+            self.state.momentum_buffer = self.buf
+        self.state.step += 1
+        self.done = True
+        return self.state
+
+
+def _row_finite(a, i):
+    """Whether row ``i`` of a (G, n) host or device array is finite (error path only)."""
+    row = a[i].copy_to_host() if D.is_device(a) else a[i]
+    return bool(np.all(np.isfinite(row)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from ._device import backend
 from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
                         first_bad, index_of, writable_target)
 from .norms import _normalize2d
@@ -50,6 +51,9 @@ def project_tangent(w, g, p, axis=None, out=None):
     array([0., 4.])
     """
     fn = "lpcore.project_tangent"
+    if backend(fn, w=w, g=g, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.project_tangent(w, g, p, axis, out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
     w = as_array(w, fn, "w")
     g = as_array(g, fn, "g")
@@ -99,6 +103,9 @@ def retract(w, xi, p, axis=None, out=None):
     array([0.5, 0.5])
     """
     fn = "lpcore.retract"
+    if backend(fn, w=w, xi=xi, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.retract(w, xi, p, axis, out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
     w = as_array(w, fn, "w")
     xi = as_array(xi, fn, "xi")
@@ -147,6 +154,9 @@ def to_dual(w, p, out=None):
     array([-0.0625,  1.    ])
     """
     fn = "lpcore.to_dual"
+    if backend(fn, w=w, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.to_dual(w, p, out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
     return _signed_power(w, p - 1.0, out, fn, "w")
 
@@ -168,5 +178,8 @@ def from_dual(v, p, out=None):
     array([-0.25,  1.  ])
     """
     fn = "lpcore.from_dual"
+    if backend(fn, v=v, out=out) == "cuda":
+        from . import _gpu
+        return _gpu.from_dual(v, p, out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
     return _signed_power(v, 1.0 / (p - 1.0), out, fn, "v")

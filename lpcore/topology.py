@@ -37,7 +37,7 @@ __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random",
 
 
 def _mask_like(mask, shape, fn, name="mask"):
-    m = np.asarray(mask)
+    m = as_array(mask, fn, name)
     if m.dtype != np.bool_:
         raise TypeError(f"{fn}: {name} must be a boolean array, got dtype {m.dtype}")
     if m.shape != tuple(shape):

@@ -1,0 +1,136 @@
+"""Launch geometry and the block-level reductions shared by the CUDA kernels.
+
+Every per-group kernel runs one thread block per *slice* of a group: a group
+of ``n`` elements is cut into ``nsplit = ceil(n / (threads * items))``
+slices (one for ordinary fan-ins, many for ``axis=None`` on a big tensor),
+each block loops over its slice with a block-stride loop and reduces its
+threads' float64 partials in shared memory; a second, one-thread-per-group
+kernel combines the slices.  Elementwise kernels use a grid-stride loop.
+
+The reductions use shared memory only (no warp shuffles), so every line of
+them also runs under the CUDA simulator, which has no warp primitives.
+Threads per block must be a power of two (the tree reduction halves).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+from numba import cuda, float64
+
+from ..._device import simulated
+
+#: shared-memory slots per reduction: the largest block size supported
+MAXT = 1024
+
+
+class _Config:
+    def __init__(self):
+        sim = simulated()
+        # the simulator runs each thread as a Python thread (~5 ms each per
+        # block): small blocks keep it usable
+        self.threads = int(os.environ.get("LPCORE_CUDA_THREADS", 4 if sim else 256))
+        self.min_threads = min(self.threads, 4 if sim else 32)
+        self.items = int(os.environ.get("LPCORE_CUDA_ITEMS", 4 if sim else 16))
+        self.max_blocks = int(os.environ.get("LPCORE_CUDA_MAX_BLOCKS", 8 if sim else 1 << 16))
+        _check(self.threads, self.items, self.max_blocks)
+
+
+def _check(threads, items, max_blocks):
+    if threads < 1 or threads > MAXT or threads & (threads - 1):
+        raise ValueError(f"lpcore CUDA launch: threads must be a power of two <= {MAXT}, "
+                         f"got {threads}")
+    if items < 1 or max_blocks < 1:
+        raise ValueError("lpcore CUDA launch: items and max_blocks must be >= 1")
+
+
+config = _Config()
+
+
+@contextlib.contextmanager
+def launch_config(threads=None, items=None, max_blocks=None):
+    """Temporarily change the launch geometry (tests use tiny blocks so that
+    small inputs span several blocks and slices)::
+
+        with launch_config(threads=4, items=2):
+            lpcore.norm(d_x, 1.5, axis=1)
+    """
+    old = (config.threads, config.min_threads, config.items, config.max_blocks)
+    t = config.threads if threads is None else int(threads)
+    i = config.items if items is None else int(items)
+    b = config.max_blocks if max_blocks is None else int(max_blocks)
+    _check(t, i, b)
+    config.threads, config.items, config.max_blocks = t, i, b
+    config.min_threads = min(config.min_threads, t)
+    try:
+        yield config
+    finally:
+        config.threads, config.min_threads, config.items, config.max_blocks = old
+
+
+def threads_for(n):
+    """Threads per block for groups of ``n``: a power of two, no more than needed."""
+    want = 1 << max(0, math.ceil(math.log2(max(1, -(-n // config.items)))))
+    return max(config.min_threads, min(config.threads, want))
+
+
+def split(n):
+    """(threads per block, slices per group) for groups of ``n`` elements."""
+    nt = threads_for(n)
+    return nt, max(1, -(-n // (nt * config.items)))
+
+
+def grid1d(size):
+    """(blocks, threads) of a grid-stride elementwise launch over ``size`` items."""
+    nt = config.threads
+    return max(1, min(config.max_blocks, -(-size // nt))), nt
+
+
+def flags(G):
+    """A device int64[2] of 'first bad group' / 'first zero group', both = G (none)."""
+    return cuda.to_device(np.array([G, G], dtype=np.int64))
+
+
+@cuda.jit(device=True)
+def bsum(sh, v):
+    """Sum of ``v`` over the block (every thread gets it); float64 tree in shared memory."""
+    tid = cuda.threadIdx.x
+    sh[tid] = v
+    cuda.syncthreads()
+    h = cuda.blockDim.x // 2
+    while h > 0:
+        if tid < h:
+            sh[tid] += sh[tid + h]
+        cuda.syncthreads()
+        h //= 2
+    r = sh[0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True)
+def maxnan(a, b):
+    """max(a, b) that keeps NaN once seen (``a`` is the running value)."""
+    if b > a or b != b:
+        return b
+    return a
+
+
+@cuda.jit(device=True)
+def bmax(sh, v):
+    """NaN-propagating max of ``v`` over the block (every thread gets it)."""
+    tid = cuda.threadIdx.x
+    sh[tid] = v
+    cuda.syncthreads()
+    h = cuda.blockDim.x // 2
+    while h > 0:
+        if tid < h:
+            sh[tid] = maxnan(sh[tid], sh[tid + h])
+        cuda.syncthreads()
+        h //= 2
+    r = sh[0]
+    cuda.syncthreads()
+    return r
+

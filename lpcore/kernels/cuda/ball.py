@@ -1,0 +1,229 @@
+"""Euclidean projection onto the Lp ball on the GPU: one thread block per group.
+
+The same mathematics as ``lpcore/kernels/ball.py``, in float64 on the
+max-scaled group ``a = |y| / m``, but without per-group scratch memory: every
+quantity a thread needs is recomputed from ``a`` on the fly, and every sum is
+a block reduction, so every decision (converged? which bracket side?) is the
+same in all threads of the block.
+
+* p = inf: clipping; p = 2: radial scaling.
+* p = 1: Michelot's algorithm.  Soft thresholding ``t = max(a - tau, 0)``
+  with ``tau = (sum_{a_i > tau} a_i - r) / #{a_i > tau}`` iterated from
+  ``tau = (sum a - r) / n``: tau increases, the active set shrinks, and the
+  iteration stops, exactly, when the set no longer changes (at most n
+  rounds, usually a handful).  The CPU kernel sorts instead; both give the
+  exact projection up to rounding.
+* 1 < p < inf: the nested safeguarded Newton iteration of the CPU kernel;
+  the inner scalar Newton solve is per element (thread-local), the outer one
+  reduces ``sum t^p - r^p`` and its derivative over the block.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64
+
+from ..reduce import KIND_INF, KIND_ONE, KIND_TWO
+from ._launch import MAXT, bsum, config, threads_for
+
+_MAXIT_INNER = 200
+_MAXIT_OUTER = 200
+
+
+@cuda.jit(device=True)
+def _inner(a, c, p):
+    """t >= 0 solving t + c t^(p-1) = a  (a >= 0, c > 0); see the CPU kernel."""
+    if a == 0.0:
+        return 0.0
+    if p < 2.0:
+        beta = 1.0 / (p - 1.0)
+        s = min(a ** (p - 1.0), a / c)
+        for _ in range(_MAXIT_INNER):
+            sb = s ** beta
+            h = sb + c * s - a
+            if h <= 0.0:
+                break
+            ds = h / (beta * sb / s + c)
+            s_new = s - ds
+            if s_new <= 0.0:
+                s_new = 0.5 * s
+            if s - s_new <= 1e-16 * s:
+                s = s_new
+                break
+            s = s_new
+        return s ** beta
+    t = min(a, (a / c) ** (1.0 / (p - 1.0)))
+    for _ in range(_MAXIT_INNER):
+        tp = t ** (p - 2.0)
+        h = t + c * tp * t - a
+        if h <= 0.0:
+            break
+        dt = h / (1.0 + c * (p - 1.0) * tp)
+        t_new = t - dt
+        if t_new <= 0.0:
+            t_new = 0.5 * t
+        if t - t_new <= 1e-16 * t:
+            t = t_new
+            break
+        t = t_new
+    return t
+
+
+@cuda.jit(device=True)
+def _phi(y, i, m, lam, p, rp, sh):
+    """(sum t^p - r^p, its derivative in lam) over the block for t(lam)."""
+    c = lam * p
+    f = 0.0
+    df = 0.0
+    j = cuda.threadIdx.x
+    while j < y.shape[1]:
+        tj = _inner(float64(abs(y[i, j])) / m, c, p)
+        if tj > 0.0:
+            tp1 = tj ** (p - 1.0)
+            tpw = tp1 * tj
+            f += tpw
+            df -= p * tp1 * (p * tpw / (tj + c * (p - 1.0) * tp1))
+        j += cuda.blockDim.x
+    return bsum(sh, f) - rp, bsum(sh, df)
+
+
+@cuda.jit(device=True)
+def _general_lambda(y, i, m, rs, p, sh):
+    """The multiplier lam of the projection of the max-scaled group (CPU: _project_general)."""
+    q = p / (p - 1.0)
+    sq = 0.0
+    j = cuda.threadIdx.x
+    while j < y.shape[1]:
+        sq += (float64(abs(y[i, j])) / m) ** q
+        j += cuda.blockDim.x
+    sq = bsum(sh, sq)
+    hi = sq ** (1.0 / q) / (p * rs ** (p - 1.0))
+    lo = 0.0
+    rp = rs ** p
+    lam = hi
+    for _ in range(_MAXIT_OUTER):
+        f, df = _phi(y, i, m, lam, p, rp, sh)
+        if abs(f) <= 1e-14 * rp:
+            return lam
+        if f > 0.0:
+            lo = lam
+        else:
+            hi = lam
+        if hi - lo <= 1e-15 * hi:
+            break
+        step = lam - f / df if df < 0.0 else -1.0
+        if not (lo < step < hi):
+            step = math.sqrt(lo * hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
+            if lo == 0.0:
+                step = 0.25 * hi
+        lam = step
+    return hi  # feasible side of the bracket
+
+
+@cuda.jit(device=True)
+def _l1_tau(y, i, m, rs, total, sh):
+    """Michelot's threshold for the max-scaled group with sum a = total > rs."""
+    n = y.shape[1]
+    tau = (total - rs) / n
+    cnt = float64(n)
+    for _ in range(n):
+        cs = 0.0
+        c = 0.0
+        j = cuda.threadIdx.x
+        while j < n:
+            a = float64(abs(y[i, j])) / m
+            if a > tau:
+                cs += a
+                c += 1.0
+            j += cuda.blockDim.x
+        cs = bsum(sh, cs)
+        c = bsum(sh, c)
+        if c == cnt:
+            break
+        cnt = c
+        tau = (cs - rs) / c
+    return tau
+
+
+@cuda.jit(device=True)
+def _copy_row(y, out, i):
+    j = cuda.threadIdx.x
+    while j < y.shape[1]:
+        out[i, j] = y[i, j]
+        j += cuda.blockDim.x
+
+
+@cuda.jit(device=True)
+def _ball_group(y, out, i, m, kind, p, r, sh):
+    n = y.shape[1]
+    if m == 0.0:
+        _copy_row(y, out, i)
+        return
+    if kind == KIND_INF:
+        j = cuda.threadIdx.x
+        while j < n:
+            out[i, j] = min(max(float64(y[i, j]), -r), r)
+            j += cuda.blockDim.x
+        return
+    rs = r / m
+    s = 0.0
+    j = cuda.threadIdx.x
+    while j < n:
+        a = float64(abs(y[i, j])) / m
+        if kind == KIND_ONE:
+            s += a
+        elif kind == KIND_TWO:
+            s += a * a
+        else:
+            s += a ** p
+        j += cuda.blockDim.x
+    s = bsum(sh, s)
+    if kind == KIND_ONE:
+        nrm = s
+    elif kind == KIND_TWO:
+        nrm = math.sqrt(s)
+    else:
+        nrm = s ** (1.0 / p)
+    if nrm <= rs:
+        _copy_row(y, out, i)
+        return
+    f = rs / nrm
+    tau = 0.0
+    c = 0.0
+    if kind == KIND_ONE:
+        tau = _l1_tau(y, i, m, rs, s, sh)
+    elif kind != KIND_TWO:
+        c = _general_lambda(y, i, m, rs, p, sh) * p
+    j = cuda.threadIdx.x
+    while j < n:
+        yj = y[i, j]
+        a = float64(abs(yj)) / m
+        if kind == KIND_TWO:
+            t = a * f
+        elif kind == KIND_ONE:
+            t = max(a - tau, 0.0)
+        else:
+            t = _inner(a, c, p)
+        v = t * m
+        out[i, j] = -v if yj < 0 else v
+        j += cuda.blockDim.x
+
+
+@cuda.jit(cache=True)
+def _k_ball(y, mrow, kind, p, r, out):
+    sh = cuda.shared.array(MAXT, float64)
+    i = cuda.blockIdx.x
+    while i < y.shape[0]:
+        _ball_group(y, out, i, mrow[i], kind, p, r, sh)
+        i += cuda.gridDim.x
+
+
+def project_ball_rows(y, mrow, kind, p, r, out):
+    """Project each row of the (G, n) device array ``y`` onto the radius-r Lp
+    ball into ``out`` (may be ``y``); ``mrow`` = row maxima (float64, device)."""
+    G, n = y.shape
+    if y.size == 0:
+        return out
+    nt = threads_for(n)
+    _k_ball[max(1, min(G, config.max_blocks)), nt](y, mrow, kind, float(p), float(r), out)
+    return out

@@ -1,0 +1,327 @@
+"""The LpSGD step on the GPU: the CPU kernel's two phases as five launches.
+
+Contract as ``lpcore/kernels/lpsgd.py`` (same arguments, same status codes);
+a group may span several thread blocks (``nsplit`` slices), so each
+per-group reduction is a slice kernel plus a one-thread-per-group combine:
+
+phase 1 (reads only)
+    ``_k_p1``   per slice: max |d|, max |s| (s = v for ``dual``, w otherwise;
+                NaN-propagating), then the slice's max-scaled sum
+                ``sum (|d|/max_slice |d|)^q`` or, for ``riemannian``,
+                ``<nu, d>`` and ``<nu, nu>`` with nu from the slice max of |w|.
+    ``_k_c1``   per group: rescale and combine the slices into (max|d|,
+                max|s|, ||d||_q or the tangent coefficient, update?) and a
+                status; the first bad group is recorded with an atomic min.
+check       two integers to the host; nothing has been written.
+phase 2 (writes)
+    ``_k_p2a``  per slice: momentum buffer and the updated state in one pass,
+                then the slice's max and max-scaled power sum of the new state.
+    ``_k_c2``   per group: the new state's norm (Lq for ``dual``, Lp else).
+    ``_k_p2b``  elementwise: normalise; ``dual`` also maps v back to w
+                (``w = sign(v) (|v| / ||v||_q)^(1/(p-1))``, one power).
+
+Arithmetic: directions and updates in float64 as on the CPU, fractional powers
+in the data's precision (``powf`` for float32), sums in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from ..lpsgd import BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN
+from ._launch import MAXT, bmax, bsum, flags, grid1d, maxnan, split
+from .reduce import _slice
+
+INF = math.inf
+
+
+@cuda.jit(device=True)
+def _dir(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
+    d = float64(gj) + wd * float64(wj)
+    if has_mom:
+        nb = bmu * float64(bj) + bd * d
+        return c1 * d + c2 * nb, nb
+    return d, 0.0
+
+
+@cuda.jit(cache=True)
+def _k_p1(w, g, buf, v, wd, bmu, bd, c1, c2, e1, qe, variant, has_mom, nsplit, P):
+    sh = cuda.shared.array(MAXT, float64)
+    i, j0, j1 = _slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    bi = i if has_mom else 0
+    dual = variant == DUAL
+    md = 0.0
+    ms = 0.0
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+        md = maxnan(md, abs(d))
+        ms = maxnan(ms, abs(float64(v[i, j] if dual else w[i, j])))
+        j += cuda.blockDim.x
+    md = bmax(sh, md)
+    ms = bmax(sh, ms)
+    a = 0.0
+    bb = 0.0
+    if md < INF and ms < INF:
+        if variant == RIEMANNIAN:
+            if ms > 0.0:
+                mt = w.dtype.type(ms)
+                j = j0 + cuda.threadIdx.x
+                while j < j1:
+                    d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+                    wj = w[i, j]
+                    nu = float64(math.pow(abs(wj) / mt, e1))
+                    if wj < 0:
+                        nu = -nu
+                    a += nu * d
+                    bb += nu * nu
+                    j += cuda.blockDim.x
+        elif md > 0.0:
+            j = j0 + cuda.threadIdx.x
+            while j < j1:
+                d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+                a += float64(math.pow(w.dtype.type(abs(d) / md), qe))
+                j += cuda.blockDim.x
+    a = bsum(sh, a)
+    bb = bsum(sh, bb)
+    if cuda.threadIdx.x == 0:
+        b = cuda.blockIdx.x
+        P[b, 0] = md
+        P[b, 1] = ms
+        P[b, 2] = a
+        P[b, 3] = bb
+
+
+@cuda.jit(device=True)
+def _c1_one(i, P, nsplit, variant, p, S, st, flag):
+    md = 0.0
+    ms = 0.0
+    for c in range(i * nsplit, (i + 1) * nsplit):
+        md = maxnan(md, P[c, 0])
+        ms = maxnan(ms, P[c, 1])
+    S[i, 0] = md
+    S[i, 1] = ms
+    S[i, 2] = 0.0
+    S[i, 3] = 0.0
+    if not ms < INF:  # first: a non-finite w also spoils d through weight decay
+        st[i] = BAD_STATE
+        cuda.atomic.min(flag, 0, i)
+        return
+    if not md < INF:
+        st[i] = BAD_DIRECTION
+        cuda.atomic.min(flag, 0, i)
+        return
+    st[i] = OK
+    if md == 0.0 or ms == 0.0:
+        return  # zero direction or dead group: left unchanged
+    S[i, 3] = 1.0
+    if variant == RIEMANNIAN:
+        e = p - 1.0
+        a = 0.0
+        bb = 0.0
+        for c in range(i * nsplit, (i + 1) * nsplit):
+            if P[c, 1] > 0.0:
+                r = (P[c, 1] / ms) ** e
+                a += P[c, 2] * r
+                bb += P[c, 3] * r * r
+        S[i, 2] = a / bb
+    else:
+        q = p / (p - 1.0)
+        acc = 0.0
+        for c in range(i * nsplit, (i + 1) * nsplit):
+            if P[c, 0] > 0.0:
+                acc += P[c, 2] * (P[c, 0] / md) ** q
+        S[i, 2] = md * acc ** (1.0 / q)
+
+
+@cuda.jit(cache=True)
+def _k_c1(P, nsplit, variant, p, S, st, flag):
+    i = cuda.grid(1)
+    while i < S.shape[0]:
+        _c1_one(i, P, nsplit, variant, p, S, st, flag)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_mom,
+           nsplit, S, Q):
+    sh = cuda.shared.array(MAXT, float64)
+    i, j0, j1 = _slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    bi = i if has_mom else 0
+    b = cuda.blockIdx.x
+    if S[i, 3] == 0.0:
+        if has_mom:  # the momentum buffer still advances
+            j = j0 + cuda.threadIdx.x
+            while j < j1:
+                _, nb = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+                buf[i, j] = nb
+                j += cuda.blockDim.x
+        if cuda.threadIdx.x == 0:
+            Q[b, 0] = 0.0
+            Q[b, 1] = 0.0
+        return
+    md = S[i, 0]
+    ms = S[i, 1]
+    c2s = S[i, 2]
+    keep = 1.0 - eta
+    dual = variant == DUAL
+    ud = (md / c2s) ** (1.0 / (p - 1.0)) if variant == PRIMAL else 1.0
+    mst = w.dtype.type(ms)
+    mx = 0.0
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        d, nb = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+        if has_mom:
+            buf[i, j] = nb
+        if dual:
+            x = keep * float64(v[i, j]) - (eta / c2s) * d
+            xv = v.dtype.type(x)
+            v[i, j] = xv
+        else:
+            wj = w[i, j]
+            if variant == PRIMAL:
+                u = float64(math.pow(w.dtype.type(abs(d) / md), ae)) * ud
+                if d < 0:
+                    u = -u
+                x = keep * float64(wj) - eta * u
+            else:
+                nu = float64(math.pow(abs(wj) / mst, e1))
+                if wj < 0:
+                    nu = -nu
+                x = float64(wj) - eta * (d - c2s * nu)
+            xv = w.dtype.type(x)
+            w[i, j] = xv
+        mx = maxnan(mx, abs(float64(xv)))
+        j += cuda.blockDim.x
+    mx = bmax(sh, mx)
+    acc = 0.0
+    if mx > 0.0:
+        mxt = w.dtype.type(mx)
+        j = j0 + cuda.threadIdx.x
+        while j < j1:
+            xv = v[i, j] if dual else w[i, j]
+            acc += float64(math.pow(abs(xv) / mxt, re))
+            j += cuda.blockDim.x
+    acc = bsum(sh, acc)
+    if cuda.threadIdx.x == 0:
+        Q[b, 0] = mx
+        Q[b, 1] = acc
+
+
+@cuda.jit(device=True)
+def _c2_one(i, Q, nsplit, r, S, N):
+    mx = 0.0
+    for c in range(i * nsplit, (i + 1) * nsplit):
+        mx = max(mx, Q[c, 0])
+    if S[i, 3] == 0.0 or mx == 0.0:
+        N[i] = 0.0
+        return
+    acc = 0.0
+    for c in range(i * nsplit, (i + 1) * nsplit):
+        if Q[c, 0] > 0.0:
+            acc += Q[c, 1] * (Q[c, 0] / mx) ** r
+    N[i] = mx * acc ** (1.0 / r)
+
+
+@cuda.jit(cache=True)
+def _k_c2(Q, nsplit, r, S, N):
+    i = cuda.grid(1)
+    while i < N.size:
+        _c2_one(i, Q, nsplit, r, S, N)
+        i += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def _k_p2b(w, v, N, ae, variant):
+    n = w.shape[1]
+    k = cuda.grid(1)
+    while k < w.size:
+        i = k // n
+        j = k - i * n
+        nv = N[i]
+        if nv > 0.0:
+            if variant == DUAL:
+                x = v.dtype.type(float64(v[i, j]) / nv)
+                v[i, j] = x
+                r = math.pow(abs(x), ae)
+                w[i, j] = -r if x < 0 else r
+            else:
+                w[i, j] = float64(w[i, j]) / nv
+        k += cuda.gridsize(1)
+
+
+class StepCall:
+    """The GPU twin of :class:`lpcore.kernels.lpsgd.StepCall` (same arguments,
+    device arrays): ``run("step" | "phase1" | "phase2")``."""
+
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
+        G, n = w.shape
+        self.empty = G == 0 or n == 0
+        has_mom = buf is not None
+        dummy = cuda.device_array((1, max(n, 1)), dtype=w.dtype)
+        if has_mom:
+            bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
+            c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
+        else:
+            bmu = bd = c1 = c2 = 0.0
+            buf = dummy
+        if v is None:
+            v = dummy if variant != DUAL else v
+        self.w, self.g, self.buf, self.v = w, g, buf, v
+        self.coef = (float(wd), bmu, bd, c1, c2)
+        self.variant, self.has_mom, self.p, self.eta = int(variant), has_mom, float(p), float(eta)
+        self.G = G
+        if not self.empty:
+            self.nt, self.nsplit = split(n)
+            self.st = cuda.device_array(G, dtype=np.int8)
+            self.S = cuda.device_array((G, 4))
+
+    def _phase1(self):
+        G, nsplit = self.G, self.nsplit
+        dt = self.w.dtype.type
+        p = self.p
+        P = cuda.device_array((G * nsplit, 4))
+        _k_p1[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
+                                   dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
+        fl = flags(G)
+        bl, t = grid1d(G)
+        _k_c1[bl, t](P, nsplit, self.variant, p, self.S, self.st, fl)
+        bad = int(fl.copy_to_host()[0])
+        if bad < G:
+            return bad, int(self.st[bad:bad + 1].copy_to_host()[0])
+        return -1, None
+
+    def _phase2(self):
+        G, nsplit = self.G, self.nsplit
+        dt = self.w.dtype.type
+        p = self.p
+        a = 1.0 / (p - 1.0)
+        r = p / (p - 1.0) if self.variant == DUAL else p
+        Q = cuda.device_array((G * nsplit, 2))
+        _k_p2a[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
+                                    dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
+                                    nsplit, self.S, Q)
+        N = cuda.device_array(G)
+        bl, t = grid1d(G)
+        _k_c2[bl, t](Q, nsplit, r, self.S, N)
+        bl, t = grid1d(self.w.size)
+        _k_p2b[bl, t](self.w, self.v, N, dt(a), self.variant)
+
+    def run(self, what="step"):
+        """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or
+        (first bad group, status code)."""
+        if self.empty:
+            return -1, None
+        if what == "phase2":
+            self._phase2()
+            return -1, None
+        res = self._phase1()
+        if what == "step" and res[0] < 0:
+            self._phase2()
+        return res

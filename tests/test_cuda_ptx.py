@@ -1,0 +1,91 @@
+"""Every CUDA kernel compiles to PTX for a real GPU (sm_90), for float32 and float64.
+
+The CUDA simulator runs kernels as Python, so it never type-checks them: a
+kernel can pass the simulator suite and still fail to compile for a GPU.
+This test compiles each kernel with ``numba.cuda.compile_ptx``, which needs
+NVVM (the ``nvidia-cuda-nvcc-cu12`` wheel that ``numba-cuda[cu12]`` brings)
+but no GPU.  It also checks that the float32 power kernels stay in float32
+(no ``.f64`` instruction in the duality map).
+
+Skipped under the simulator (which replaces ``numba.cuda``) and when NVVM is
+not installed.
+"""
+import types
+
+import pytest
+
+from numba import config
+
+if config.ENABLE_CUDASIM:
+    pytest.skip("compile_ptx needs the real numba.cuda, not the simulator",
+                allow_module_level=True)
+
+from numba import cuda, types as T  # noqa: E402
+
+from lpcore.kernels.cuda import ball as B, elementwise as E, lpsgd as L, reduce as R  # noqa: E402
+
+f8, i8, b1 = T.float64, T.int64, T.boolean
+
+
+def A1(t):
+    return T.Array(t, 1, "C")
+
+
+def A2(t):
+    return T.Array(t, 2, "C")
+
+
+def signatures(dt):
+    tup = T.UniTuple(i8, 3)
+    return {
+        R._k_powsum: (A2(dt), i8, dt, b1, i8, A1(f8), A1(f8)),
+        R._k_norm_combine: (A1(f8), A1(f8), i8, i8, f8, A1(dt), A1(i8)),
+        R._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8)),
+        R._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, A1(dt), A1(i8)),
+        R._k_tangent: (A2(dt), A2(dt), A1(f8), dt, i8, A1(f8), A1(f8)),
+        R._k_tangent_combine: (A1(f8), A1(f8), i8, A1(f8), A1(i8)),
+        E._k_scale: (A2(dt), A1(f8), A2(dt)),
+        E._k_tangent_write: (A2(dt), A2(dt), A1(f8), A1(f8), dt, A2(dt)),
+        E._k_signed_pow: (A1(dt), dt, A1(dt), A1(i8)),
+        E._k_add: (A2(dt), A2(dt), A2(dt)),
+        E._k_fill: (A2(dt), dt),
+        E._k_gather: (A1(T.int32), tup, tup, A2(dt)),
+        E._k_scatter: (A2(dt), A1(dt), tup, tup),
+        B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
+        L._k_p1: (A2(dt),) * 4 + (f8,) * 5 + (dt, dt, i8, b1, i8, A2(f8)),
+        L._k_c1: (A2(f8), i8, i8, f8, A2(f8), A1(T.int8), A1(i8)),
+        L._k_p2a: (A2(dt),) * 4 + (f8,) * 7 + (dt, dt, dt, i8, b1, i8, A2(f8), A2(f8)),
+        L._k_c2: (A2(f8), i8, f8, A2(f8), A1(f8)),
+        L._k_p2b: (A2(dt), A2(dt), A1(f8), dt, i8),
+    }
+
+
+@pytest.fixture(scope="module")
+def compile_for_sm90():
+    import numba.cuda.dispatcher as disp
+    if not hasattr(disp, "get_current_device"):
+        pytest.skip("numba-cuda internals changed: cannot pin the device-function target")
+    try:
+        cuda.compile_ptx(lambda a: None, (A1(f8),), cc=(9, 0))
+    except Exception as e:  # NVVM missing
+        pytest.skip(f"NVVM not available for compile_ptx: {type(e).__name__}: {e}")
+    # device functions called from kernels are compiled for the *current*
+    # device; with no GPU, pin that to compute capability 9.0
+    old = disp.get_current_device
+    disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    try:
+        yield lambda k, sig: cuda.compile_ptx(k.py_func, sig, cc=(9, 0))[0]
+    finally:
+        disp.get_current_device = old
+
+
+@pytest.mark.parametrize("dtype", [T.float32, T.float64], ids=["float32", "float64"])
+def test_every_kernel_compiles_for_sm90(compile_for_sm90, dtype):
+    for kernel, sig in signatures(dtype).items():
+        ptx = compile_for_sm90(kernel, sig)
+        assert ".visible .entry" in ptx, kernel.py_func.__name__
+
+
+def test_float32_powers_stay_float32(compile_for_sm90):
+    ptx = compile_for_sm90(E._k_signed_pow, signatures(T.float32)[E._k_signed_pow])
+    assert ".f64" not in ptx
