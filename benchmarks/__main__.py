@@ -11,6 +11,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --startup       # first-call compile and cached start-up
     python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
     python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD, ResNet-18 shapes
+    python -m benchmarks --device cuda   # the CUDA kernels vs PyTorch CUDA (benchmarks/gpu.py)
     python -m benchmarks --json out.json # also write the results as JSON
 """
 from __future__ import annotations
@@ -359,8 +360,18 @@ def main(argv=None):
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
     ap.add_argument("--repeat", type=int, default=None, help="timing batches per case")
     ap.add_argument("--json", default=None, help="write results to this JSON file")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the GPU kernels vs PyTorch CUDA (NUMBA_ENABLE_CUDASIM=1: "
+                         "simulator smoke test)")
     a = ap.parse_args(argv)
     repeat = a.repeat or (3 if a.quick else 7)
+    if a.device == "cuda":
+        from . import gpu
+        results = {"info": {"lpcore": lpcore.__version__, "numba": __import__("numba").__version__}}
+        rc = gpu.run(a.quick, repeat, results)
+        if a.json and rc == 0:
+            _write_json(a.json, results)
+        return rc
 
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "numba": __import__("numba").__version__, "lpcore": lpcore.__version__,
@@ -389,12 +400,16 @@ def main(argv=None):
     if a.all or a.startup:
         results["startup"] = run_startup()
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, a.json)
-        print(f"\nwrote {a.json}")
+        _write_json(a.json, results)
     return 0
+
+
+def _write_json(path, results):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
