@@ -132,22 +132,22 @@ def _lpsgd_case(cuda, x, torch, p=1.3, lr=0.1, mu=0.9):
     dg = cuda.to_device(np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype))
     opt.step(dw, dg, st)  # creates the momentum buffer
     call = (lambda: opt.step(dw, dg, st))
-    tcall = None
-    if torch is not None:
-        q = p / (p - 1)
-        w = torch.as_tensor(x, device="cuda")
-        g = torch.as_tensor(dg.copy_to_host(), device="cuda")
-        buf = torch.zeros_like(w)
-        v = torch.sign(w) * w.abs() ** (p - 1)
+    name, traffic = "LpSGD dual step", 7 * x.nbytes  # read g, buf, v, w; write buf, v, w
+    if torch is None:
+        return (name, traffic, call, None)
+    q = p / (p - 1)
+    w = torch.as_tensor(x, device="cuda")
+    g = torch.as_tensor(dg.copy_to_host(), device="cuda")
+    buf = torch.zeros_like(w)
+    v = torch.sign(w) * w.abs() ** (p - 1)
 
-        def tcall():
-            buf.mul_(mu).add_(g)
-            gh = buf / torch.linalg.vector_norm(buf, q, dim=1, keepdim=True)
-            v.mul_(1 - lr).sub_(lr * gh)
-            v.div_(torch.linalg.vector_norm(v, q, dim=1, keepdim=True))
-            w.copy_(torch.sign(v) * v.abs() ** (1 / (p - 1)))
-    # traffic: read g, buf, v, w; write buf, v, w
-    return ("LpSGD dual step", 7 * x.nbytes, call, tcall)
+    def tcall():
+        buf.mul_(mu).add_(g)
+        gh = buf / torch.linalg.vector_norm(buf, q, dim=1, keepdim=True)
+        v.mul_(1 - lr).sub_(lr * gh)
+        v.div_(torch.linalg.vector_norm(v, q, dim=1, keepdim=True))
+        w.copy_(torch.sign(v) * v.abs() ** (1 / (p - 1)))
+    return (name, traffic, call, tcall)
 
 
 def run(quick, repeat, results):

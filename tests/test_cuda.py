@@ -351,3 +351,24 @@ def test_lpsgd_device_errors_write_nothing_and_state_round_trips(rng):
     with pytest.raises(TypeError, match="on the host"):
         opt.step(dw, dev(np.ones_like(w)), back)
     opt.step(dw, dev(np.ones_like(w)), back.to_device())
+
+
+@pytest.mark.parametrize("kind", ["norm1", "norm2", "hoyer"])
+def test_float32_sums_accumulate_in_float64(kind):
+    # one 1.0 and 999 entries of 4e-8: a float32 running sum stays at 1.0
+    # (each addend is below half an ulp of 1), losing 4e-5 relative; float64
+    # partials keep it to the final float32 rounding
+    x = np.full((1, 1000), 4e-8, dtype=np.float32)
+    x[0, 0] = 1.0
+    x64 = x.astype(np.float64)
+    with launch_config(threads=4, items=64):
+        if kind == "hoyer":
+            got, want = lpcore.hoyer(dev(x), axis=1), hoyer_ref(x64, 1)
+        else:
+            p = 1.0 if kind == "norm1" else 2.0
+            # p = 2: 999 * (4e-8)^2 is far below float32 resolution of 1: use larger entries
+            if p == 2.0:
+                x[0, 1:] = 2e-4
+                x64 = x.astype(np.float64)
+            got, want = lpcore.norm(dev(x), p, axis=1), norm_ref(x64, p, 1)
+    np.testing.assert_allclose(host(got).astype(np.float64), want, rtol=2e-7)

@@ -20,8 +20,9 @@ def check_tensor(t, what):
         raise TypeError(f"lpcore_torch: {what} has dtype {t.dtype}; a floating dtype is needed")
     if t.device.type != "cpu":
         raise NotImplementedError(
-            f"lpcore_torch: {what} is on {t.device}; this version of lpcore has CPU kernels "
-            "only (the CUDA backend is a separate, later step)")
+            f"lpcore_torch: {what} is on {t.device}; lpcore_torch's optimizer and trainer take "
+            "CPU tensors only so far (lpcore's own functions accept CUDA tensors directly, "
+            "through __cuda_array_interface__)")
 
 
 def to_numpy(t):

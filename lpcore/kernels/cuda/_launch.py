@@ -18,7 +18,7 @@ import math
 import os
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda
 
 from ..._device import simulated
 
@@ -134,3 +134,19 @@ def bmax(sh, v):
     cuda.syncthreads()
     return r
 
+
+@cuda.jit(device=True)
+def block_slice(n, nsplit):
+    """(group, first, last) of the current block in a (G * nsplit)-block launch."""
+    b = cuda.blockIdx.x
+    g = b // nsplit
+    s = b - g * nsplit
+    span = (n + nsplit - 1) // nsplit
+    j0 = s * span
+    return g, j0, min(n, j0 + span)
+
+
+def rows_grid(G, n):
+    """(blocks, threads, nsplit) of a launch with one block per slice of a group."""
+    nt, nsplit = split(n)
+    return G * nsplit, nt, nsplit

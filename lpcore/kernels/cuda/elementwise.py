@@ -12,52 +12,57 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._launch import flags, grid1d
+from ._launch import block_slice, flags, grid1d, rows_grid
 
 INF = math.inf
 
 
+# The per-row writing kernels run one block per slice of a row (as the
+# reductions do), so the row index is known per block: no division per element.
 @cuda.jit(cache=True)
-def _k_scale(x, nrm, out):
-    """out[i, :] = x[i, :] / nrm[i] (0 for a zero group), formed in float64."""
-    n = x.shape[1]
-    k = cuda.grid(1)
-    while k < x.size:
-        i = k // n
-        j = k - i * n
-        s = nrm[i]
-        out[i, j] = float64(x[i, j]) / s if s != 0.0 else 0.0
-        k += cuda.gridsize(1)
+def _k_scale(x, nrm, out, nsplit):
+    """out[i, :] = x[i, :] * (1 / nrm[i]) (0 for a zero group), formed in float64."""
+    i, j0, j1 = block_slice(x.shape[1], nsplit)
+    if i >= x.shape[0]:
+        return
+    s = nrm[i]
+    f = 1.0 / s if s != 0.0 else 0.0
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        out[i, j] = float64(x[i, j]) * f
+        j += cuda.blockDim.x
 
 
 def scale_rows(x, nrm, out):
     """``out = x / nrm[:, None]`` (rows with nrm == 0 become 0); ``out`` may be ``x``."""
     if x.size:
-        bl, t = grid1d(x.size)
-        _k_scale[bl, t](x, nrm, out)
+        bl, t, ns = rows_grid(*x.shape)
+        _k_scale[bl, t](x, nrm, out, ns)
     return out
 
 
 @cuda.jit(cache=True)
-def _k_tangent_write(w, g, mw, coef, e, out):
-    n = w.shape[1]
-    k = cuda.grid(1)
-    while k < w.size:
-        i = k // n
-        j = k - i * n
+def _k_tangent_write(w, g, mw, coef, e, out, nsplit):
+    i, j0, j1 = block_slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    mt = w.dtype.type(mw[i])
+    c = coef[i]
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
         wj = w[i, j]
-        nu = float64(math.pow(abs(wj) / w.dtype.type(mw[i]), e))
+        nu = float64(math.pow(abs(wj) / mt, e))
         if wj < 0:
             nu = -nu
-        out[i, j] = float64(g[i, j]) - coef[i] * nu
-        k += cuda.gridsize(1)
+        out[i, j] = float64(g[i, j]) - c * nu
+        j += cuda.blockDim.x
 
 
 def tangent_write(w, g, mw, coef, p, out):
     """``out = g - coef[i] * sign(w) (|w| / mw)^(p-1)``."""
     if w.size:
-        bl, t = grid1d(w.size)
-        _k_tangent_write[bl, t](w, g, mw, coef, w.dtype.type(p - 1.0), out)
+        bl, t, ns = rows_grid(*w.shape)
+        _k_tangent_write[bl, t](w, g, mw, coef, w.dtype.type(p - 1.0), out, ns)
     return out
 
 
@@ -87,37 +92,40 @@ def signed_pow(x, e, out):
 
 
 @cuda.jit(cache=True)
-def _k_add(a, b, out):
-    k = cuda.grid(1)
-    n = a.shape[1]
-    while k < a.size:
-        i = k // n
-        j = k - i * n
+def _k_add(a, b, out, nsplit):
+    i, j0, j1 = block_slice(a.shape[1], nsplit)
+    if i >= a.shape[0]:
+        return
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
         out[i, j] = a[i, j] + b[i, j]
-        k += cuda.gridsize(1)
+        j += cuda.blockDim.x
 
 
 def add(a, b, out):
+    """``out = a + b`` on (G, n) device arrays."""
     if a.size:
-        bl, t = grid1d(a.size)
-        _k_add[bl, t](a, b, out)
+        bl, t, ns = rows_grid(*a.shape)
+        _k_add[bl, t](a, b, out, ns)
     return out
 
 
 @cuda.jit(cache=True)
-def _k_fill(out, v):
-    k = cuda.grid(1)
-    n = out.shape[1]
-    while k < out.size:
-        i = k // n
-        out[i, k - i * n] = v
-        k += cuda.gridsize(1)
+def _k_fill(out, v, nsplit):
+    i, j0, j1 = block_slice(out.shape[1], nsplit)
+    if i >= out.shape[0]:
+        return
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        out[i, j] = v
+        j += cuda.blockDim.x
 
 
 def fill(out, v):
+    """Fill a (G, n) device array with ``v``; returns it."""
     if out.size:
-        bl, t = grid1d(out.size)
-        _k_fill[bl, t](out, out.dtype.type(v))
+        bl, t, ns = rows_grid(*out.shape)
+        _k_fill[bl, t](out, out.dtype.type(v), ns)
     return out
 
 

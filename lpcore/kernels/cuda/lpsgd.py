@@ -31,8 +31,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ..lpsgd import BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN
-from ._launch import MAXT, bmax, bsum, flags, grid1d, maxnan, split
-from .reduce import _slice
+from ._launch import MAXT, block_slice as _slice, bmax, bsum, flags, grid1d, maxnan, split
 
 INF = math.inf
 
@@ -238,22 +237,24 @@ def _k_c2(Q, nsplit, r, S, N):
 
 
 @cuda.jit(cache=True)
-def _k_p2b(w, v, N, ae, variant):
-    n = w.shape[1]
-    k = cuda.grid(1)
-    while k < w.size:
-        i = k // n
-        j = k - i * n
-        nv = N[i]
-        if nv > 0.0:
-            if variant == DUAL:
-                x = v.dtype.type(float64(v[i, j]) / nv)
-                v[i, j] = x
-                r = math.pow(abs(x), ae)
-                w[i, j] = -r if x < 0 else r
-            else:
-                w[i, j] = float64(w[i, j]) / nv
-        k += cuda.gridsize(1)
+def _k_p2b(w, v, N, ae, variant, nsplit):
+    i, j0, j1 = _slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    nv = N[i]
+    if not nv > 0.0:
+        return
+    f = 1.0 / nv
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        if variant == DUAL:
+            x = v.dtype.type(float64(v[i, j]) * f)
+            v[i, j] = x
+            r = math.pow(abs(x), ae)
+            w[i, j] = -r if x < 0 else r
+        else:
+            w[i, j] = float64(w[i, j]) * f
+        j += cuda.blockDim.x
 
 
 class StepCall:
@@ -310,8 +311,7 @@ class StepCall:
         N = cuda.device_array(G)
         bl, t = grid1d(G)
         _k_c2[bl, t](Q, nsplit, r, self.S, N)
-        bl, t = grid1d(self.w.size)
-        _k_p2b[bl, t](self.w, self.v, N, dt(a), self.variant)
+        _k_p2b[G * nsplit, self.nt](self.w, self.v, N, dt(a), self.variant, nsplit)
 
     def run(self, what="step"):
         """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or

@@ -22,21 +22,10 @@ import numpy as np
 from numba import cuda, float64
 
 from ..reduce import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
-from ._launch import MAXT, bmax, bsum, flags, grid1d, maxnan, split
+from ._launch import MAXT, block_slice as _slice, bmax, bsum, flags, grid1d, maxnan, split
 
 INF = math.inf
 NAN = math.nan
-
-
-@cuda.jit(device=True)
-def _slice(n, nsplit):
-    """(group, first, last) of the current block."""
-    b = cuda.blockIdx.x
-    g = b // nsplit
-    s = b - g * nsplit
-    span = (n + nsplit - 1) // nsplit
-    j0 = s * span
-    return g, j0, min(n, j0 + span)
 
 
 @cuda.jit(device=True)

@@ -1,0 +1,72 @@
+"""Dispatch by array type, without a GPU: how lpcore recognises GPU arrays and
+refuses to mix them with host arrays (the kernels themselves are tested in
+test_cuda.py and test_cuda_ptx.py)."""
+import numpy as np
+import pytest
+
+import lpcore
+from lpcore import _device as D
+
+
+class CAI:
+    """Stands in for a CuPy array or torch CUDA tensor (never dereferenced here)."""
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
+                                "version": 3, "strides": None}
+    shape = (2, 3)
+
+
+class CudaDLPack:
+    """An object that offers only a CUDA DLPack capsule."""
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA
+
+    def __dlpack__(self, stream=None):  # pragma: no cover - never consumed
+        raise AssertionError
+
+
+class CpuDLPack(CudaDLPack):
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
+
+
+def test_is_device_recognises_gpu_arrays_only():
+    assert D.is_device(CAI()) and D.is_device(CudaDLPack())
+    assert not D.is_device(CpuDLPack()) and not D.is_device(np.ones(3))
+    assert not D.is_device([1.0, 2.0]) and not D.is_device(3.0) and not D.is_device(None)
+
+
+def test_mixed_host_and_gpu_arguments_raise_naming_them():
+    x = np.ones((2, 3))
+    with pytest.raises(TypeError, match="lpcore.project_tangent: w on the GPU but g on the host"):
+        lpcore.project_tangent(CAI(), x, 1.5)
+    with pytest.raises(TypeError, match="lpcore.normalize: out on the GPU but x on the host"):
+        lpcore.normalize(x, 2, out=CAI())
+    with pytest.raises(TypeError, match="lpcore.retract: xi on the GPU but w on the host"):
+        lpcore.retract(x, CAI(), 2)
+    opt = lpcore.LpSGD(p=1.5, lr=0.1)
+    w = np.ones((2, 3), dtype=np.float32)
+    st = opt.init(w, axis=1)
+    with pytest.raises(TypeError, match="grad on the GPU but w, state.dual on the host"):
+        opt.step(w, CAI(), st)
+    np.testing.assert_array_equal(w, lpcore.normalize(np.ones((2, 3), np.float32), 1.5, axis=1))
+
+
+def test_host_only_functions_refuse_gpu_arrays():
+    with pytest.raises(TypeError, match="lpcore.drop_smallest: w is a GPU array; this function "
+                                        "works on host"):
+        lpcore.drop_smallest(CAI(), np.ones((2, 3), bool), 1)
+    with pytest.raises(TypeError, match="mask is a GPU array"):
+        lpcore.drop_smallest(np.ones((2, 3)), CAI(), 1)
+
+
+def test_dlpack_only_gpu_objects_get_a_clear_error():
+    with pytest.raises(TypeError, match="without __cuda_array_interface__"):
+        D.as_device(CudaDLPack(), "lpcore.norm", "x")
+
+
+def test_c_layout_helper():
+    assert D.is_c_layout((2, 3), (24, 8), 8)
+    assert D.is_c_layout((2, 1, 3), (24, 999, 8), 8)  # size-1 axes do not matter
+    assert not D.is_c_layout((2, 3), (8, 16), 8)
+    assert D.c_strides((4, 5, 6), 4) == (120, 24, 4)
