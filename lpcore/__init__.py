@@ -1,6 +1,7 @@
 """lpcore: sparse neural-network training on the unit Lp sphere, as a fast NumPy core.
 
-Public API (NumPy in, NumPy out; see DESIGN conventions in the README):
+Public API (NumPy in, NumPy out; GPU arrays in, GPU arrays out, dispatched by
+argument type to the numba.cuda kernels; see the README):
 
 norms        :func:`norm`, :func:`normalize`, :func:`all_finite`
 sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`from_dual`

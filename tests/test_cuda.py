@@ -372,3 +372,61 @@ def test_float32_sums_accumulate_in_float64(kind):
                 x64 = x.astype(np.float64)
             got, want = lpcore.norm(dev(x), p, axis=1), norm_ref(x64, p, 1)
     np.testing.assert_allclose(host(got).astype(np.float64), want, rtol=2e-7)
+
+
+def _raised(f):
+    try:
+        f()
+    except Exception as e:  # noqa: BLE001 - the point is to compare them
+        return type(e), str(e)
+    return None
+
+
+def test_errors_are_the_cpu_errors(rng):
+    # every bad call raises on the GPU exactly what it raises on the host
+    x = rng.standard_normal((3, 2, 5))
+    xn = x.copy()
+    xn[2, 1, 3] = np.nan
+    z = x.copy()
+    z[:, 1, :] = 0
+    calls = [
+        lambda m: lpcore.norm(m(xn), 1.5, axis=(0, 2)),
+        lambda m: lpcore.norm(m(x), -1.0),
+        lambda m: lpcore.norm(m(x), 2, axis=3),
+        lambda m: lpcore.normalize(m(z), 1.5, axis=(0, 2)),
+        lambda m: lpcore.normalize(m(x), 1.5, zero="drop"),
+        lambda m: lpcore.normalize(m(x), 1.5, out=m(np.zeros((3, 2, 4)))),
+        lambda m: lpcore.normalize(m(x), 1.5, out=m(np.zeros((3, 2, 5), np.int64))),
+        lambda m: lpcore.normalize(m(x.astype(np.complex128)), 2),
+        lambda m: lpcore.hoyer(m(xn), axis=-1),
+        lambda m: lpcore.project_tangent(m(z), m(x), 1.5, axis=(0, 2)),
+        lambda m: lpcore.project_tangent(m(x), m(xn), 1.5, axis=2),
+        lambda m: lpcore.project_tangent(m(x), m(x), 1.0),
+        lambda m: lpcore.retract(m(x), m(-x), 2, axis=0),
+        lambda m: lpcore.to_dual(m(xn), 1.5),
+        lambda m: lpcore.from_dual(m(x), 1.0),
+        lambda m: lpcore.project_ball(m(xn), 1.5, axis=(1, 2)),
+        lambda m: lpcore.project_ball(m(x), 1.5, radius=-1.0),
+    ]
+    for k, call in enumerate(calls):
+        want = _raised(lambda: call(np.asarray))
+        got = _raised(lambda: call(dev))
+        assert want is not None, k
+        assert got == want, (k, got, want)
+
+
+def test_lpsgd_step_many_on_device_is_atomic(rng):
+    opt = lpcore.LpSGD(p=1.3, lr=0.1, momentum=0.9, variant="primal")
+    ws = [dev(rng.standard_normal((2, 7))), dev(rng.standard_normal((3, 4)))]
+    sts = [opt.init(w, axis=1) for w in ws]
+    before = [host(w) for w in ws]
+    gs = [dev(rng.standard_normal((2, 7))), dev(np.full((3, 4), np.inf))]
+    with pytest.raises(ValueError, match=r"grad contains NaN or Inf in group \(0,\)"):
+        opt.step_many(ws, gs, sts)
+    for w, b, s in zip(ws, before, sts):
+        np.testing.assert_array_equal(host(w), b)
+        assert s.momentum_buffer is None and s.step == 0
+    gs[1] = dev(rng.standard_normal((3, 4)))
+    opt.step_many(ws, gs, sts)
+    for w in ws:
+        assert_on_sphere(host(w), 1.3, axis=1)
