@@ -89,3 +89,37 @@ def test_every_kernel_compiles_for_sm90(compile_for_sm90, dtype):
 def test_float32_powers_stay_float32(compile_for_sm90):
     ptx = compile_for_sm90(E._k_signed_pow, signatures(T.float32)[E._k_signed_pow])
     assert ".f64" not in ptx
+
+
+def _ptxas():
+    import os
+    try:
+        import nvidia.cuda_nvcc as nvcc
+    except ImportError:
+        return None
+    for base in list(getattr(nvcc, "__path__", [])):
+        exe = os.path.join(base, "bin", "ptxas")
+        if os.path.exists(exe) and os.access(exe, os.X_OK):
+            return exe
+    return None
+
+
+@pytest.mark.parametrize("dtype", [T.float32, T.float64], ids=["float32", "float64"])
+def test_every_kernel_assembles_for_sm90_without_spills(compile_for_sm90, dtype, tmp_path):
+    # ptxas (from the nvcc wheel) turns the PTX into sm_90 machine code: the
+    # whole chain a GPU's first call runs, and the register budget per thread
+    import re
+    import subprocess
+    exe = _ptxas()
+    if exe is None:
+        pytest.skip("ptxas not installed (nvidia-cuda-nvcc-cu12)")
+    for kernel, sig in signatures(dtype).items():
+        f = tmp_path / f"{kernel.py_func.__name__}.ptx"
+        f.write_text(compile_for_sm90(kernel, sig))
+        r = subprocess.run([exe, "-arch=sm_90", "-v", str(f), "-o", str(tmp_path / "k.cubin")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, (kernel.py_func.__name__, r.stderr[-2000:])
+        regs = [int(v) for v in re.findall(r"Used (\d+) registers", r.stderr)]
+        spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", r.stderr)]
+        assert regs and max(regs) <= 128, (kernel.py_func.__name__, regs)
+        assert not any(spills), (kernel.py_func.__name__, spills)
