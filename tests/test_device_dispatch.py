@@ -70,3 +70,46 @@ def test_c_layout_helper():
     assert D.is_c_layout((2, 1, 3), (24, 999, 8), 8)  # size-1 axes do not matter
     assert not D.is_c_layout((2, 3), (8, 16), 8)
     assert D.c_strides((4, 5, 6), 4) == (120, 24, 4)
+
+
+def _fake_device_array(shape, strides, dtype):
+    """A real numba DeviceNDArray descriptor over a sentinel 'allocation' (no GPU
+    is touched while only shapes and strides are computed)."""
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        pytest.skip("the real numba.cuda array class is replaced under the simulator")
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    sentinel = object()
+    return DeviceNDArray(shape, strides, np.dtype(dtype), gpu_data=sentinel), sentinel
+
+
+def test_real_device_array_views_for_the_grouped_layout():
+    from lpcore import _gpu
+    from lpcore._validate import Groups
+    # a C-contiguous (6, 3, 2, 2) float32 conv weight, groups over axes (1, 2, 3)
+    a, mem = _fake_device_array((6, 3, 2, 2), (48, 16, 8, 4), np.float32)
+    assert D.is_device(a) and D.as_device(a, "f", "x") is a
+    grp = Groups(a.shape, (1, 2, 3), "f")
+    v = _gpu.to2d(grp, a, np.float32)  # free view, no copy kernel
+    assert v.shape == (6, 12) and v.strides == (48, 4) and v.gpu_data is mem
+    assert _gpu.view2d(grp, a, np.float32).strides == (48, 4)
+    assert _gpu.view2d(grp, a, np.float64) is None  # other dtype: written via scatter
+    assert D.flat(a).shape == (72,) and D.extent(a) == 72
+    # a (G, n) result seen in the original axis order (reduced axis 0 leading):
+    # the same view NumPy's transpose gives
+    grp0 = Groups((4, 5), 0, "f")
+    r, _ = _fake_device_array((5, 4), (32, 8), np.float64)
+    out = _gpu.from2d(grp0, r, np.float64)
+    want = np.empty((5, 4)).T
+    assert out.shape == want.shape and out.strides == want.strides
+    # per-group results: kept shape, keepdims, and a 0-d result for axis=None
+    g1, _ = _fake_device_array((5,), (8,), np.float64)
+    assert _gpu.reduced(grp0, g1, True).shape == (1, 5)
+    s, _ = _fake_device_array((1,), (8,), np.float64)
+    assert _gpu.reduced(Groups((4, 5), None, "f"), s, False).shape == ()
+
+
+def test_negative_strides_are_refused():
+    a, _ = _fake_device_array((3,), (-8,), np.float64)
+    with pytest.raises(ValueError, match="x has negative strides"):
+        D.as_device(a, "lpcore.norm", "x")
