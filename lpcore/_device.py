@@ -2,9 +2,11 @@
 
 lpcore dispatches by array type.  A *device array* is a numba device array
 (``numba.cuda.to_device``, ``cuda.device_array``; under the CUDA simulator a
-``FakeCUDAArray``) or any object exposing ``__cuda_array_interface__`` (a
+``FakeCUDAArray``), any object exposing ``__cuda_array_interface__`` (a
 CuPy array, a torch CUDA tensor), wrapped without a copy by
-``numba.cuda.as_cuda_array``.  Nothing here imports ``numba.cuda`` until a
+``numba.cuda.as_cuda_array``, or an object with a CUDA ``__dlpack__`` only,
+whose DLPack capsule is read into the same description (zero-copy; the
+producer's deleter runs when lpcore's array is collected).  Nothing here imports ``numba.cuda`` until a
 device array is actually seen, so the CPU path never pays for it.
 
 The few places that differ between a real GPU and the simulator (how a view
@@ -13,6 +15,7 @@ module.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -81,9 +84,17 @@ def as_device(x, fn, name):
             raise ValueError(f"{fn}: {name} is a read-only GPU array")
         a = cu.as_cuda_array(x)
     else:
-        raise TypeError(f"{fn}: {name} is a CUDA DLPack tensor without __cuda_array_interface__;"
-                        " lpcore reads GPU memory through that interface (torch, CuPy and "
-                        "numba arrays expose it)")
+        if simulated():
+            raise TypeError(f"{fn}: {name} is a CUDA DLPack tensor, which the CUDA simulator "
+                            "cannot read; pass a numba.cuda device array")
+        desc, owner = dlpack_interface(x, stream=1)  # 1: the legacy default stream numba uses
+        dev_type, dev_id = desc.pop("device")
+        cu = cuda()
+        if dev_type not in _DLPACK_CUDA or dev_id != cu.get_current_device().id:
+            raise ValueError(f"{fn}: {name} lives on DLPack device ({dev_type}, {dev_id}); "
+                             "lpcore runs on numba's current CUDA device "
+                             f"{cu.get_current_device().id}")
+        a = cu.from_cuda_array_interface(desc, owner=owner, sync=False)
     if any(s < 0 for s in a.strides):
         raise ValueError(f"{fn}: {name} has negative strides; pass a contiguous copy")
     return a
@@ -151,3 +162,80 @@ def empty(shape, dtype):
 
 def to_host(a):
     return a.copy_to_host()
+
+
+# --------------------------------------------------------------------------
+# DLPack (unversioned DLManagedTensor, as every producer returns from
+# ``__dlpack__()`` without ``max_version``): read the capsule into a
+# __cuda_array_interface__ description, keeping the producer's memory alive
+# until the consumer's array is gone (then call the producer's deleter).
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManagedTensor(ctypes.Structure):
+    pass
+
+
+_DLManagedTensor._fields_ = [
+    ("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+    ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManagedTensor)))]
+
+_DL_KIND = {0: "i", 1: "u", 2: "f", 6: "b"}  # kDLInt, kDLUInt, kDLFloat, kDLBool
+
+_capsule_get = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_get.restype = ctypes.c_void_p
+_capsule_get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_rename = ctypes.pythonapi.PyCapsule_SetName
+_capsule_rename.restype = ctypes.c_int
+_capsule_rename.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+class DLPackOwner:
+    """Holds a consumed DLManagedTensor; calls its deleter when collected."""
+
+    def __init__(self, ptr):
+        self._m = ctypes.cast(ptr, ctypes.POINTER(_DLManagedTensor))
+
+    def __del__(self):
+        m, self._m = self._m, None
+        if m and m.contents.deleter:
+            m.contents.deleter(m)
+
+
+def dlpack_interface(x, stream=None):
+    """(``__cuda_array_interface__``-style dict, owner) for ``x.__dlpack__()``.
+
+    The dict describes x's memory (data pointer with byte offset, shape,
+    strides in bytes or None when C-contiguous, typestr, and the DLPack
+    device as ``"device"``); ``owner`` keeps the memory alive.
+    """
+    cap = x.__dlpack__() if stream is None else x.__dlpack__(stream=stream)
+    ptr = _capsule_get(cap, b"dltensor")
+    owner = DLPackOwner(ptr)
+    _capsule_rename(cap, b"used_dltensor")  # the capsule no longer owns it
+    t = owner._m.contents.dl_tensor
+    kind = _DL_KIND.get(t.dtype.code)
+    if kind is None or t.dtype.lanes != 1:
+        raise TypeError(f"DLPack dtype code {t.dtype.code} (bits {t.dtype.bits}, lanes "
+                        f"{t.dtype.lanes}) is not a real numeric type lpcore reads")
+    itemsize = t.dtype.bits // 8
+    nd = t.ndim
+    shape = tuple(int(t.shape[i]) for i in range(nd))
+    strides = None
+    if t.strides:
+        strides = tuple(int(t.strides[i]) * itemsize for i in range(nd))
+    desc = {"shape": shape, "strides": strides, "typestr": np.dtype(f"{kind}{itemsize}").str,
+            "data": ((t.data or 0) + int(t.byte_offset), False), "version": 3,
+            "device": (int(t.device.device_type), int(t.device.device_id))}
+    return desc, owner

@@ -1,6 +1,8 @@
 """Hoyer's sparsity measure per group, per layer and per network."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import kernels as K
@@ -118,6 +120,7 @@ def hoyer_network(weights, axes="fan_in"):
     axes = list(axes)
     if len(axes) != len(weights):
         raise ValueError(f"lpcore.hoyer_network: got {len(axes)} axes for {len(weights)} weights")
-    sizes = np.array([w.size if is_device(w) else np.size(w) for w in weights], dtype=np.float64)
+    sizes = np.array([math.prod(w.shape) if is_device(w) else np.size(w) for w in weights],
+                     dtype=np.float64)
     vals = np.array([hoyer_layer(w, a) for w, a in zip(weights, axes)])
     return float(np.dot(sizes, vals) / sizes.sum())

@@ -60,9 +60,27 @@ def test_host_only_functions_refuse_gpu_arrays():
         lpcore.drop_smallest(np.ones((2, 3)), CAI(), 1)
 
 
-def test_dlpack_only_gpu_objects_get_a_clear_error():
-    with pytest.raises(TypeError, match="without __cuda_array_interface__"):
-        D.as_device(CudaDLPack(), "lpcore.norm", "x")
+def test_dlpack_capsules_are_read_exactly_and_released():
+    # the DLPack reader behind CUDA-DLPack-only objects, checked on host
+    # capsules (NumPy's): pointer, shape, byte strides and dtype agree with
+    # NumPy's own description, and the producer's deleter runs when the owner
+    # goes away
+    import gc
+    import sys
+    for x in [np.arange(24.0).reshape(4, 6)[:, 1::2], np.ones((2, 3), np.float32),
+              np.arange(5, dtype=np.int64), np.zeros((3, 0, 2))]:
+        base = sys.getrefcount(x)
+        desc, owner = D.dlpack_interface(x)
+        ai = x.__array_interface__
+        assert desc["device"] == (1, 0) and desc["shape"] == x.shape
+        assert desc["typestr"] == x.dtype.str
+        if x.size:
+            assert desc["data"][0] == ai["data"][0]
+            assert desc["strides"] in (None, x.strides)
+        assert sys.getrefcount(x) == base + 1  # the producer keeps x alive...
+        del owner
+        gc.collect()
+        assert sys.getrefcount(x) == base  # ...until the owner is collected
 
 
 def test_c_layout_helper():
