@@ -28,9 +28,12 @@ _MAXIT_INNER = 200
 _MAXIT_OUTER = 200
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _inner(a, c, p):
-    """t >= 0 solving t + c t^(p-1) = a  (a >= 0, c > 0)."""
+def inner_solve(a, c, p):
+    """t >= 0 solving t + c t^(p-1) = a  (a >= 0, c > 0).
+
+    Plain Python source, compiled twice: by ``njit`` here and as a CUDA device
+    function in ``lpcore/kernels/cuda/ball.py`` (one implementation, two targets).
+    """
     if a == 0.0:
         return 0.0
     if p < 2.0:
@@ -65,6 +68,9 @@ def _inner(a, c, p):
             break
         t = t_new
     return t
+
+
+_inner = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(inner_solve)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")

@@ -94,23 +94,6 @@ def flags(G):
 
 
 @cuda.jit(device=True)
-def bsum(sh, v):
-    """Sum of ``v`` over the block (every thread gets it); float64 tree in shared memory."""
-    tid = cuda.threadIdx.x
-    sh[tid] = v
-    cuda.syncthreads()
-    h = cuda.blockDim.x // 2
-    while h > 0:
-        if tid < h:
-            sh[tid] += sh[tid + h]
-        cuda.syncthreads()
-        h //= 2
-    r = sh[0]
-    cuda.syncthreads()
-    return r
-
-
-@cuda.jit(device=True)
 def maxnan(a, b):
     """max(a, b) that keeps NaN once seen (``a`` is the running value)."""
     if b > a or b != b:
@@ -119,20 +102,36 @@ def maxnan(a, b):
 
 
 @cuda.jit(device=True)
-def bmax(sh, v):
-    """NaN-propagating max of ``v`` over the block (every thread gets it)."""
+def _tree(sh, v, domax):
+    """Reduce ``v`` over the block in shared memory (a float64 tree halving the
+    active threads each level); every thread gets the result."""
     tid = cuda.threadIdx.x
     sh[tid] = v
     cuda.syncthreads()
     h = cuda.blockDim.x // 2
     while h > 0:
         if tid < h:
-            sh[tid] = maxnan(sh[tid], sh[tid + h])
+            if domax:
+                sh[tid] = maxnan(sh[tid], sh[tid + h])
+            else:
+                sh[tid] += sh[tid + h]
         cuda.syncthreads()
         h //= 2
     r = sh[0]
     cuda.syncthreads()
     return r
+
+
+@cuda.jit(device=True)
+def bsum(sh, v):
+    """Sum of ``v`` over the block (every thread gets it)."""
+    return _tree(sh, v, False)
+
+
+@cuda.jit(device=True)
+def bmax(sh, v):
+    """NaN-propagating max of ``v`` over the block (every thread gets it)."""
+    return _tree(sh, v, True)
 
 
 @cuda.jit(device=True)

@@ -23,50 +23,12 @@ import math
 
 from numba import cuda, float64
 
+from ..ball import _MAXIT_OUTER, inner_solve
 from ..reduce import KIND_INF, KIND_ONE, KIND_TWO
 from ._launch import MAXT, bsum, config, threads_for
 
-_MAXIT_INNER = 200
-_MAXIT_OUTER = 200
-
-
-@cuda.jit(device=True)
-def _inner(a, c, p):
-    """t >= 0 solving t + c t^(p-1) = a  (a >= 0, c > 0); see the CPU kernel."""
-    if a == 0.0:
-        return 0.0
-    if p < 2.0:
-        beta = 1.0 / (p - 1.0)
-        s = min(a ** (p - 1.0), a / c)
-        for _ in range(_MAXIT_INNER):
-            sb = s ** beta
-            h = sb + c * s - a
-            if h <= 0.0:
-                break
-            ds = h / (beta * sb / s + c)
-            s_new = s - ds
-            if s_new <= 0.0:
-                s_new = 0.5 * s
-            if s - s_new <= 1e-16 * s:
-                s = s_new
-                break
-            s = s_new
-        return s ** beta
-    t = min(a, (a / c) ** (1.0 / (p - 1.0)))
-    for _ in range(_MAXIT_INNER):
-        tp = t ** (p - 2.0)
-        h = t + c * tp * t - a
-        if h <= 0.0:
-            break
-        dt = h / (1.0 + c * (p - 1.0) * tp)
-        t_new = t - dt
-        if t_new <= 0.0:
-            t_new = 0.5 * t
-        if t - t_new <= 1e-16 * t:
-            t = t_new
-            break
-        t = t_new
-    return t
+#: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU
+_inner = cuda.jit(device=True)(inner_solve)
 
 
 @cuda.jit(device=True)
