@@ -350,9 +350,13 @@ class _Call:
                              f"contains NaN or Inf in group {self.grp.index(bad)}; "
                              "nothing was updated")
 
+    def write_back(self):
+        """Copy the updated (G, n) rows into w when they were a copy of it."""
+        np.copyto(self.w, self.grp.from2d(self.w2))
+
     def commit(self):
         if not self.direct:
-            np.copyto(self.w, self.grp.from2d(self.w2))
+            self.write_back()
         if self.first:
             self.state.momentum_buffer = self.buf
         self.state.step += 1
@@ -383,15 +387,9 @@ class _DeviceCall(_Call):
                                opt.momentum, opt.dampening, opt.nesterov, self.first,
                                _VARIANTS[opt.variant], opt.p, opt.lr_at(state.step))
 
-    def commit(self):
-        if not self.direct:
-            from . import _gpu
-            _gpu.write(self.grp, self.w2, self.w)
-        if self.first:
-            self.state.momentum_buffer = self.buf
-        self.state.step += 1
-        self.done = True
-        return self.state
+    def write_back(self):
+        from . import _gpu
+        _gpu.write(self.grp, self.w2, self.w)
 
 
 def _row_finite(a, i):
