@@ -73,6 +73,32 @@ def inner_solve(a, c, p):
 _inner = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(inner_solve)
 
 
+def bracket_step(lam, f, df, lo, hi):
+    """One safeguarded Newton step for the decreasing outer equation f(lam) = 0.
+
+    Shrinks the bracket (lo, hi) with the sign of f(lam), then returns (next
+    lam, lo, hi, done): the Newton step if it stays inside the bracket, else
+    a bisection (geometric while the bracket spans decades); ``done`` when the
+    bracket has collapsed.  Plain Python source, compiled for the CPU here and
+    for the GPU in ``lpcore/kernels/cuda/ball.py``.
+    """
+    if f > 0.0:
+        lo = lam
+    else:
+        hi = lam
+    if hi - lo <= 1e-15 * hi:
+        return lam, lo, hi, True
+    step = lam - f / df if df < 0.0 else -1.0
+    if not (lo < step < hi):
+        step = math.sqrt(lo * hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
+        if lo == 0.0:
+            step = 0.25 * hi
+    return step, lo, hi, False
+
+
+_bracket_step = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(bracket_step)
+
+
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _phi(a, lam, p, rp, t):
     """Fill t(lam); return (sum t^p - r^p, d/dlam of it)."""
@@ -106,19 +132,9 @@ def _project_general(a, rs, p, t):
         f, df = _phi(a, lam, p, rp, t)
         if abs(f) <= 1e-14 * rp:
             return
-        if f > 0.0:
-            lo = lam
-        else:
-            hi = lam
-        if hi - lo <= 1e-15 * hi:
+        lam, lo, hi, done = _bracket_step(lam, f, df, lo, hi)
+        if done:
             break
-        step = lam - f / df if df < 0.0 else -1.0
-        if not (lo < step < hi):
-            # bisect, geometrically while the bracket spans decades
-            step = math.sqrt(lo * hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
-            if lo == 0.0:
-                step = 0.25 * hi
-        lam = step
     _phi(a, hi, p, rp, t)  # feasible side of the bracket
 
 

@@ -23,12 +23,13 @@ import math
 
 from numba import cuda, float64
 
-from ..ball import _MAXIT_OUTER, inner_solve
+from ..ball import _MAXIT_OUTER, bracket_step, inner_solve
 from ..reduce import KIND_INF, KIND_ONE, KIND_TWO
 from ._launch import MAXT, bsum, config, threads_for
 
 #: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU
 _inner = cuda.jit(device=True)(inner_solve)
+_bracket_step = cuda.jit(device=True)(bracket_step)
 
 
 @cuda.jit(device=True)
@@ -67,18 +68,9 @@ def _general_lambda(y, i, m, rs, p, sh):
         f, df = _phi(y, i, m, lam, p, rp, sh)
         if abs(f) <= 1e-14 * rp:
             return lam
-        if f > 0.0:
-            lo = lam
-        else:
-            hi = lam
-        if hi - lo <= 1e-15 * hi:
+        lam, lo, hi, done = _bracket_step(lam, f, df, lo, hi)
+        if done:
             break
-        step = lam - f / df if df < 0.0 else -1.0
-        if not (lo < step < hi):
-            step = math.sqrt(lo * hi) if lo > 0.0 and hi > 4.0 * lo else 0.5 * (lo + hi)
-            if lo == 0.0:
-                step = 0.25 * hi
-        lam = step
     return hi  # feasible side of the bracket
 
 
