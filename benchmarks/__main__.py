@@ -358,6 +358,8 @@ def main(argv=None):
     ap.add_argument("--torch-step", action="store_true",
                     help="lpcore_torch.LpSGD vs torch.optim.SGD on a ResNet-18-shaped model")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
+    ap.add_argument("--sweep", action="store_true",
+                    help="with --device cuda: also time launch geometries per kernel")
     ap.add_argument("--repeat", type=int, default=None, help="timing batches per case")
     ap.add_argument("--json", default=None, help="write results to this JSON file")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -368,7 +370,7 @@ def main(argv=None):
     if a.device == "cuda":
         from . import gpu
         results = {"info": {"lpcore": lpcore.__version__, "numba": __import__("numba").__version__}}
-        rc = gpu.run(a.quick, repeat, results)
+        rc = gpu.run(a.quick, repeat, results, sweep=a.sweep, startup=a.startup or a.all)
         if a.json and rc == 0:
             _write_json(a.json, results)
         return rc

@@ -139,7 +139,7 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
 
 
 def normalize2d(x2, grp, p, out, res, zero, fn, name):
-    nrm, bad, zi = K.group_norms(x2, p)
+    nrm, bad, zi = K.group_norms(x2, p, internal=True)
     if bad < grp.G:
         _raise_bad(fn, name, grp, bad)
     if zi < grp.G and zero == "raise" and grp.n > 0:

@@ -39,8 +39,17 @@ EX = int(os.environ.get("LPCORE_CUDA_EXAMPLES", 5))
 few = settings(max_examples=EX)
 
 
-@pytest.fixture(autouse=True)
-def tiny_blocks():
+#: launch geometries every test runs under: tiny blocks (small inputs span
+#: many slices and grid-stride rounds) everywhere; on a real GPU also the
+#: default geometry, whose blocks hold several warps
+GEOMETRIES = ["tiny"] if D.simulated() else ["tiny", "default"]
+
+
+@pytest.fixture(autouse=True, params=GEOMETRIES)
+def geometry(request):
+    if request.param == "default":
+        yield
+        return
     with launch_config(threads=4, items=2, max_blocks=4):
         yield
 

@@ -39,11 +39,11 @@ def signatures(dt):
     tup = T.UniTuple(i8, 3)
     return {
         R._k_powsum: (A2(dt), i8, dt, b1, i8, A1(f8), A1(f8)),
-        R._k_norm_combine: (A1(f8), A1(f8), i8, i8, f8, A1(dt), A1(i8)),
+        R._k_norm_combine: (A1(f8), A1(f8), i8, i8, i8, f8, A1(dt), A1(i8)),
         R._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8)),
-        R._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, A1(dt), A1(i8)),
+        R._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, i8, A1(dt), A1(i8)),
         R._k_tangent: (A2(dt), A2(dt), A1(f8), dt, i8, A1(f8), A1(f8)),
-        R._k_tangent_combine: (A1(f8), A1(f8), i8, A1(f8), A1(i8)),
+        R._k_tangent_combine: (A1(f8), A1(f8), i8, i8, A1(f8), A1(i8)),
         E._k_scale: (A2(dt), A1(f8), A2(dt), i8),
         E._k_tangent_write: (A2(dt), A2(dt), A1(f8), A1(f8), dt, A2(dt), i8),
         E._k_signed_pow: (A1(dt), dt, A1(dt), A1(i8)),
@@ -53,9 +53,9 @@ def signatures(dt):
         E._k_scatter: (A2(dt), A1(dt), tup, tup),
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
         L._k_p1: (A2(dt),) * 4 + (f8,) * 5 + (dt, dt, i8, b1, i8, A2(f8)),
-        L._k_c1: (A2(f8), i8, i8, f8, A2(f8), A1(T.int8), A1(i8)),
+        L._k_c1: (A2(f8), i8, i8, i8, f8, A2(f8), A1(i8)),
         L._k_p2a: (A2(dt),) * 4 + (f8,) * 7 + (dt, dt, dt, i8, b1, i8, A2(f8), A2(f8)),
-        L._k_c2: (A2(f8), i8, f8, A2(f8), A1(f8)),
+        L._k_c2: (A2(f8), i8, i8, f8, A2(f8), A1(f8)),
         L._k_p2b: (A2(dt), A2(dt), A1(f8), dt, i8, i8),
     }
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._launch import block_slice, flags, grid1d, rows_grid
+from ._launch import block_slice, flags, grid1d, read_flags, rows_grid
 
 INF = math.inf
 
@@ -73,7 +73,7 @@ def _k_signed_pow(x, e, out, flag):
         v = x[k]
         a = abs(v)
         if not (a < INF):
-            cuda.atomic.min(flag, 0, k)
+            cuda.atomic.max(flag, 0, x.size - k)
         r = math.pow(a, e)
         out[k] = -r if v < 0 else r
         k += cuda.gridsize(1)
@@ -84,10 +84,10 @@ def signed_pow(x, e, out):
     flat index holding NaN/Inf, or -1."""
     if x.size == 0:
         return -1
-    fl = flags(x.size)
+    fl = flags()
     bl, t = grid1d(x.size)
     _k_signed_pow[bl, t](x, x.dtype.type(e), out, fl)
-    i = int(fl.copy_to_host()[0])
+    i = read_flags(fl, x.size)[0]
     return -1 if i >= x.size else i
 
 

@@ -2,7 +2,8 @@
 
 Contract as ``lpcore/kernels/lpsgd.py`` (same arguments, same status codes);
 a group may span several thread blocks (``nsplit`` slices), so each
-per-group reduction is a slice kernel plus a one-thread-per-group combine:
+per-group reduction is a slice kernel plus a combine (one block per group,
+its threads striding over the group's slices):
 
 phase 1 (reads only)
     ``_k_p1``   per slice: max |d|, max |s| (s = v for ``dual``, w otherwise;
@@ -11,7 +12,8 @@ phase 1 (reads only)
                 ``<nu, d>`` and ``<nu, nu>`` with nu from the slice max of |w|.
     ``_k_c1``   per group: rescale and combine the slices into (max|d|,
                 max|s|, ||d||_q or the tangent coefficient, update?) and a
-                status; the first bad group is recorded with an atomic min.
+                status; the first bad group is recorded with an atomic max of
+                ``G - i`` (see ``_launch.flags``).
 check       two integers to the host; nothing has been written.
 phase 2 (writes)
     ``_k_p2a``  per slice: momentum buffer and the updated state in one pass,
@@ -27,11 +29,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import cuda, float64
 
 from ..lpsgd import BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN
-from ._launch import MAXT, block_slice as _slice, bmax, bsum, flags, grid1d, maxnan, split
+from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
+                      read_flags, scratch, split)
 
 INF = math.inf
 
@@ -95,54 +97,67 @@ def _k_p1(w, g, buf, v, wd, bmu, bd, c1, c2, e1, qe, variant, has_mom, nsplit, P
         P[b, 3] = bb
 
 
-@cuda.jit(device=True)
-def _c1_one(i, P, nsplit, variant, p, S, st, flag):
-    md = 0.0
-    ms = 0.0
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        md = maxnan(md, P[c, 0])
-        ms = maxnan(ms, P[c, 1])
-    S[i, 0] = md
-    S[i, 1] = ms
-    S[i, 2] = 0.0
-    S[i, 3] = 0.0
-    if not ms < INF:  # first: a non-finite w also spoils d through weight decay
-        st[i] = BAD_STATE
-        cuda.atomic.min(flag, 0, i)
-        return
-    if not md < INF:
-        st[i] = BAD_DIRECTION
-        cuda.atomic.min(flag, 0, i)
-        return
-    st[i] = OK
-    if md == 0.0 or ms == 0.0:
-        return  # zero direction or dead group: left unchanged
-    S[i, 3] = 1.0
-    if variant == RIEMANNIAN:
-        e = p - 1.0
-        a = 0.0
-        bb = 0.0
-        for c in range(i * nsplit, (i + 1) * nsplit):
-            if P[c, 1] > 0.0:
-                r = (P[c, 1] / ms) ** e
-                a += P[c, 2] * r
-                bb += P[c, 3] * r * r
-        S[i, 2] = a / bb
-    else:
-        q = p / (p - 1.0)
-        acc = 0.0
-        for c in range(i * nsplit, (i + 1) * nsplit):
-            if P[c, 0] > 0.0:
-                acc += P[c, 2] * (P[c, 0] / md) ** q
-        S[i, 2] = md * acc ** (1.0 / q)
-
-
 @cuda.jit(cache=True)
-def _k_c1(P, nsplit, variant, p, S, st, flag):
-    i = cuda.grid(1)
-    while i < S.shape[0]:
-        _c1_one(i, P, nsplit, variant, p, S, st, flag)
-        i += cuda.gridsize(1)
+def _k_c1(P, G, nsplit, variant, p, S, flag):
+    """Combine phase 1, one block per group: S[i] = (max|d|, max|state|, the
+    dual norm of d or the tangent coefficient, 1 if the group moves, status)."""
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        c0, c1 = i * nsplit, (i + 1) * nsplit
+        md = 0.0
+        ms = 0.0
+        c = c0 + tid
+        while c < c1:
+            md = maxnan(md, P[c, 0])
+            ms = maxnan(ms, P[c, 1])
+            c += cuda.blockDim.x
+        md = bmax(sh, md)
+        ms = bmax(sh, ms)
+        if tid == 0:
+            S[i, 0] = md
+            S[i, 1] = ms
+            S[i, 2] = 0.0
+            S[i, 3] = 0.0
+        if not ms < INF:  # first: a non-finite w also spoils d through weight decay
+            if tid == 0:
+                S[i, 4] = BAD_STATE
+                cuda.atomic.max(flag, 0, G - i)
+        elif not md < INF:
+            if tid == 0:
+                S[i, 4] = BAD_DIRECTION
+                cuda.atomic.max(flag, 0, G - i)
+        else:
+            if tid == 0:
+                S[i, 4] = OK
+            if md > 0.0 and ms > 0.0:  # else: zero direction or dead group, left unchanged
+                a = 0.0
+                bb = 0.0
+                c = c0 + tid
+                if variant == RIEMANNIAN:
+                    e = p - 1.0
+                    while c < c1:
+                        if P[c, 1] > 0.0:
+                            r = (P[c, 1] / ms) ** e
+                            a += P[c, 2] * r
+                            bb += P[c, 3] * r * r
+                        c += cuda.blockDim.x
+                else:
+                    q = p / (p - 1.0)
+                    while c < c1:
+                        if P[c, 0] > 0.0:
+                            a += P[c, 2] * (P[c, 0] / md) ** q
+                        c += cuda.blockDim.x
+                a = bsum(sh, a)
+                bb = bsum(sh, bb)
+                if tid == 0:
+                    S[i, 3] = 1.0
+                    if variant == RIEMANNIAN:
+                        S[i, 2] = a / bb
+                    else:
+                        S[i, 2] = md * a ** (1.0 / (p / (p - 1.0)))
+        i += cuda.gridDim.x
 
 
 @cuda.jit(cache=True)
@@ -213,27 +228,31 @@ def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_m
         Q[b, 1] = acc
 
 
-@cuda.jit(device=True)
-def _c2_one(i, Q, nsplit, r, S, N):
-    mx = 0.0
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        mx = max(mx, Q[c, 0])
-    if S[i, 3] == 0.0 or mx == 0.0:
-        N[i] = 0.0
-        return
-    acc = 0.0
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        if Q[c, 0] > 0.0:
-            acc += Q[c, 1] * (Q[c, 0] / mx) ** r
-    N[i] = mx * acc ** (1.0 / r)
-
-
 @cuda.jit(cache=True)
-def _k_c2(Q, nsplit, r, S, N):
-    i = cuda.grid(1)
-    while i < N.size:
-        _c2_one(i, Q, nsplit, r, S, N)
-        i += cuda.gridsize(1)
+def _k_c2(Q, G, nsplit, r, S, N):
+    """Combine phase 2, one block per group: N[i] = the r-norm of the new state."""
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        c0, c1 = i * nsplit, (i + 1) * nsplit
+        mx = 0.0
+        c = c0 + tid
+        while c < c1:
+            mx = max(mx, Q[c, 0])
+            c += cuda.blockDim.x
+        mx = bmax(sh, mx)
+        acc = 0.0
+        if S[i, 3] != 0.0 and mx > 0.0:
+            c = c0 + tid
+            while c < c1:
+                if Q[c, 0] > 0.0:
+                    acc += Q[c, 1] * (Q[c, 0] / mx) ** r
+                c += cuda.blockDim.x
+        acc = bsum(sh, acc)
+        if tid == 0:
+            N[i] = 0.0 if (S[i, 3] == 0.0 or mx == 0.0) else mx * acc ** (1.0 / r)
+        i += cuda.gridDim.x
 
 
 @cuda.jit(cache=True)
@@ -265,7 +284,7 @@ class StepCall:
         G, n = w.shape
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
-        dummy = cuda.device_array((1, max(n, 1)), dtype=w.dtype)
+        dummy = scratch("lpsgd.unused", (1, max(n, 1)), w.dtype)  # never written
         if has_mom:
             bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
             c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
@@ -280,22 +299,23 @@ class StepCall:
         self.G = G
         if not self.empty:
             self.nt, self.nsplit = split(n)
-            self.st = cuda.device_array(G, dtype=np.int8)
-            self.S = cuda.device_array((G, 4))
+            # per call, not scratch: step_many runs every tensor's phase 1
+            # before any phase 2
+            self.S = cuda.device_array((G, 5))
 
     def _phase1(self):
         G, nsplit = self.G, self.nsplit
         dt = self.w.dtype.type
         p = self.p
-        P = cuda.device_array((G * nsplit, 4))
+        P = scratch("lpsgd.P", (G * nsplit, 4))
         _k_p1[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
                                    dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
-        fl = flags(G)
-        bl, t = grid1d(G)
-        _k_c1[bl, t](P, nsplit, self.variant, p, self.S, self.st, fl)
-        bad = int(fl.copy_to_host()[0])
+        fl = flags()
+        bl, t = combine_grid(G, nsplit)
+        _k_c1[bl, t](P, G, nsplit, self.variant, p, self.S, fl)
+        bad = read_flags(fl, G)[0]
         if bad < G:
-            return bad, int(self.st[bad:bad + 1].copy_to_host()[0])
+            return bad, int(self.S[bad:bad + 1].copy_to_host()[0, 4])
         return -1, None
 
     def _phase2(self):
@@ -304,13 +324,13 @@ class StepCall:
         p = self.p
         a = 1.0 / (p - 1.0)
         r = p / (p - 1.0) if self.variant == DUAL else p
-        Q = cuda.device_array((G * nsplit, 2))
+        Q = scratch("lpsgd.Q", (G * nsplit, 2))
         _k_p2a[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
                                     dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
                                     nsplit, self.S, Q)
-        N = cuda.device_array(G)
-        bl, t = grid1d(G)
-        _k_c2[bl, t](Q, nsplit, r, self.S, N)
+        N = scratch("lpsgd.N", (G,))
+        bl, t = combine_grid(G, nsplit)
+        _k_c2[bl, t](Q, G, nsplit, r, self.S, N)
         _k_p2b[G * nsplit, self.nt](self.w, self.v, N, dt(a), self.variant, nsplit)
 
     def run(self, what="step"):

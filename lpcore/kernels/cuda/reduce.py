@@ -3,7 +3,8 @@
 Contract as ``lpcore/kernels/reduce.py``: (G, n) C-contiguous float32/float64
 device arrays in, float64 per-group results out, NaN for a group holding NaN
 or Inf; additionally the index of the first such group (and of the first
-all-zero group) is recorded on the device with an atomic min, so the public
+all-zero group) is recorded on the device with an atomic max of ``G - i``
+(see :func:`._launch.flags`), so the public
 layer copies two integers to the host to decide whether to raise.
 
 Accumulation: each thread sums its elements in float64, the block reduces
@@ -22,7 +23,8 @@ import numpy as np
 from numba import cuda, float64
 
 from ..reduce import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
-from ._launch import MAXT, block_slice as _slice, bmax, bsum, flags, grid1d, maxnan, split
+from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
+                      read_flags, scratch, split)
 
 INF = math.inf
 NAN = math.nan
@@ -94,77 +96,87 @@ def _k_powsum(x, kind, p, single, nsplit, Mb, Sb):
         Sb[b] = t
 
 
-@cuda.jit(device=True)
-def _norm_combine_one(i, Mb, Sb, nsplit, kind, p, out, flag):
-    m = 0.0
-    bad = False
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        if not (Sb[c] == Sb[c]) or not (Mb[c] < INF):
-            bad = True
-        else:
-            m = max(m, Mb[c])
-    if bad:
-        out[i] = NAN
-        cuda.atomic.min(flag, 0, i)
-        return
-    r = m
-    if kind != KIND_INF and m > 0.0:
-        s = 0.0
-        for c in range(i * nsplit, (i + 1) * nsplit):
-            if Mb[c] > 0.0:
-                q = Mb[c] / m
-                if kind == KIND_ONE:
-                    s += Sb[c] * q
-                elif kind == KIND_TWO:
-                    s += Sb[c] * q * q
-                else:
-                    s += Sb[c] * q ** p
-        if kind == KIND_ONE:
-            r = m * s
-        elif kind == KIND_TWO:
-            r = m * math.sqrt(s)
-        else:
-            r = m * s ** (1.0 / p)
-    out[i] = r
-    if r == 0.0:
-        cuda.atomic.min(flag, 1, i)
-
-
 @cuda.jit(cache=True)
-def _k_norm_combine(Mb, Sb, nsplit, kind, p, out, flag):
-    i = cuda.grid(1)
-    while i < out.size:
-        _norm_combine_one(i, Mb, Sb, nsplit, kind, p, out, flag)
-        i += cuda.gridsize(1)
+def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
+    # one block per group: threads stride over its slices, block reductions
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        c0, c1 = i * nsplit, (i + 1) * nsplit
+        m = 0.0
+        bad = 0.0
+        c = c0 + tid
+        while c < c1:
+            if not (Sb[c] == Sb[c]) or not (Mb[c] < INF):
+                bad = 1.0
+            else:
+                m = max(m, Mb[c])
+            c += cuda.blockDim.x
+        bad = bmax(sh, bad)
+        m = bmax(sh, m)
+        if bad > 0.0:
+            if tid == 0:
+                out[i] = NAN
+                cuda.atomic.max(flag, 0, G - i)
+        else:
+            s = 0.0
+            if kind != KIND_INF and m > 0.0:
+                c = c0 + tid
+                while c < c1:
+                    if Mb[c] > 0.0:
+                        q = Mb[c] / m
+                        if kind == KIND_ONE:
+                            s += Sb[c] * q
+                        elif kind == KIND_TWO:
+                            s += Sb[c] * q * q
+                        else:
+                            s += Sb[c] * q ** p
+                    c += cuda.blockDim.x
+            s = bsum(sh, s)
+            if tid == 0:
+                r = m
+                if kind != KIND_INF and m > 0.0:
+                    if kind == KIND_ONE:
+                        r = m * s
+                    elif kind == KIND_TWO:
+                        r = m * math.sqrt(s)
+                    else:
+                        r = m * s ** (1.0 / p)
+                out[i] = r
+                if r == 0.0:
+                    cuda.atomic.max(flag, 1, G - i)
+        i += cuda.gridDim.x
 
 
-def group_norms(x, p, out_dtype=np.float64):
+def group_norms(x, p, out_dtype=np.float64, internal=False):
     """Lp norms of the rows of a (G, n) device array: (device array of G norms,
-    first group with NaN/Inf or G, first zero group or G)."""
+    first group with NaN/Inf or G, first zero group or G).  ``internal``: the
+    norms are used within the caller only (a float64 scratch buffer, valid
+    until this thread's next call)."""
     G, n = x.shape
-    out = cuda.device_array(G, dtype=out_dtype)
+    out = scratch("norm.out", (G,)) if internal else cuda.device_array(G, dtype=out_dtype)
     if G == 0:
         return out, G, G
-    fl = flags(G)
     if n == 0:
         out[:] = 0
         return out, G, 0
+    fl = flags()
     kind = norm_kind(p)
     nt, nsplit = split(n)
-    Mb = cuda.device_array(G * nsplit)
-    Sb = cuda.device_array(G * nsplit)
+    Mb = scratch("norm.M", (G * nsplit,))
+    Sb = scratch("norm.S", (G * nsplit,))
     single = x.dtype == np.float32 and kind in (KIND_ONE, KIND_TWO)
     pe = x.dtype.type(p if kind != KIND_INF else 1.0)
     _k_powsum[G * nsplit, nt](x, kind, pe, single, nsplit, Mb, Sb)
-    bl, t = grid1d(G)
-    _k_norm_combine[bl, t](Mb, Sb, nsplit, kind, float(p), out, fl)
-    f = fl.copy_to_host()
-    return out, int(f[0]), int(f[1])
+    bl, t = combine_grid(G, nsplit)
+    _k_norm_combine[bl, t](Mb, Sb, G, nsplit, kind, float(p), out, fl)
+    return (out,) + read_flags(fl, G)
 
 
 def group_max(x):
-    """Row maxima of |x| (float64, device) and the first bad / zero group."""
-    return group_norms(x, math.inf)
+    """Row maxima of |x| (float64 scratch, device) and the first bad / zero group."""
+    return group_norms(x, math.inf, internal=True)
 
 
 # ---------------------------------------------------------------------------
@@ -203,40 +215,48 @@ def _k_hoyer(x, scaled, nsplit, Mb, S1, S2):
         S2[b] = t2
 
 
-@cuda.jit(device=True)
-def _hoyer_combine_one(i, Mb, S1, S2, nsplit, n, out, flag):
-    m = 0.0
-    bad = False
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        if not (S1[c] + S2[c] < INF) or not (Mb[c] < INF):
-            bad = True
-        else:
-            m = max(m, Mb[c])
-    if bad:
-        out[i] = NAN
-        cuda.atomic.min(flag, 0, i)
-        return
-    s1 = 0.0
-    s2 = 0.0
-    if m > 0.0:
-        for c in range(i * nsplit, (i + 1) * nsplit):
-            r = Mb[c] / m
-            s1 += S1[c] * r
-            s2 += S2[c] * r * r
-    if s2 == 0.0:
-        out[i] = 1.0  # all-zero group: a dead neuron, maximally sparse
-    else:
-        sn = math.sqrt(float64(n))
-        h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
-        out[i] = min(1.0, max(0.0, h))
-
-
 @cuda.jit(cache=True)
-def _k_hoyer_combine(Mb, S1, S2, nsplit, n, out, flag):
-    i = cuda.grid(1)
-    while i < out.size:
-        _hoyer_combine_one(i, Mb, S1, S2, nsplit, n, out, flag)
-        i += cuda.gridsize(1)
+def _k_hoyer_combine(Mb, S1, S2, G, nsplit, n, out, flag):
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        c0, c1 = i * nsplit, (i + 1) * nsplit
+        m = 0.0
+        bad = 0.0
+        c = c0 + tid
+        while c < c1:
+            if not (S1[c] + S2[c] < INF) or not (Mb[c] < INF):
+                bad = 1.0
+            else:
+                m = max(m, Mb[c])
+            c += cuda.blockDim.x
+        bad = bmax(sh, bad)
+        m = bmax(sh, m)
+        if bad > 0.0:
+            if tid == 0:
+                out[i] = NAN
+                cuda.atomic.max(flag, 0, G - i)
+        else:
+            s1 = 0.0
+            s2 = 0.0
+            if m > 0.0:
+                c = c0 + tid
+                while c < c1:
+                    r = Mb[c] / m
+                    s1 += S1[c] * r
+                    s2 += S2[c] * r * r
+                    c += cuda.blockDim.x
+            s1 = bsum(sh, s1)
+            s2 = bsum(sh, s2)
+            if tid == 0:
+                if s2 == 0.0:
+                    out[i] = 1.0  # all-zero group: a dead neuron, maximally sparse
+                else:
+                    sn = math.sqrt(float64(n))
+                    h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
+                    out[i] = min(1.0, max(0.0, h))
+        i += cuda.gridDim.x
 
 
 def hoyer_sums(x, out_dtype):
@@ -245,15 +265,15 @@ def hoyer_sums(x, out_dtype):
     out = cuda.device_array(G, dtype=out_dtype)
     if G == 0:
         return out, G
-    fl = flags(G)
+    fl = flags()
     nt, nsplit = split(n)
-    Mb = cuda.device_array(G * nsplit)
-    S1 = cuda.device_array(G * nsplit)
-    S2 = cuda.device_array(G * nsplit)
+    Mb = scratch("hoyer.M", (G * nsplit,))
+    S1 = scratch("hoyer.S1", (G * nsplit,))
+    S2 = scratch("hoyer.S2", (G * nsplit,))
     _k_hoyer[G * nsplit, nt](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
-    bl, t = grid1d(G)
-    _k_hoyer_combine[bl, t](Mb, S1, S2, nsplit, n, out, fl)
-    return out, int(fl.copy_to_host()[0])
+    bl, t = combine_grid(G, nsplit)
+    _k_hoyer_combine[bl, t](Mb, S1, S2, G, nsplit, n, out, fl)
+    return out, read_flags(fl, G)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -283,35 +303,37 @@ def _k_tangent(w, g, mw, e, nsplit, A, B):
         B[cuda.blockIdx.x] = tb
 
 
-@cuda.jit(device=True)
-def _tangent_combine_one(i, A, B, nsplit, coef, flag):
-    a = 0.0
-    b = 0.0
-    for c in range(i * nsplit, (i + 1) * nsplit):
-        a += A[c]
-        b += B[c]
-    if not (abs(a) < INF):
-        cuda.atomic.min(flag, 0, i)
-    coef[i] = a / b
-
-
 @cuda.jit(cache=True)
-def _k_tangent_combine(A, B, nsplit, coef, flag):
-    i = cuda.grid(1)
-    while i < coef.size:
-        _tangent_combine_one(i, A, B, nsplit, coef, flag)
-        i += cuda.gridsize(1)
+def _k_tangent_combine(A, B, G, nsplit, coef, flag):
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        a = 0.0
+        b = 0.0
+        c = i * nsplit + tid
+        while c < (i + 1) * nsplit:
+            a += A[c]
+            b += B[c]
+            c += cuda.blockDim.x
+        a = bsum(sh, a)
+        b = bsum(sh, b)
+        if tid == 0:
+            if not (abs(a) < INF):
+                cuda.atomic.max(flag, 0, G - i)
+            coef[i] = a / b
+        i += cuda.gridDim.x
 
 
 def tangent_coef(w, g, mw, p):
     """``<nu', g> / <nu', nu'>`` per row (device) and the first group where g is bad."""
     G, n = w.shape
-    coef = cuda.device_array(G)
-    fl = flags(G)
+    coef = scratch("tangent.coef", (G,))
+    fl = flags()
     nt, nsplit = split(n)
-    A = cuda.device_array(G * nsplit)
-    B = cuda.device_array(G * nsplit)
+    A = scratch("tangent.A", (G * nsplit,))
+    B = scratch("tangent.B", (G * nsplit,))
     _k_tangent[G * nsplit, nt](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
-    bl, t = grid1d(G)
-    _k_tangent_combine[bl, t](A, B, nsplit, coef, fl)
-    return coef, int(fl.copy_to_host()[0])
+    bl, t = combine_grid(G, nsplit)
+    _k_tangent_combine[bl, t](A, B, G, nsplit, coef, fl)
+    return coef, read_flags(fl, G)[0]
