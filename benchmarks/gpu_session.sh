@@ -59,5 +59,7 @@ if [ "$what" = all ] || [ "$what" = sweep ]; then
     timeout "${SWEEP_TIMEOUT:-150}" $PY -m benchmarks --device cuda --sweep --quick --repeat 5 \
         --json "$OUT/sweep.json" > "$OUT/sweep.txt" 2>&1
     echo "sweep rc=$?" >> "$OUT/sweep.txt"
-    grep -v "^$" "$OUT/sweep.txt" | tail -n 200 > /dev/null
+fi
+if [ "$what" = all ] || [ "$what" = profile ]; then
+    $PY benchmarks/gpu_profile.py > "$OUT/profile.txt" 2>&1
 fi

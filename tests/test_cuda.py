@@ -143,9 +143,15 @@ def test_duality_maps_are_inverse(x, p):
     v = lpcore.to_dual(dev(x), p)
     assert_allclose_dtype(host(v), lpcore.to_dual(x, p), dtype=x.dtype, factor=max(1.0, p / 8))
     back = host(lpcore.from_dual(v, p))
-    # |x|^(p-1) then ^(1/(p-1)): relative error grows like 1/(p-1) for small entries
-    assert_allclose_dtype(back, x, dtype=x.dtype, scale=np.abs(x).max(),
+    # |x|^(p-1) then ^(1/(p-1)): relative error grows like 1/(p-1) for small
+    # entries; where |x|^(p-1) is below the dtype's normal range it has lost
+    # bits or underflowed to 0 (on the CPU too: found on an H100 with
+    # x = 2.3e-5 (float32), p = 11), so the identity is checked elsewhere only
+    fine = np.abs(x.astype(np.float64)) ** (p - 1) >= np.finfo(x.dtype).tiny
+    assert_allclose_dtype(back[fine], x[fine], dtype=x.dtype, scale=np.abs(x).max(),
                           factor=4 * max(1.0, 1.0 / (p - 1)))
+    assert_allclose_dtype(back, lpcore.from_dual(lpcore.to_dual(x, p), p), dtype=x.dtype,
+                          scale=np.abs(x).max(), factor=4 * max(1.0, 1.0 / (p - 1)))
 
 
 @few
