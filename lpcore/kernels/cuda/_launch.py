@@ -45,10 +45,11 @@ class _Config:
         # block): small blocks keep it usable
         self.threads = int(os.environ.get("LPCORE_CUDA_THREADS", 4 if sim else 256))
         self.min_threads = min(self.threads, 4 if sim else 32)
-        # 32 items per thread: on an H100, 1e8-element reductions ran 8-14%
-        # faster than with 16 (256 threads; benchmarks/gpu.py --sweep); groups
-        # of a few thousand (one slice either way) do not change
-        self.items = int(os.environ.get("LPCORE_CUDA_ITEMS", 4 if sim else 32))
+        # 16 items per thread.  On an H100 a sweep (benchmarks/gpu.py --sweep)
+        # put 32 items 8-14% ahead on 1e8-element reductions, but a second
+        # run of the whole table moved by more than that between runs (the
+        # calls are bound by host-side launch cost), so the default stayed
+        self.items = int(os.environ.get("LPCORE_CUDA_ITEMS", 4 if sim else 16))
         self.max_blocks = int(os.environ.get("LPCORE_CUDA_MAX_BLOCKS", 8 if sim else 1 << 16))
         _check(self.threads, self.items, self.max_blocks)
 
