@@ -18,6 +18,10 @@ def _entry(rank, world, port, body, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         body(rank, out_dir)
+        # both ranks leave together: a rank tearing gloo down while its peer
+        # still talks aborted once ("terminate called without an active
+        # exception", SIGABRT) in a full local run
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
