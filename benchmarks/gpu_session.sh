@@ -4,7 +4,12 @@
 # repository root on a machine with a CUDA GPU and numba-cuda, torch installed
 # (no install step: the project is put on PYTHONPATH).  Writes logs under $OUT.
 #
-#     OUT=/tmp/gpu bash benchmarks/gpu_session.sh [tests|bench|sweep|all]
+#     OUT=/tmp/gpu bash benchmarks/gpu_session.sh [tests|bench|sweep|profile|all]
+#
+# The device machines of this workplace cannot reach a package index; wheels
+# they lack are carried in .gpu_carry/ (git-ignored), e.g. for NumPy < 2.5:
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux_2_28_x86_64 -d .gpu_carry numpy==2.4.6
 set -u
 OUT=${OUT:-/tmp/lpcore-gpu}
 mkdir -p "$OUT"
