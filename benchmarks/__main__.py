@@ -21,14 +21,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import lpcore
+
+from . import fresh_process_runs
 
 try:
     import torch
@@ -333,13 +333,7 @@ print(json.dumps({"import_s": t1 - t0, "first_call_s": first, "total_s": time.pe
 
 def run_startup():
     """Fresh processes: once with an empty Numba cache (compile), once cached."""
-    res = {}
-    with tempfile.TemporaryDirectory() as d:
-        env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        for label in ("compile (empty cache)", "cached"):
-            out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            res[label] = json.loads(out.strip().splitlines()[-1])
+    res = fresh_process_runs(_STARTUP)
     print("\nstart-up (float32 64x27, serial kernels; each lpcore kernel also has a parallel "
           "twin compiled on first large input)")
     for label, r in res.items():

@@ -22,17 +22,14 @@ smoke test of the code path, not a measurement.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
 
 import lpcore
+
+from . import fresh_process_runs
 
 SHAPES = [(4096, 4096), (100_000_000,)]
 SHAPES_QUICK = [(4096, 4096), (1_000_000,)]
@@ -327,13 +324,7 @@ print(json.dumps({"import_s": t1 - t0, "context_s": t2 - t1, "first_call_s": fir
 
 def run_startup():
     """Fresh processes: once with an empty Numba cache (compile), once cached."""
-    res = {}
-    with tempfile.TemporaryDirectory() as dd:
-        env = dict(os.environ, NUMBA_CACHE_DIR=dd)
-        for label in ("compile (empty cache)", "cached (2nd process)"):
-            out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            res[label] = json.loads(out.strip().splitlines()[-1])
+    res = fresh_process_runs(_STARTUP, ("compile (empty cache)", "cached (2nd process)"))
     print("\nGPU start-up (float32 64x27, fresh processes)")
     for label, r in res.items():
         calls = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r["first_call_s"].items())

@@ -132,11 +132,6 @@ def scratch(name, shape, dtype=np.float64):
     return buf
 
 
-def clear_scratch():
-    """Release this thread's scratch buffers (they are rebuilt on demand)."""
-    _tls.bufs = {}
-
-
 def flags():
     """The device int64[2] 'first bad group' / 'first zero group' flags of this
     thread, zeroed.  Kernels record group ``i`` of ``G`` as

@@ -96,6 +96,23 @@ def _k_powsum(x, kind, p, single, nsplit, Mb, Sb):
         Sb[b] = t
 
 
+@cuda.jit(device=True)
+def _slices_max(Mb, S1, S2, c0, c1, sh):
+    """Over a group's slices ``c0 .. c1`` (the block's threads striding): the
+    block max of the slice maxima ``Mb`` and 1.0 if any slice is bad (its
+    maximum or one of its sums ``S1``, ``S2`` not finite), else 0.0."""
+    m = 0.0
+    bad = 0.0
+    c = c0 + cuda.threadIdx.x
+    while c < c1:
+        if not (S1[c] < INF) or not (S2[c] < INF) or not (Mb[c] < INF):
+            bad = 1.0
+        else:
+            m = max(m, Mb[c])
+        c += cuda.blockDim.x
+    return bmax(sh, m), bmax(sh, bad)
+
+
 @cuda.jit(cache=True)
 def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
     # one block per group: threads stride over its slices, block reductions
@@ -104,17 +121,8 @@ def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
     i = cuda.blockIdx.x
     while i < G:
         c0, c1 = i * nsplit, (i + 1) * nsplit
-        m = 0.0
-        bad = 0.0
-        c = c0 + tid
-        while c < c1:
-            if not (Sb[c] == Sb[c]) or not (Mb[c] < INF):
-                bad = 1.0
-            else:
-                m = max(m, Mb[c])
-            c += cuda.blockDim.x
-        bad = bmax(sh, bad)
-        m = bmax(sh, m)
+        # Sb is a sum of non-negative terms or NaN: "not < INF" is "is NaN"
+        m, bad = _slices_max(Mb, Sb, Sb, c0, c1, sh)
         if bad > 0.0:
             if tid == 0:
                 out[i] = NAN
@@ -222,17 +230,7 @@ def _k_hoyer_combine(Mb, S1, S2, G, nsplit, n, out, flag):
     i = cuda.blockIdx.x
     while i < G:
         c0, c1 = i * nsplit, (i + 1) * nsplit
-        m = 0.0
-        bad = 0.0
-        c = c0 + tid
-        while c < c1:
-            if not (S1[c] + S2[c] < INF) or not (Mb[c] < INF):
-                bad = 1.0
-            else:
-                m = max(m, Mb[c])
-            c += cuda.blockDim.x
-        bad = bmax(sh, bad)
-        m = bmax(sh, m)
+        m, bad = _slices_max(Mb, S1, S2, c0, c1, sh)
         if bad > 0.0:
             if tid == 0:
                 out[i] = NAN
