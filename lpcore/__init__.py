@@ -10,25 +10,28 @@ sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`f
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`, schedules
-gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`,
-             :func:`expected_pruned_fraction`
+gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
+             :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
 """
 from .ball import project_ball
-from .gamma import expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer
+from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
+                    p_for_sparsity)
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
 from .norms import all_finite, norm, normalize, to_groups
 from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
-                       grow_random, grow_ratio, mask_sparsity, random_mask, sparsity_schedule)
+                       grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
+                       sparsity_schedule)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "norm", "normalize", "all_finite", "to_groups", "project_tangent", "retract", "to_dual", "from_dual",
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
-    "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "expected_pruned_fraction",
+    "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
+    "p_for_sparsity",
     "LpSGD", "LpSGDState",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
-    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "sparsity_schedule",
+    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "sparsity_schedule",
 ]

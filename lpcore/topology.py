@@ -33,7 +33,8 @@ from .kernels.topology import drop_rows
 from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
-           "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "sparsity_schedule"]
+           "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio",
+           "sparsity_schedule"]
 
 
 def _mask_like(mask, shape, fn, name="mask"):
@@ -51,40 +52,52 @@ def _count(k, fn):
     return int(k)
 
 
-def drop_by_threshold(w, mask, h, axis=None):
+def drop_by_threshold(w, mask, h, axis=None, revive=False):
     """Semi-pruning's drop rule, per group.
 
     ``tau_i = h * mean_{j active} |w_ij|``; active connections with
-    ``|w_ij| < tau_i`` are dropped.  Groups with no active connection are
-    left alone.
+    ``|w_ij| < tau_i`` are dropped.  With ``revive=True`` (the reference's
+    semantics, DESIGN section 5) the new mask is computed over *all*
+    connections from their latent magnitudes, ``m_ij <- |w_ij| >= tau_i``:
+    inactive connections whose latent value rose to ``tau_i`` come back.
+    Groups with no active connection are left alone.
 
     Parameters
     ----------
     w : array_like
-        The weights (latent or effective; only active entries are read).
+        The weights: latent values for every connection with ``revive``
+        (e.g. ``from_dual`` of LpSGD's dual state), otherwise latent or
+        effective (only active entries are read).
     mask : ndarray of bool
         Current mask, w's shape.
     h : float
         Relative threshold, ``h >= 0`` (0 drops nothing).
     axis : None, int or tuple of ints
         The axes of one group (one output unit's fan-in).
+    revive : bool
+        Let inactive connections above the threshold come back.
 
     Returns
     -------
     new_mask : ndarray of bool
     n_dropped : int
+        Connections switched off (those revived are ``new_mask.sum() -
+        mask.sum() + n_dropped``).
 
     Raises
     ------
     ValueError
-        Bad ``h``, shape mismatch, NaN/Inf among the active weights (names the
-        group).
+        Bad ``h``, shape mismatch, NaN/Inf among the weights that take part
+        (names the group).
 
     Examples
     --------
     >>> import numpy as np, lpcore
     >>> w = np.array([[1.0, 0.1, 2.0, 0.5]]); m = np.ones((1, 4), bool)
     >>> lpcore.drop_by_threshold(w, m, 0.5, axis=1)   # tau = 0.5 * 0.9 = 0.45
+    (array([[ True, False,  True,  True]]), 1)
+    >>> m2 = np.array([[True, True, True, False]])  # the 0.5 is latent
+    >>> lpcore.drop_by_threshold(w, m2, 0.4, axis=1, revive=True)   # tau = 0.4 * 3.1 / 3
     (array([[ True, False,  True,  True]]), 1)
     """
     fn = "lpcore.drop_by_threshold"
@@ -96,13 +109,14 @@ def drop_by_threshold(w, mask, h, axis=None):
     w2 = grp.to2d(w, comp)
     m2 = grp.to2d(m, np.bool_)
     out = np.empty_like(m2)
-    tau = drop_rows(w2, m2, h, out)
+    tau = drop_rows(w2, m2, h, out, revive=bool(revive))
     bad = np.isnan(tau)
     if bad.any():
-        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights of group "
+        which = "weights" if revive else "active weights"
+        raise ValueError(f"{fn}: w contains NaN or Inf among the {which} of group "
                          f"{grp.index(first_bad(bad))}")
     new = np.ascontiguousarray(grp.from2d(out))
-    return new, int(m.sum() - new.sum())
+    return new, int(np.count_nonzero(m & ~new))
 
 
 def _topk_indices(scores, k):
@@ -314,3 +328,37 @@ def grow_ratio(sparsity, target, h, delta=0.1):
     if s < t * (1.0 - float(h) / 2.0):
         return (1.0 - float(delta)) * s / t
     return (1.0 + float(delta)) * s / t
+
+
+def regrow_ratio(zeros_after_drop, n_dropped, target_zeros):
+    """The schedule-tracking grow ratio ``phi`` (this library's LpSS controller).
+
+    After a drop round has removed ``n_dropped`` connections, leaving
+    ``zeros_after_drop`` inactive ones, regrowing ``phi * n_dropped`` puts the
+    mask exactly at ``target_zeros`` (the sparsity schedule's value now):
+    ``phi = (zeros_after_drop - target_zeros) / n_dropped``, at least 0.  A
+    ratio above 1 means the mask is sparser than scheduled and regrows more
+    than was dropped; 0 means the drop round fell short of the schedule
+    (nothing regrows).  0 when nothing was dropped.
+
+    The reference's rule, :func:`grow_ratio`, steers by ``(1 -+ delta) s / s*``
+    and has its fixed point at ``s*/(1 + delta)`` whenever the drop threshold
+    is large; DESIGN section 5 and the README give the measurements.
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> lpcore.regrow_ratio(zeros_after_drop=600, n_dropped=200, target_zeros=500)
+    0.5
+    >>> lpcore.regrow_ratio(450, 100, 500)   # the drop fell short: regrow nothing
+    0.0
+    """
+    fn = "lpcore.regrow_ratio"
+    vals = {"zeros_after_drop": zeros_after_drop, "n_dropped": n_dropped,
+            "target_zeros": target_zeros}
+    for name, v in vals.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"{fn}: {name} must be an integer >= 0, got {v!r}")
+    if n_dropped == 0:
+        return 0.0
+    return max(0.0, (int(zeros_after_drop) - int(target_zeros)) / int(n_dropped))

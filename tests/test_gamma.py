@@ -117,3 +117,100 @@ def test_gamma_model_argument_errors():
         lpcore.expected_hoyer(10, 1.5, gradient="cauchy")
     with pytest.raises(ValueError, match="scalar"):
         lpcore.expected_hoyer([10, 20], 1.5, method="monte_carlo")
+
+
+# ------------------------------------------------------- p_for_sparsity (LpSS's p)
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(target=st.floats(0.02, 0.98), h=st.floats(0.02, 0.9), k=st.floats(0.3, 4.0),
+       gradient=st.sampled_from(["gamma", "gaussian"]))
+def test_p_for_sparsity_inverts_expected_pruned_fraction(target, h, k, gradient):
+    p = lpcore.p_for_sparsity(target, h, shape=k, gradient=gradient)
+    assert 1.0 < p < 1e6
+    got = lpcore.expected_pruned_fraction(p, h, shape=k, gradient=gradient)
+    assert got == pytest.approx(target, abs=1e-7)
+
+
+@given(n=st.integers(8, 300), target=st.floats(0.1, 0.8), h=st.floats(0.1, 0.5))
+def test_p_for_sparsity_inverts_the_finite_group_form(n, target, h):
+    target = min(target, (n - 2.0) / n)
+    p = lpcore.p_for_sparsity(target, h, n=n, n_groups=200)
+    got = lpcore.expected_pruned_fraction(p, h, n=n, n_groups=200)
+    # the Monte Carlo form is a step function of p: within one draw of the target
+    assert got == pytest.approx(target, abs=2.0 / (200 * n) + 1e-9)
+
+
+def test_p_for_sparsity_is_vectorised_and_monotone():
+    ps = lpcore.p_for_sparsity([0.5, 0.8, 0.9, 0.95], 0.2)
+    assert ps.shape == (4,)
+    assert np.all(np.diff(ps) < 0)  # sparser targets need p closer to 1
+    grid = lpcore.p_for_sparsity([[0.5], [0.9]], 0.2, n=[64, 256])
+    assert grid.shape == (2, 2)
+    assert grid[0, 0] == lpcore.p_for_sparsity(0.5, 0.2, n=64)
+
+
+@pytest.mark.parametrize("p, n", [(1.05, 64), (1.2, 64), (1.3, 16), (1.5, 256)])
+def test_finite_group_pruned_fraction_matches_the_drop_rule(p, n):
+    """The Monte Carlo form against lpcore's own drop rule on simulated stationary weights."""
+    rng = np.random.default_rng(3)
+    x = rng.gamma(1.0, size=(2000, n))
+    lw = np.log(x) / (p - 1)
+    w = np.exp(lw - lw.max(axis=1, keepdims=True))
+    mask, dropped = lpcore.drop_by_threshold(w, np.ones(w.shape, bool), 0.2, axis=1)
+    sim = dropped / w.size
+    assert lpcore.expected_pruned_fraction(p, 0.2, n=n) == pytest.approx(sim, abs=0.01)
+
+
+def test_finite_group_form_departs_from_large_n_at_small_p():
+    big = lpcore.expected_pruned_fraction(1.05, 0.2)
+    small = lpcore.expected_pruned_fraction(1.05, 0.2, n=64)
+    assert big > 0.999 and small == pytest.approx(0.96, abs=0.01)
+    assert small <= 63 / 64
+    # and agrees with it for light tails and long groups
+    assert lpcore.expected_pruned_fraction(2.0, 0.2, n=4096) == pytest.approx(
+        lpcore.expected_pruned_fraction(2.0, 0.2), abs=0.005)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(target=0.0), "target must lie in"), (dict(target=1.0), "target must lie in"),
+    (dict(target=float("nan")), "target must lie in"),
+    (dict(target=[0.5, 1.2]), r"at index \(1,\)"),
+    (dict(h=1.0), "h must lie in"), (dict(h=0.0), "h must lie in"), (dict(h=float("nan")), "h must"),
+    (dict(target=0.9, n=9), "unreachable for h=0.2, n=9"),
+    (dict(n=1), "n must be >= 2"), (dict(unreachable="ignore"), "unreachable must be"),
+])
+def test_p_for_sparsity_errors_name_the_argument(kw, match):
+    args = dict(target=0.5, h=0.2) | kw
+    with pytest.raises(ValueError, match=match):
+        lpcore.p_for_sparsity(**args)
+
+
+def test_p_for_sparsity_clips_groups_too_small_for_the_target():
+    p = lpcore.p_for_sparsity([0.9, 0.9], 0.2, n=[9, 256], unreachable="clip")
+    assert lpcore.expected_pruned_fraction(p[0], 0.2, n=9) == pytest.approx(7.5 / 9, abs=1e-3)
+    assert p[1] == lpcore.p_for_sparsity(0.9, 0.2, n=256)
+
+
+@pytest.mark.parametrize("k", [0.4, 1.0, 3.0])
+def test_fit_gamma_shape_moments_and_per_group_scale(k):
+    rng = np.random.default_rng(11)
+    scale = rng.uniform(0.05, 20.0, size=(80, 1))  # a different theta per unit
+    g = rng.gamma(k, size=(80, 2000)) * scale
+    assert lpcore.fit_gamma_shape(g, "moments", axis=1) == pytest.approx(k, rel=0.05)
+    assert lpcore.fit_gamma_shape(g, "mle", axis=1) == pytest.approx(k, rel=0.05)
+    # pooled without removing the scales, the spread of theta reads as a heavier tail
+    assert lpcore.fit_gamma_shape(g, "mle") < 0.9 * k
+    with pytest.raises(ValueError, match="method"):
+        lpcore.fit_gamma_shape(g, "median")
+
+
+def test_predict_hoyer_matches_simulated_stationary_weights():
+    rng = np.random.default_rng(2)
+    g = rng.gamma(1.3, size=(300, 128))
+    lw = np.log(g) / (1.5 - 1)
+    w = np.exp(lw - lw.max(axis=1, keepdims=True))
+    measured = float(np.mean(lpcore.hoyer(w, axis=1)))
+    pred, k = lpcore.predict_hoyer(g, 128, 1.5, fit="moments", axis=1)
+    assert k == pytest.approx(1.3, rel=0.05)
+    assert pred == pytest.approx(measured, abs=0.01)

@@ -7,14 +7,15 @@ from lpcore.testing import assert_unchanged
 from lpcore.testing import strategies as lst
 
 
-def drop_ref(w, m, h):
-    """Per row of 2-D arrays."""
+def drop_ref(w, m, h, revive=False):
+    """Per row of 2-D arrays; ``revive``: the reference's semantics (new mask over all)."""
     out = m.copy()
     for i in range(w.shape[0]):
         act = m[i]
         if act.any():
             tau = h * np.abs(w[i][act].astype(np.float64)).mean()
-            out[i] = act & (np.abs(w[i].astype(np.float64)) >= tau)
+            keep = np.abs(w[i].astype(np.float64)) >= tau
+            out[i] = keep if revive else act & keep
     return out
 
 
@@ -47,6 +48,40 @@ def test_drop_by_threshold_matches_reference(wm, h):
     # non-trailing axis: same result through the transposed layout
     newt, _ = lpcore.drop_by_threshold(w.T, m.T, h, axis=0)
     np.testing.assert_array_equal(newt, new.T)
+
+
+@given(weight_and_mask(), st.floats(0.0, 2.0))
+def test_drop_with_revival_matches_the_reference_semantics(wm, h):
+    w, m = wm
+    new, nd = lpcore.drop_by_threshold(w, m, h, axis=1, revive=True)
+    np.testing.assert_array_equal(new, drop_ref(w, m, h, revive=True))
+    assert nd == np.count_nonzero(m & ~new)
+    # without revival the same drop, and nothing comes back
+    plain, nd0 = lpcore.drop_by_threshold(w, m, h, axis=1)
+    assert nd0 == nd and np.array_equal(plain, new & m)
+
+
+def test_drop_with_revival_checks_latent_values_and_skips_empty_groups():
+    w = np.array([[1.0, np.nan, 2.0], [0.5, 0.7, np.inf]])
+    m = np.array([[True, False, True], [False, False, False]])
+    new, nd = lpcore.drop_by_threshold(w, m, 0.5, axis=1)  # latent NaN is not read
+    assert nd == 0 and np.array_equal(new, m)
+    with pytest.raises(ValueError, match=r"among the weights of group \(0,\)"):
+        lpcore.drop_by_threshold(w, m, 0.5, axis=1, revive=True)
+    w[0, 1] = 3.0
+    new, nd = lpcore.drop_by_threshold(w, m, 0.5, axis=1, revive=True)
+    assert new[0].tolist() == [True, True, True] and not new[1].any() and nd == 0
+
+
+def test_regrow_ratio_puts_the_mask_on_the_schedule():
+    assert lpcore.regrow_ratio(600, 200, 500) == 0.5
+    assert lpcore.regrow_ratio(450, 100, 500) == 0.0
+    assert lpcore.regrow_ratio(700, 100, 500) == 2.0  # sparser than scheduled: regrow more
+    assert lpcore.regrow_ratio(700, 0, 500) == 0.0
+    for bad in [dict(zeros_after_drop=-1), dict(n_dropped=1.5), dict(target_zeros=True)]:
+        args = dict(zeros_after_drop=1, n_dropped=1, target_zeros=1) | bad
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            lpcore.regrow_ratio(**args)
 
 
 @given(weight_and_mask(), st.data())

@@ -1,13 +1,19 @@
 """Evidence on real data for the README (``python -m lpcore_torch.evidence``).
 
-(a) Hoyer sparsity vs p (LpSGD without pruning, digits): measured per layer
-    beside the gamma-model prediction from the fitted gradient shape.
-(b) LpSS at target sparsities 0.5, 0.8, 0.9 (digits): exact zeros at the end,
-    and the sparsity the controller alone had reached just before ``end``.
-(c) Test accuracy at sparsity 0.9: LpSS vs dense SGD, SET, RigL, static and
-    gradual magnitude pruning, on digits and mnist5k, mean +- std over seeds.
+(a) Hoyer sparsity vs p (LpSGD without pruning; digits and mnist5k, MLP and
+    CNN): measured per layer beside the gamma model's prediction from every
+    shape estimator, and each estimator's mean absolute error.
+(b) LpSS (p = "auto") at target sparsities 0.5, 0.8, 0.9 on digits and
+    mnist5k: the controller-alone sparsity just before ``end``, the final
+    sparsity, the p chosen per layer, the plateau ``expected_pruned_fraction``
+    predicts beside the one measured with the drop threshold held fixed, and
+    ``sparsity_vs_epoch.png``.
+(c) Test accuracy at sparsity 0.9: LpSS (auto p) vs dense SGD, SET, RigL,
+    static, gradual magnitude pruning and LpSS with a fixed p = 1.3, on
+    digits, mnist5k and mnist1d, mean +- std over seeds.
+(d) The controller, step by step from the reference's (digits, target 0.9).
 
-Prints markdown tables and writes them (and the raw runs as JSON) to --out.
+Prints markdown tables and writes them, the plot and the raw runs (JSON) to --out.
 """
 from __future__ import annotations
 
@@ -18,8 +24,16 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 from .data import load
-from .train import build_parser, run
+from .train import DEFAULT_ESTIMATOR, ESTIMATORS, build_parser, run
+
+PS = (1.1, 1.2, 1.3, 1.5, 2.0)
+TARGETS = (0.5, 0.8, 0.9)
+# epochs per (data set, model): what 2 CPU cores allow for 3 seeds
+EPOCHS = {("digits", "mlp"): 60, ("digits", "cnn"): 30, ("mnist5k", "mlp"): 30,
+          ("mnist5k", "cnn"): 8, ("mnist1d", "mlp"): 30}
 
 
 def _args(**kw):
@@ -30,75 +44,215 @@ def _args(**kw):
 
 
 def _ms(xs):
+    xs = list(xs)
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _fmt(xs, nd=3):
+    m, s = _ms(xs)
+    return f"{m:.{nd}f} +- {s:.{nd}f}"
+
+
+def _pre_end(r):
+    """Sparsity at the last epoch that ends before the topology freezes (80%)."""
+    return r["history"][int(0.8 * len(r["history"])) - 2]["sparsity"]
+
+
+class _Data:
+    def __init__(self):
+        self.cache = {}
+
+    def __call__(self, ds, seed):
+        if (ds, seed) not in self.cache:
+            self.cache[(ds, seed)] = load(ds, seed)
+        return self.cache[(ds, seed)]
+
+
+def part_a(seeds, data, log, runs=None):
+    if runs is None:
+        runs = []
+        for (ds, model) in (("digits", "mlp"), ("digits", "cnn"), ("mnist5k", "mlp"),
+                            ("mnist5k", "cnn")):
+            for p in PS:
+                for s in seeds:
+                    a = _args(dataset=ds, model=model, method="dense-lp",
+                              epochs=EPOCHS[(ds, model)], seed=s, all_estimators=True)
+                    runs.append(run(a, p, data(ds, s), progress=False))
+                log(f"(a) {ds} {model} p={p}")
+    md = [f"#### (a) Hoyer sparsity vs p (LpSGD dual, no pruning, seeds {seeds})", "",
+          f"Prediction: `{DEFAULT_ESTIMATOR}` (the estimator with the smallest mean absolute "
+          "error in the second table).", "",
+          "| data | model | p | layer | fan-in | Hoyer measured | predicted | error | test acc |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    err = {e: [] for e in ESTIMATORS}
+    per_cfg = {}
+    for r in runs:
+        for lay in r["layers"]:
+            for e, v in lay["hoyer_estimates"].items():
+                if v is not None:
+                    err[e].append(abs(v - lay["hoyer"]))
+                    per_cfg.setdefault((r["dataset"], r["model"], r["p"], e), []).append(
+                        abs(v - lay["hoyer"]))
+    keys = sorted({(r["dataset"], r["model"], r["p"]) for r in runs},
+                  key=lambda k: (k[0], k[1], k[2]))
+    for ds, model, p in keys:
+        rs = [r for r in runs if (r["dataset"], r["model"], r["p"]) == (ds, model, p)]
+        for li, lay in enumerate(rs[0]["layers"]):
+            hm = [r["layers"][li]["hoyer"] for r in rs]
+            hp = [r["layers"][li]["hoyer_estimates"][DEFAULT_ESTIMATOR] for r in rs]
+            e = [abs(x - y) for x, y in zip(hm, hp)]
+            md.append(f"| {ds} | {model} | {p} | {lay['name']} | {lay['fan_in']} | {_fmt(hm)} | "
+                      f"{_fmt(hp)} | {statistics.mean(e):.3f} | "
+                      f"{statistics.mean(r['test_accuracy'] for r in rs):.4f} |")
+    md += ["", "Mean absolute error of the Hoyer prediction per estimator (all layers, runs "
+           "and seeds above; worst configuration = data/model/p with the largest mean error):", "",
+           "| estimator | mean abs error | worst configuration |", "|---|---|---|"]
+    for e in sorted(ESTIMATORS, key=lambda e: statistics.mean(err[e]) if err[e] else 9):
+        if not err[e]:
+            continue
+        worst = max(((k, statistics.mean(v)) for k, v in per_cfg.items() if k[3] == e),
+                    key=lambda kv: kv[1])
+        md.append(f"| {e} | {statistics.mean(err[e]):.3f} | {worst[0][0]} {worst[0][1]} "
+                  f"p={worst[0][2]}: {worst[1]:.3f} |")
+    return runs, md
+
+
+def part_b(seeds, data, log, out):
+    import lpcore
+    runs = []
+    md = [f"#### (b) LpSS reaching the target by itself (p = auto, MLP, seeds {seeds})", "",
+          "| data | target | p per layer | sparsity just before `end` | final sparsity | "
+          "plateau predicted / measured (drop rule alone at these p) | test acc |",
+          "|---|---|---|---|---|---|---|"]
+    curves = {}
+    for ds in ("digits", "mnist5k"):
+        for target in TARGETS:
+            rs = [run(_args(dataset=ds, target_sparsity=target, seed=s,
+                            epochs=EPOCHS[(ds, "mlp")]), "auto", data(ds, s), progress=False)
+                  for s in seeds]
+            ps = [lay["p"] for lay in rs[0]["layers"]]
+            # where the drop rule alone stalls at these p: fixed h, no threshold adaptation and
+            # an unreachable schedule (0.99), so that nothing regrows
+            plat = [run(_args(dataset=ds, target_sparsity=0.99, seed=s, no_adapt_h=True,
+                              epochs=EPOCHS[(ds, "mlp")]), ps, data(ds, s), progress=False)
+                    for s in seeds]
+            runs += rs + plat
+            fans = [lay["fan_in"] for lay in rs[0]["layers"]]
+            sizes = [np.prod(lay["shape"]) for lay in rs[0]["layers"]]
+            pred = [float(lpcore.expected_pruned_fraction(p, 0.2, n=f)) for p, f in zip(ps, fans)]
+            pred_net = float(np.dot(pred, sizes) / np.sum(sizes))
+            md.append(f"| {ds} | {target} | {', '.join(f'{p:.3f}' for p in ps)} | "
+                      f"{_fmt(_pre_end(r) for r in rs)} | {_fmt(r['sparsity'] for r in rs)} | "
+                      f"{pred_net:.3f} / {_fmt(r['sparsity'] for r in plat)} | "
+                      f"{_fmt((r['test_accuracy'] for r in rs), 4)} |")
+            curves[(ds, target)] = np.mean([[h["sparsity"] for h in r["history"]] for r in rs], 0)
+            log(f"(b) {ds} target={target}")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, ds in zip(axes, ("digits", "mnist5k")):
+        for target in TARGETS:
+            c = curves[(ds, target)]
+            ax.plot(np.arange(1, len(c) + 1), c, label=f"target {target}")
+            ax.axhline(target, color="grey", lw=0.5, ls=":")
+        n = len(curves[(ds, TARGETS[0])])
+        ax.axvline(0.8 * n, color="k", lw=0.6, ls="--")
+        ax.set_title(f"{ds}: LpSS, p = auto (mean of {len(seeds)} seeds)")
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("exact sparsity")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sparsity_vs_epoch.png"), dpi=110)
+    plt.close(fig)
+    return runs, md
+
+
+def part_c(seeds, data, log):
+    runs = []
+    md = [f"#### (c) Test accuracy at sparsity 0.9 (MLP, mean +- std over seeds {seeds})", "",
+          "| data set | method | test accuracy | exact sparsity | train s/run |",
+          "|---|---|---|---|---|"]
+    methods = [("dense", "dense SGD (no pruning)", 1.3), ("lpss", "lpss, p = auto", "auto"),
+               ("lpss", "lpss, p = 1.3", 1.3), ("set", "set", 1.3), ("rigl", "rigl", 1.3),
+               ("static", "static", 1.3), ("magnitude", "magnitude", 1.3)]
+    for ds in ("digits", "mnist5k", "mnist1d"):
+        for method, label, p in methods:
+            rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s), p,
+                      data(ds, s), progress=False) for s in seeds]
+            runs += rs
+            md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
+                      f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "
+                      f"{statistics.mean(r['train_time_s'] for r in rs):.1f} |")
+            log(f"(c) {ds} {label}")
+    return runs, md
+
+
+def part_d(seeds, data, log):
+    runs = []
+    md = [f"#### (d) The controller, from the reference's to the library's (digits, MLP, target "
+          f"0.9, seeds {seeds})", "",
+          "| variant | p | sparsity just before `end` | final | largest epoch-to-epoch step "
+          "after 50% | test acc |", "|---|---|---|---|---|---|"]
+    variants = [
+        ("reference: grow ratio (1 -+ delta) s/s*, cosine-annealed h, revival", 1.3,
+         dict(controller="reference", h_schedule="cosine", no_adapt_h=True)),
+        ("reference, p = auto", "auto",
+         dict(controller="reference", h_schedule="cosine", no_adapt_h=True)),
+        ("+ schedule-tracking grow ratio", "auto", dict(h_schedule="cosine", no_adapt_h=True)),
+        ("+ constant h (the p was chosen for h0)", "auto", dict(no_adapt_h=True)),
+        ("+ threshold adaptation (library default)", "auto", {}),
+        ("library default, without revival", "auto", dict(no_revive=True)),
+        ("library default, fixed p = 1.3", 1.3, {}),
+    ]
+    for label, p, kw in variants:
+        rs = [run(_args(seed=s, **kw), p, data("digits", s), progress=False) for s in seeds]
+        runs += rs
+        steps = []
+        for r in rs:
+            h = [x["sparsity"] for x in r["history"]]
+            steps.append(max(abs(b - a) for a, b in zip(h[len(h) // 2:], h[len(h) // 2 + 1:])))
+        md.append(f"| {label} | {p} | {_fmt(_pre_end(r) for r in rs)} | "
+                  f"{_fmt(r['sparsity'] for r in rs)} | {max(steps):.3f} | "
+                  f"{_fmt((r['test_accuracy'] for r in rs), 4)} |")
+        log(f"(d) {label}")
+    return runs, md
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m lpcore_torch.evidence", description=__doc__)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="evidence")
-    ap.add_argument("--datasets", default="digits,mnist5k")
+    ap.add_argument("--parts", default="a,b,c,d", help="which tables to regenerate")
+    ap.add_argument("--tabulate-a", default=None, metavar="JSON",
+                    help="tabulate (a) from the runs saved in an earlier evidence.json "
+                         "(re-scoring the estimators without retraining)")
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
+    parts = a.parts.split(",")
     os.makedirs(a.out, exist_ok=True)
-    raw = {"seeds": seeds, "a": [], "b": [], "c": []}
-    md = []
     t0 = time.time()
-    data = {s: load("digits", s) for s in seeds}
 
-    # (a) Hoyer vs p
-    md += ["### (a) Hoyer sparsity vs p (digits, MLP 64-256-256-10, LpSGD dual, no pruning, "
-           f"{len(seeds)} seeds)", "",
-           "| p | layer | fan-in | Hoyer measured | Hoyer predicted | fitted k | test acc |",
-           "|---|---|---|---|---|---|---|"]
-    for p in (1.1, 1.3, 1.5, 2.0):
-        runs = [run(_args(method="dense-lp", seed=s), p, data[s], progress=False) for s in seeds]
-        raw["a"] += runs
-        for li, layer in enumerate(runs[0]["layers"]):
-            hm = _ms([r["layers"][li]["hoyer"] for r in runs])
-            hp = _ms([r["layers"][li]["hoyer_predicted"] for r in runs])
-            k = _ms([r["layers"][li]["gamma_shape"] for r in runs])
-            acc = _ms([r["test_accuracy"] for r in runs])
-            md.append(f"| {p} | {layer['name']} | {layer['fan_in']} | {hm[0]:.3f} +- {hm[1]:.3f} "
-                      f"| {hp[0]:.3f} +- {hp[1]:.3f} | {k[0]:.2f} | {acc[0]:.4f} |")
-        print(f"(a) p={p} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    def log(msg):
+        print(f"{msg} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    # (b) targets
-    md += ["", f"### (b) LpSS reaching the target (digits, p = 1.3, {len(seeds)} seeds)", "",
-           "| target | exact zeros at the end | controller alone, just before `end` | test acc |",
-           "|---|---|---|---|"]
-    for target in (0.5, 0.8, 0.9):
-        runs = [run(_args(method="lpss", target_sparsity=target, seed=s), 1.3, data[s],
-                     progress=False) for s in seeds]
-        raw["b"] += runs
-        end_epoch = int(0.8 * len(runs[0]["history"]))
-        fin = _ms([r["sparsity"] for r in runs])
-        pre = _ms([r["history"][end_epoch - 2]["sparsity"] for r in runs])
-        acc = _ms([r["test_accuracy"] for r in runs])
-        md.append(f"| {target} | {fin[0]:.4f} +- {fin[1]:.4f} | {pre[0]:.3f} +- {pre[1]:.3f} | "
-                  f"{acc[0]:.4f} +- {acc[1]:.4f} |")
-        print(f"(b) target={target} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-
-    # (c) methods at 0.9
-    md += ["", f"### (c) Test accuracy at sparsity 0.9 (MLP, mean +- std over seeds {seeds})", "",
-           "| data set | method | test accuracy | exact sparsity | train s/run |", "|---|---|---|---|---|"]
-    for ds in a.datasets.split(","):
-        dd = data if ds == "digits" else {s: load(ds, s) for s in seeds}
-        epochs = 60 if ds == "digits" else 30
-        for method in ("dense", "lpss", "set", "rigl", "static", "magnitude"):
-            runs = [run(_args(dataset=ds, method=method, epochs=epochs, seed=s), 1.3, dd[s],
-                         progress=False) for s in seeds]
-            raw["c"] += runs
-            acc = _ms([r["test_accuracy"] for r in runs])
-            sp = _ms([r["sparsity"] for r in runs])
-            tt = statistics.mean(r["train_time_s"] for r in runs)
-            label = "dense SGD (no pruning)" if method == "dense" else method
-            md.append(f"| {ds} | {label} | {acc[0]:.4f} +- {acc[1]:.4f} | {sp[0]:.3f} | {tt:.1f} |")
-            print(f"(c) {ds} {method} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    data = _Data()
+    raw = {"seeds": seeds}
+    md = []
+    saved_a = None
+    if a.tabulate_a:
+        with open(a.tabulate_a) as f:
+            saved_a = json.load(f)
+        saved_a = saved_a["a"] if isinstance(saved_a, dict) else saved_a
+    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d)):
+        if name in parts:
+            extra = (a.out,) if name == "b" else (saved_a,) if name == "a" else ()
+            raw[name], lines = fn(seeds, data, log, *extra)
+            md += lines + [""]
     text = "\n".join(md)
     print(text)
     with open(os.path.join(a.out, "evidence.md"), "w") as f:
-        f.write(text + "\n")
+        f.write(text)
     with open(os.path.join(a.out, "evidence.json"), "w") as f:
         json.dump(raw, f)
     print(f"\n{time.time() - t0:.0f} s in total", file=sys.stderr)

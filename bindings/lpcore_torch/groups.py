@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from torch import nn
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -33,7 +34,8 @@ def _fan_in(module):
     return math.prod(view[a] for a in axis)
 
 
-def lp_param_groups(model, p, exclude=(), include_classifier=False):
+def lp_param_groups(model, p, exclude=(), include_classifier=False, target_sparsity=None,
+                    h0=0.2):
     """Parameter groups for :class:`lpcore_torch.LpSGD`, the reference selection.
 
     Linear and Conv (and ConvTranspose) weights are constrained, except the
@@ -44,14 +46,23 @@ def lp_param_groups(model, p, exclude=(), include_classifier=False):
     Parameters
     ----------
     model : torch.nn.Module
-    p : float, list of float or callable
-        One exponent for all constrained layers; a list in module order (one
-        per selected layer); or ``p(name, module) -> float or None`` (None
-        leaves the layer unconstrained).
+    p : "auto", float, list of float or callable
+        ``"auto"``: each constrained layer gets the p at which the semi-pruning
+        drop rule's share of connections below ``h0 * mean|w|`` equals
+        ``target_sparsity`` for a group of the layer's fan-in
+        (:func:`lpcore.p_for_sparsity` with ``n`` = fan-in; DESIGN section 5;
+        a layer whose fan-in is too small for the target is aimed at
+        ``(n - 1.5)/n``).
+        A float: one exponent for all constrained layers; a list in module
+        order (one per selected layer); or ``p(name, module) -> float or
+        None`` (None leaves the layer unconstrained).
     exclude : iterable of str or callable
         Module names to leave unconstrained, or ``exclude(name, module) -> bool``.
     include_classifier : bool
         Also constrain the final classifier.
+    target_sparsity, h0 : float
+        For ``p="auto"``: the target mask sparsity in (0, 1) and the drop
+        threshold of :class:`lpcore_torch.SparseTrainer` (its ``h0``).
 
     Returns
     -------
@@ -69,7 +80,17 @@ def lp_param_groups(model, p, exclude=(), include_classifier=False):
     if layers and not include_classifier:
         layers = layers[:-1]
     layers = [(n, m) for n, m in layers if not excl(n, m) and _fan_in(m) >= 2]
-    if callable(p):
+    if isinstance(p, str):
+        if p != "auto":
+            raise ValueError(f"lp_param_groups: p must be 'auto', a number, a list or a callable, "
+                             f"got {p!r}")
+        if target_sparsity is None:
+            raise ValueError("lp_param_groups: p='auto' needs target_sparsity")
+        import lpcore
+        fan = [_fan_in(m) for _, m in layers]
+        ps = [float(v) for v in np.atleast_1d(
+            lpcore.p_for_sparsity(target_sparsity, h0, n=fan, unreachable="clip"))] if fan else []
+    elif callable(p):
         ps = [p(n, m) for n, m in layers]
     elif isinstance(p, (list, tuple)):
         if len(p) != len(layers):

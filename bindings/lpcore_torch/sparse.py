@@ -10,24 +10,39 @@ the mask.  All decisions are computed by ``lpcore``'s topology primitives.
 Methods
 -------
 ``lpss``       semi-pruning with threshold adaptation (needs
-               :class:`lpcore_torch.LpSGD`): drop per output unit below
-               ``h * mean(active |w|)``, regrow ``floor(n_dropped * phi)``
-               connections by normalised gradient magnitude, with ``phi`` from
-               :func:`lpcore.grow_ratio` toward the scheduled sparsity.  The
-               unit-sphere constraint holds for the *effective* weights
-               ``w * mask`` (each unit's active connections have norm 1);
-               inactive connections keep their latent dual value, which decays
-               by ``1 - lr`` per step and seeds a regrown connection
-               (``pruning="hard"`` zeroes it instead).
+               :class:`lpcore_torch.LpSGD`; build its groups with
+               ``lp_param_groups(model, p="auto", target_sparsity=...)`` so
+               that each layer's p can reach the target).  Each update:
+               per output unit, the new mask is computed over all
+               connections from their latent magnitudes (``D_q`` of the dual
+               state), ``|w| >= h * mean(active |w|)`` (so latent connections
+               can come back, the reference's semantics); then
+               ``round(n_dropped * phi)`` connections regrow by normalised
+               gradient magnitude.  The unit-sphere constraint holds for the
+               *effective* weights ``w * mask``; inactive connections keep
+               their latent dual value, which decays by ``1 - lr`` per step
+               (``pruning="hard"`` zeroes it).
 ``set``        drop the smallest ``|w|``, regrow at random (fixed sparsity).
 ``rigl``       drop the smallest ``|w|``, regrow by largest ``|gradient|``.
 ``static``     a fixed random mask.
 ``magnitude``  gradual magnitude pruning on the cubic schedule, no regrowth.
 
-The library's choice beyond the reference: at ``end`` the mask is adjusted
-once to exactly the target sparsity (dropping the smallest ``|w|`` or
-regrowing by gradient), so every method finishes at ``s*``; the reference
-relied on the controller alone.  After ``end`` the topology is frozen.
+Where the LpSS controller departs from the reference (each measured; README
+table (d)):
+
+* ``controller="schedule"``: ``phi`` is :func:`lpcore.regrow_ratio`, the
+  ratio that puts the mask on the sparsity schedule, instead of the
+  reference's ``(1 -+ delta) s/s*`` (:func:`lpcore.grow_ratio`,
+  ``controller="reference"``), whose fixed point lies below the target.
+* ``h_schedule="auto"`` keeps ``h0`` constant for ``lpss``: p is chosen for
+  ``h0``; the reference's cosine annealing dries the drops up before the
+  target, and at small ``h`` revival undoes the pruning.
+* ``adapt_h=True``: when a drop round falls short of the schedule, the
+  threshold grows by ``1 + delta`` (and relaxes back towards ``h0`` by
+  ``1 - delta`` once the drops suffice), which absorbs the gamma model's error.
+* ``finalize="auto"``: no exact adjustment at ``end`` for ``lpss`` (the
+  controller lands within 0.02 by itself; ``finalize="exact"`` forces the
+  exact count); the baselines keep it.  After ``end`` the topology is frozen.
 """
 from __future__ import annotations
 
@@ -85,7 +100,16 @@ class SparseTrainer:
         Topology updates every ``frequency`` steps in ``[begin, end]``.
     h0, h_schedule, delta
         The drop threshold (``lpss``) or drop fraction (``set``, ``rigl``) and
-        its annealing; ``delta`` is the controller's margin.
+        its annealing (``"auto"``: constant for ``lpss``, cosine otherwise);
+        ``delta`` is the controller's margin.
+    controller : {"schedule", "reference"}
+        ``lpss``'s grow ratio (see the module docstring).
+    revive : bool
+        ``lpss``: let latent connections above the threshold come back.
+    adapt_h : bool
+        ``lpss``: raise the threshold when a drop round falls short.
+    finalize : {"auto", "exact", "none"}
+        Adjust the masks once at ``end`` to exactly the target.
     pruning : {"semi", "hard"}
         Whether inactive connections keep a latent dual value (``lpss``).
     seed : int
@@ -93,8 +117,9 @@ class SparseTrainer:
     """
 
     def __init__(self, model, optimizer, method="lpss", target_sparsity=0.9, init_sparsity=0.2,
-                 begin=0, end=1000, frequency=40, h0=0.2, h_schedule="cosine", delta=0.1,
-                 pruning="semi", seed=0):
+                 begin=0, end=1000, frequency=40, h0=0.2, h_schedule="auto", delta=0.1,
+                 pruning="semi", seed=0, controller="schedule", revive=True, finalize="auto",
+                 adapt_h=True):
         if method not in METHODS:
             raise ValueError(f"SparseTrainer: method must be one of {METHODS}, got {method!r}")
         if not 0.0 < float(target_sparsity) < 1.0:
@@ -109,13 +134,24 @@ class SparseTrainer:
             raise ValueError(f"SparseTrainer: pruning must be 'semi' or 'hard', got {pruning!r}")
         if method == "lpss" and not isinstance(optimizer, LpSGD):
             raise TypeError("SparseTrainer: method='lpss' needs lpcore_torch.LpSGD")
+        if h_schedule == "auto":
+            h_schedule = "constant" if method == "lpss" else "cosine"
         lpcore.drop_threshold_schedule(0, h0, begin, end, kind=h_schedule)  # validates
         self.model, self.optimizer, self.method = model, optimizer, method
         self.target, self.s0 = float(target_sparsity), float(init_sparsity)
         self.begin, self.end, self.frequency = int(begin), int(end), int(frequency)
         self.h0, self.h_schedule, self.delta, self.pruning = float(h0), h_schedule, float(delta), pruning
+        if controller not in ("schedule", "reference"):
+            raise ValueError(f"SparseTrainer: controller must be 'schedule' or 'reference', "
+                             f"got {controller!r}")
+        if finalize not in ("auto", "exact", "none"):
+            raise ValueError(f"SparseTrainer: finalize must be 'auto', 'exact' or 'none', "
+                             f"got {finalize!r}")
+        self.controller, self.revive, self.adapt_h = controller, bool(revive), bool(adapt_h)
+        self.finalize = ("none" if method == "lpss" else "exact") if finalize == "auto" else finalize
         self.t = 0
         self.phi = 1.0
+        self.h_gain = 1.0
         self.rng = np.random.default_rng(seed)
         self.items = self._select()
         if not self.items:
@@ -180,7 +216,7 @@ class SparseTrainer:
             (t - self.begin) % self.frequency == 0 and t > 0
         if due:
             self._update(t)
-        if self.method != "static" and t == self.end:
+        if self.method != "static" and t == self.end and self.finalize == "exact":
             self._finalize()
         self._apply_masks()
         self.t += 1
@@ -198,19 +234,13 @@ class SparseTrainer:
                                        self.target, self.begin, self.end)
         h = lpcore.drop_threshold_schedule(t, self.h0, self.begin, self.end, kind=self.h_schedule)
         if self.method == "lpss":
-            self.phi = lpcore.grow_ratio(self.sparsity, s_t, h, self.delta)
+            self._lpss_update(s_t, h)
+            return
         for it in self.items:
             w = it.weight.detach().numpy().reshape(it.layout[0])
             m = it.mask.numpy().reshape(it.layout[0])
             g = None if it.dense_grad is None else it.dense_grad.numpy().reshape(it.layout[0])
-            if self.method == "lpss":
-                new, nd = lpcore.drop_by_threshold(w, m, h, axis=it.layout[1])
-                free = int((~new).sum())
-                k = min(int(math.floor(nd * self.phi)), free)
-                grown = np.zeros(0, np.intp)
-                if k and g is not None:
-                    new, grown = lpcore.grow_by_score(g, new, k, axis=it.layout[1])
-            elif self.method in ("set", "rigl"):
+            if self.method in ("set", "rigl"):
                 k = int(round(h * int(m.sum())))
                 new, _ = lpcore.drop_smallest(w, m, k)
                 if self.method == "set" or g is None:
@@ -223,6 +253,48 @@ class SparseTrainer:
                 new, _ = lpcore.drop_smallest(w, m, k)
                 grown = np.zeros(0, np.intp)
             self._commit(it, m, new, grown)
+
+    def _latent(self, it):
+        """Every connection's latent magnitude, in the weight's view: ``D_q`` of
+        LpSGD's dual state (semi-pruning keeps it for inactive connections),
+        else the effective weight."""
+        dual = self.optimizer.state.get(it.weight, {}).get("dual")
+        p = self._p(it)
+        if dual is None or p is None:
+            return it.weight.detach().numpy().reshape(it.layout[0])
+        v = dual.numpy().reshape(-1)[it.pos].reshape(it.layout[0])
+        return lpcore.from_dual(v, p)
+
+    def _lpss_update(self, s_t, h):
+        if h == 0.0:  # a zero threshold drops nothing (and would revive every latent value)
+            return
+        h = h * self.h_gain
+        old = [it.mask.numpy().reshape(it.layout[0]) for it in self.items]
+        drops = [lpcore.drop_by_threshold(self._latent(it), m, h, axis=it.layout[1],
+                                          revive=self.revive)
+                 for it, m in zip(self.items, old)]
+        if self.controller == "reference":
+            # the reference counts every changed entry as "dropped"
+            self.phi = lpcore.grow_ratio(self.sparsity, s_t, h, self.delta)
+            counts = [int(np.count_nonzero(new != m)) for (new, _), m in zip(drops, old)]
+        else:
+            total = sum(m.size for m in old)
+            zeros = sum(int(np.count_nonzero(~new)) for new, _ in drops)
+            counts = [nd for _, nd in drops]
+            want = int(round(s_t * total))
+            self.phi = lpcore.regrow_ratio(zeros, sum(counts), want)
+            if self.adapt_h:
+                self.h_gain = (self.h_gain * (1.0 + self.delta) if zeros < want
+                               else max(1.0, self.h_gain * (1.0 - self.delta)))
+        for it, m, (new, _), nd in zip(self.items, old, drops, counts):
+            g = None if it.dense_grad is None else it.dense_grad.numpy().reshape(it.layout[0])
+            k = min(int(math.floor(nd * self.phi + 0.5 * (self.controller == "schedule"))),
+                    int(np.count_nonzero(~new)))
+            grown = np.zeros(0, np.intp)
+            if k and g is not None:
+                new, grown = lpcore.grow_by_score(g, new, k, axis=it.layout[1])
+            revived = np.flatnonzero((new & ~m).reshape(-1))
+            self._commit(it, m, new, np.union1d(grown, revived))
 
     def _finalize(self):
         """Adjust the masks once, to exactly the target sparsity overall."""
@@ -289,11 +361,13 @@ class SparseTrainer:
     # ------------------------------------------------------------------
     def state_dict(self):
         """Trainer state (the masks are in the model's state_dict)."""
-        return {"t": self.t, "phi": self.phi, "rng": self.rng.bit_generator.state}
+        return {"t": self.t, "phi": self.phi, "h_gain": self.h_gain,
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
         self.phi = float(state["phi"])
+        self.h_gain = float(state.get("h_gain", 1.0))
         self.rng.bit_generator.state = state["rng"]
 
     def report(self):

@@ -25,6 +25,8 @@ METHODS = ("lpss", "set", "rigl", "static", "magnitude", "dense", "dense-lp")
 
 
 def _parse_p(text):
+    if text == "auto":
+        return "auto"
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
@@ -48,8 +50,10 @@ def build_parser():
     ap.add_argument("--method", choices=METHODS, default="lpss",
                     help="lpss (LpSGD + semi-pruning), set, rigl, static, magnitude (SGD "
                          "baselines), dense (SGD), dense-lp (LpSGD, no pruning)")
-    ap.add_argument("--p", type=_parse_p, default=1.3,
-                    help="exponent, or a comma list with one value per constrained layer")
+    ap.add_argument("--p", type=_parse_p, default="auto",
+                    help="'auto' (each layer's p from its fan-in, --h0 and --target-sparsity: "
+                         "lpcore.p_for_sparsity), an exponent, or a comma list with one value per "
+                         "constrained layer")
     ap.add_argument("--target-sparsity", type=float, default=0.9)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -57,17 +61,33 @@ def build_parser():
     ap.add_argument("--lp-lr", type=float, default=0.02, help="LpSGD step of constrained weights")
     ap.add_argument("--lr-decay", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--frequency", type=int, default=20, help="topology update interval (steps)")
+    ap.add_argument("--frequency", type=int, default=None,
+                    help="topology update interval in steps (default: 20, or less so that "
+                         "pruning sees at least 40 updates)")
     ap.add_argument("--h0", type=float, default=0.2,
                     help="drop threshold (lpss: relative to the mean |w|; set/rigl: fraction)")
-    ap.add_argument("--h-schedule", choices=("cosine", "constant", "exponential"),
-                    default="cosine")
+    ap.add_argument("--h-schedule", choices=("auto", "cosine", "constant", "exponential"),
+                    default="auto", help="annealing of --h0 (auto: constant for lpss, whose p is "
+                                         "chosen for --h0; cosine for set and rigl)")
+    ap.add_argument("--controller", choices=("schedule", "reference"), default="schedule",
+                    help="lpss grow ratio: track the sparsity schedule, or the reference's rule")
+    ap.add_argument("--no-adapt-h", action="store_true",
+                    help="lpss: keep the drop threshold on its schedule even when a drop round "
+                         "falls short of the sparsity schedule")
+    ap.add_argument("--no-revive", action="store_true",
+                    help="lpss: drop among active connections only (the reference lets latent "
+                         "ones above the threshold come back)")
+    ap.add_argument("--finalize", choices=("auto", "exact", "none"), default="auto",
+                    help="adjust the masks to exactly the target at the end of pruning "
+                         "(auto: not for lpss, yes for the baselines)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="only 'cpu' in this version")
     ap.add_argument("--out", default="lpcore-run", help="output folder")
     ap.add_argument("--sweep-p", type=_parse_sweep, default=None,
                     help="train once per p (comma list) and plot Hoyer vs p")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--all-estimators", action="store_true",
+                    help="record the Hoyer prediction of every estimator in metrics.json")
     return ap
 
 
@@ -76,7 +96,7 @@ def _check(ap, a):
         ap.error(f"--target-sparsity must be in (0, 1), got {a.target_sparsity}")
     if not 0 <= a.h0 < 1:
         ap.error(f"--h0 must be in [0, 1), got {a.h0}")
-    if a.epochs < 1 or a.batch_size < 1 or a.frequency < 1:
+    if a.epochs < 1 or a.batch_size < 1 or (a.frequency is not None and a.frequency < 1):
         ap.error("--epochs, --batch-size and --frequency must be >= 1")
     for name in ("lr", "lp_lr"):
         if not getattr(a, name) > 0:
@@ -91,6 +111,31 @@ def _check(ap, a):
         ap.error("--model cnn needs image or sequence data; breast_cancer is tabular (use mlp)")
     if a.sweep_p and isinstance(a.p, list):
         ap.error("--sweep-p takes one p per run; do not combine it with a per-layer --p list")
+
+
+# how the gamma model's shape is estimated for the Hoyer prediction: "<source>-<fit>"
+# (source: final full-batch gradient, momentum buffer, LpSGD dual state; fit: maximum
+# likelihood or the moment ratio mean|x|/rms(x)), or the Gaussian gradient model
+ESTIMATORS = ("gradient-mle", "gradient-moments", "momentum-mle", "momentum-moments",
+              "dual-mle", "dual-moments", "gaussian")
+DEFAULT_ESTIMATOR = "gaussian"  # smallest measured error: README table (a)
+
+
+def _state_groups(st, key, n):
+    t = st.get(key)
+    return None if t is None else t.detach().float().numpy().reshape(-1, n)
+
+
+def _predict(estimator, sources, n, p, seed):
+    """(predicted Hoyer, fitted k) for one layer, or (None, None) without the source."""
+    import lpcore
+    if estimator == "gaussian":
+        return lpcore.predict_hoyer(None, n, p, gradient="gaussian", seed=seed)
+    source, fit = estimator.split("-")
+    x, axis = sources[source]
+    if x is None or np.count_nonzero(x) < 2:
+        return None, None
+    return lpcore.predict_hoyer(x, n, p, fit=fit, axis=axis, seed=seed)
 
 
 def build_model(kind, n_in, shape, n_classes):
@@ -131,7 +176,8 @@ def run(a, p, data, progress=True):
     ytr_t, yte_t = torch.from_numpy(ytr), torch.from_numpy(yte)
     uses_lp = a.method in ("lpss", "dense-lp")
     if uses_lp:
-        groups = lpcore_torch.lp_param_groups(net, p=p)
+        groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
+                                              h0=a.h0)
         for g in groups[:-1]:
             g["lr"] = a.lp_lr
         opt = lpcore_torch.LpSGD(groups, lr=a.lr, momentum=a.momentum, lr_decay=a.lr_decay)
@@ -141,10 +187,13 @@ def run(a, p, data, progress=True):
     total = a.epochs * steps_per_epoch
     trainer = None
     if a.method not in ("dense", "dense-lp"):
+        begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
+        freq = a.frequency or max(1, min(20, (end - begin) // 40))
         trainer = lpcore_torch.SparseTrainer(
             net, opt, method=a.method, target_sparsity=a.target_sparsity,
-            begin=int(0.2 * total), end=max(int(0.8 * total), int(0.2 * total) + 1),
-            frequency=a.frequency, h0=a.h0, h_schedule=a.h_schedule, seed=a.seed)
+            begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule, seed=a.seed,
+            controller=a.controller, revive=not a.no_revive, finalize=a.finalize,
+            adapt_h=not a.no_adapt_h)
     gen = torch.Generator().manual_seed(a.seed)
     history = []
     bar = None
@@ -187,6 +236,10 @@ def run(a, p, data, progress=True):
             tot += loss.item()
         rec = {"epoch": ep + 1, "train_loss": tot / steps_per_epoch,
                "test_accuracy": evaluate(), "sparsity": exact_sparsity()}
+        if trainer is not None:
+            rec["mask_sparsity"] = trainer.sparsity
+            if a.method == "lpss":
+                rec["h_gain"] = trainer.h_gain
         history.append(rec)
         if bar is not None:
             bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}", sparsity=f"{rec['sparsity']:.3f}")
@@ -211,18 +264,23 @@ def run(a, p, data, progress=True):
         arr = w.detach().numpy().reshape(lay[0])
         n_in = int(np.prod([lay[0][ax] for ax in lay[1]]))
         h = float(np.mean(lpcore.hoyer(arr, axis=lay[1])))
-        pred = k = None
-        # the dense (unmasked) full-batch gradient: the trainer's hook keeps it
-        gmag = dense.get(id(w), w.grad)
-        if p_l is not None and gmag is not None:
-            gm = np.abs(gmag.detach().numpy()).reshape(-1)
-            if np.count_nonzero(gm) >= 2:
-                k = lpcore.fit_gamma_shape(gm)
-                pred = lpcore.expected_hoyer(n_in, p_l, shape=k, method="monte_carlo",
-                                             n_groups=200, seed=a.seed)
+        est = {}
+        if p_l is not None:
+            # the dense (unmasked) full-batch gradient: the trainer's hook keeps it
+            gfull = dense.get(id(w), w.grad)
+            st = opt.state[w]
+            sources = {"gradient": (None if gfull is None else
+                                    gfull.detach().numpy().reshape(lay[0]), lay[1]),
+                       "momentum": (_state_groups(st, "momentum_buffer", n_in), 1),
+                       "dual": (_state_groups(st, "dual", n_in), 1)}
+            for e in (ESTIMATORS if a.all_estimators else (DEFAULT_ESTIMATOR,)):
+                est[e] = _predict(e, sources, n_in, p_l, a.seed)
+        pred, k = est.get(DEFAULT_ESTIMATOR, (None, None))
         layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
                        "sparsity": float((w == 0).float().mean()), "hoyer": h,
-                       "hoyer_predicted": pred, "gamma_shape": k, "p": p_l})
+                       "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
+                       "estimator": DEFAULT_ESTIMATOR if pred is not None else None,
+                       "hoyer_estimates": {e: v[0] for e, v in est.items()}})
     return {"dataset": a.dataset, "model": a.model, "method": a.method,
             "p": p, "target_sparsity": a.target_sparsity if trainer is not None else None,
             "test_accuracy": history[-1]["test_accuracy"], "sparsity": exact_sparsity(),
@@ -235,12 +293,14 @@ def _table(m):
              f"test accuracy {m['test_accuracy']:.4f}  exact sparsity {m['sparsity']:.4f}"
              + (f" (target {m['target_sparsity']})" if m['target_sparsity'] else "")
              + f"  train time {m['train_time_s']:.1f} s",
-             f"{'layer':<14}{'fan-in':>8}{'sparsity':>10}{'hoyer':>8}{'predicted':>11}{'k':>7}"]
+             f"{'layer':<14}{'fan-in':>8}{'p':>8}{'sparsity':>10}{'hoyer':>8}{'predicted':>11}"
+             f"{'k':>7}"]
     for r in m["layers"]:
         pred = "-" if r["hoyer_predicted"] is None else f"{r['hoyer_predicted']:.4f}"
         k = "-" if r["gamma_shape"] is None else f"{r['gamma_shape']:.2f}"
-        lines.append(f"{r['name']:<14}{r['fan_in']:>8}{r['sparsity']:>10.4f}{r['hoyer']:>8.4f}"
-                     f"{pred:>11}{k:>7}")
+        pl = "-" if r["p"] is None else f"{r['p']:.4f}"
+        lines.append(f"{r['name']:<14}{r['fan_in']:>8}{pl:>8}{r['sparsity']:>10.4f}"
+                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}")
     return "\n".join(lines)
 
 
@@ -252,6 +312,8 @@ def _plot_training(m, path):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(ep, [h["test_accuracy"] for h in m["history"]], label="test accuracy")
     ax.plot(ep, [h["sparsity"] for h in m["history"]], label="exact sparsity")
+    if m["history"] and "mask_sparsity" in m["history"][0]:
+        ax.plot(ep, [h["mask_sparsity"] for h in m["history"]], ls="--", label="mask sparsity")
     ax.set_xlabel("epoch")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{m['dataset']} {m['model']} {m['method']} p={m['p']}")

@@ -11,39 +11,49 @@ _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def _drop_row(w, m, h, out, tau, i):
+def _drop_row(w, m, h, revive, out, tau, i):
     n = w.shape[1]
     s = 0.0
     c = 0
+    ok = True
     for j in range(n):
+        a = abs(np.float64(w[i, j]))
         if m[i, j]:
-            s += abs(np.float64(w[i, j]))
+            s += a
             c += 1
+        elif revive and not a < np.inf:
+            ok = False
     t = h * s / c if c > 0 else 0.0
-    tau[i] = t if s < np.inf else np.nan  # NaN flags non-finite active weights
-    if not s < np.inf:
+    ok = (ok or c == 0) and s < np.inf  # an empty group is left alone, latent values unread
+    tau[i] = t if ok else np.nan  # NaN flags non-finite weights that take part
+    if not ok:
         return
     for j in range(n):
-        out[i, j] = m[i, j] and abs(np.float64(w[i, j])) >= t
+        if c == 0:  # nothing active: the group is left alone
+            out[i, j] = m[i, j]
+        else:
+            out[i, j] = (m[i, j] or revive) and abs(np.float64(w[i, j])) >= t
 
 
 @njit(parallel=True, **_JIT)
-def _drop_par(w, m, h, out, tau):
+def _drop_par(w, m, h, revive, out, tau):
     for i in prange(w.shape[0]):
-        _drop_row(w, m, h, out, tau, np.int64(i))
+        _drop_row(w, m, h, revive, out, tau, np.int64(i))
 
 
 @njit(**_JIT)
-def _drop_ser(w, m, h, out, tau):
+def _drop_ser(w, m, h, revive, out, tau):
     for i in range(w.shape[0]):
-        _drop_row(w, m, h, out, tau, i)
+        _drop_row(w, m, h, revive, out, tau, i)
 
 
-def drop_rows(w, m, h, out):
-    """out = m & (|w| >= h * mean of the active |w|) per row; returns the thresholds
-    (NaN for rows whose active weights are not finite, whose out row is unset)."""
+def drop_rows(w, m, h, out, revive=False):
+    """out = m & (|w| >= h * mean of the active |w|) per row (with ``revive``,
+    inactive entries at or above the threshold come back too; rows with no
+    active entry are copied); returns the thresholds (NaN for rows with a
+    non-finite weight taking part, whose out row is unset)."""
     tau = np.empty(w.shape[0])
     if w.size:
         (_drop_par if w.size >= PAR_MIN_SIZE and w.shape[0] > 1 else _drop_ser)(
-            w, m, float(h), out, tau)
+            w, m, float(h), bool(revive), out, tau)
     return tau
