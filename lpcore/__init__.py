@@ -22,7 +22,7 @@ from .optim import LpSGD, LpSGDState
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
                        grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
-                       sparsity_schedule)
+                       sparsity_schedule, threshold_gain)
 
 __version__ = "0.1.0"
 
@@ -33,5 +33,6 @@ __all__ = [
     "p_for_sparsity",
     "LpSGD", "LpSGDState",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
-    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "sparsity_schedule",
+    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
+    "sparsity_schedule",
 ]

@@ -18,6 +18,7 @@ in form); the tests check it against simulation.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -237,9 +238,32 @@ def _pruned_fraction_mc(a, h, log_x):
     return float(np.mean(w < tau))
 
 
-def _log_gamma_samples(k, n, n_groups, seed):
-    rng = np.random.default_rng(seed)
-    return stats.loggamma(k).rvs(size=(n_groups, n), random_state=rng)
+def _pruned_fraction_large_n(k, a, h):
+    """``GammaCDF((h Gamma(k+a)/Gamma(k))^(1/a); k)`` (unvalidated)."""
+    with np.errstate(divide="ignore"):
+        lx = (np.log(h) + special.gammaln(k + a) - special.gammaln(k)) / a
+    return special.gammainc(k, np.exp(lx))
+
+
+@functools.lru_cache(maxsize=16)
+def _log_draws(k, n, n_groups, seed):
+    """``log X`` for ``n_groups`` groups of ``n`` seeded ``Gamma(k)`` draws (read-only;
+    the same draws serve every p, so the Monte Carlo form is deterministic in p)."""
+    x = stats.loggamma(k).rvs(size=(n_groups, n), random_state=np.random.default_rng(seed))
+    x.setflags(write=False)
+    return x
+
+
+def _check_groups(n_groups, fn):
+    if n_groups is not None and (not isinstance(n_groups, numbers.Integral) or n_groups < 1):
+        raise ValueError(f"{fn}: n_groups must be a positive integer, got {n_groups!r}")
+
+
+def _draws_for(k, n, n_groups, seed):
+    """The draws for groups of length ``n``: ``n_groups`` groups, or by default
+    about 400,000 draws in all (at least 64 groups)."""
+    return _log_draws(float(k), int(n), max(64, 400_000 // int(n)) if n_groups is None
+                      else int(n_groups), int(seed))
 
 
 _P_LO, _P_HI = 1.0 + 1e-6, 1.0 + 1e6
@@ -281,28 +305,16 @@ def expected_pruned_fraction(p, h, shape=1.0, gradient="gamma", n=None, n_groups
     k, a = _ka(p, shape, gradient, fn)
     h = _check_h(h, fn)
     if n is None:
-        with np.errstate(divide="ignore"):
-            lx = (np.log(h) + special.gammaln(k + a) - special.gammaln(k)) / a
-        r = special.gammainc(k, np.exp(lx))
+        r = _pruned_fraction_large_n(k, a, h)
         return float(r) if np.ndim(r) == 0 else r
     nf = _check_n(n, fn)
+    _check_groups(n_groups, fn)
     a_b, h_b, n_b = np.broadcast_arrays(a, h, nf)
     out = np.empty(a_b.shape)
-    cache = {}
     for idx in np.ndindex(a_b.shape):
-        nn = int(n_b[idx])
-        if nn not in cache:
-            cache[nn] = _log_gamma_samples(k, nn, _groups_for(nn, n_groups, fn), seed)
-        out[idx] = _pruned_fraction_mc(float(a_b[idx]), float(h_b[idx]), cache[nn])
+        out[idx] = _pruned_fraction_mc(float(a_b[idx]), float(h_b[idx]),
+                                       _draws_for(k, n_b[idx], n_groups, seed))
     return float(out) if out.ndim == 0 else out
-
-
-def _groups_for(n, n_groups, fn):
-    if n_groups is None:
-        return max(64, 400_000 // n)
-    if not isinstance(n_groups, numbers.Integral) or n_groups < 1:
-        raise ValueError(f"{fn}: n_groups must be a positive integer, got {n_groups!r}")
-    return int(n_groups)
 
 
 def p_for_sparsity(target, h, shape=1.0, gradient="gamma", n=None, n_groups=None, seed=0,
@@ -377,25 +389,20 @@ def p_for_sparsity(target, h, shape=1.0, gradient="gamma", n=None, n_groups=None
     if unreachable not in ("raise", "clip"):
         raise ValueError(f"{fn}: unreachable must be 'raise' or 'clip', got {unreachable!r}")
     nf = None if n is None else _check_n(n, fn)
+    _check_groups(n_groups, fn)
     if nf is not None and unreachable == "clip":
         t = np.minimum(t, (nf - 1.5) / nf)
     t_b, h_b, n_b = np.broadcast_arrays(t, hh, np.zeros(()) if nf is None else nf)
     out = np.empty(t_b.shape)
-    cache = {}
     for idx in np.ndindex(t_b.shape):
         tv, hv = float(t_b[idx]), float(h_b[idx])
-        if nf is None:
-            def f(u, hv=hv, tv=tv):
-                return float(expected_pruned_fraction(1.0 + math.exp(u), hv, shape=k,
-                                                      gradient=gradient)) - tv
-        else:
-            nn = int(n_b[idx])
-            if nn not in cache:
-                cache[nn] = _log_gamma_samples(k, nn, _groups_for(nn, n_groups, fn), seed)
-            lx = cache[nn]
+        lx = None if nf is None else _draws_for(k, n_b[idx], n_groups, seed)
 
-            def f(u, hv=hv, tv=tv, lx=lx):
-                return _pruned_fraction_mc(scale * math.exp(-u), hv, lx) - tv
+        def f(u, hv=hv, tv=tv, lx=lx):  # u = log(p - 1)
+            a = scale * math.exp(-u)
+            frac = _pruned_fraction_large_n(k, a, hv) if lx is None else \
+                _pruned_fraction_mc(a, hv, lx)
+            return float(frac) - tv
         lo, hi = math.log(_P_LO - 1.0), math.log(_P_HI - 1.0)
         flo, fhi = f(lo), f(hi)
         if not (flo > 0.0 > fhi):

@@ -34,7 +34,7 @@ from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
            "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio",
-           "sparsity_schedule"]
+           "threshold_gain", "sparsity_schedule"]
 
 
 def _mask_like(mask, shape, fn, name="mask"):
@@ -362,3 +362,27 @@ def regrow_ratio(zeros_after_drop, n_dropped, target_zeros):
     if n_dropped == 0:
         return 0.0
     return max(0.0, (int(zeros_after_drop) - int(target_zeros)) / int(n_dropped))
+
+
+def threshold_gain(gain, zeros_after_drop, target_zeros, delta=0.1):
+    """Threshold adaptation of this library's LpSS controller: the next factor on ``h``.
+
+    A drop round that left fewer inactive connections than the schedule asks
+    for (``zeros_after_drop < target_zeros``) raises the factor by
+    ``1 + delta``; otherwise it relaxes by ``1 - delta``, never below 1 (the
+    threshold p was chosen for).  This absorbs the gamma model's error in the
+    share of weights below ``h * mean|w|``.
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> lpcore.threshold_gain(1.0, 400, 500), lpcore.threshold_gain(1.21, 600, 500)
+    (1.1, 1.089)
+    >>> lpcore.threshold_gain(1.05, 600, 500)
+    1.0
+    """
+    g, d = float(gain), float(delta)
+    if not (0.0 < g < math.inf and math.isfinite(d)):
+        raise ValueError(f"lpcore.threshold_gain: need a finite gain > 0 and a finite delta, "
+                         f"got gain={gain!r}, delta={delta!r}")
+    return g * (1.0 + d) if zeros_after_drop < target_zeros else max(1.0, g * (1.0 - d))

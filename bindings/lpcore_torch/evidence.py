@@ -18,6 +18,7 @@ Prints markdown tables and writes them, the plot and the raw runs (JSON) to --ou
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -58,16 +59,6 @@ def _pre_end(r):
     return r["history"][int(0.8 * len(r["history"])) - 2]["sparsity"]
 
 
-class _Data:
-    def __init__(self):
-        self.cache = {}
-
-    def __call__(self, ds, seed):
-        if (ds, seed) not in self.cache:
-            self.cache[(ds, seed)] = load(ds, seed)
-        return self.cache[(ds, seed)]
-
-
 def part_a(seeds, data, log, runs=None):
     if runs is None:
         runs = []
@@ -93,8 +84,7 @@ def part_a(seeds, data, log, runs=None):
                     err[e].append(abs(v - lay["hoyer"]))
                     per_cfg.setdefault((r["dataset"], r["model"], r["p"], e), []).append(
                         abs(v - lay["hoyer"]))
-    keys = sorted({(r["dataset"], r["model"], r["p"]) for r in runs},
-                  key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({(r["dataset"], r["model"], r["p"]) for r in runs})
     for ds, model, p in keys:
         rs = [r for r in runs if (r["dataset"], r["model"], r["p"]) == (ds, model, p)]
         for li, lay in enumerate(rs[0]["layers"]):
@@ -236,7 +226,7 @@ def main(argv=None):
     def log(msg):
         print(f"{msg} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    data = _Data()
+    data = functools.cache(load)  # each (data set, seed) split loaded once
     raw = {"seeds": seeds}
     md = []
     saved_a = None

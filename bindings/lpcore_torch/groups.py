@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from torch import nn
+
+import lpcore
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -86,10 +87,9 @@ def lp_param_groups(model, p, exclude=(), include_classifier=False, target_spars
                              f"got {p!r}")
         if target_sparsity is None:
             raise ValueError("lp_param_groups: p='auto' needs target_sparsity")
-        import lpcore
         fan = [_fan_in(m) for _, m in layers]
-        ps = [float(v) for v in np.atleast_1d(
-            lpcore.p_for_sparsity(target_sparsity, h0, n=fan, unreachable="clip"))] if fan else []
+        ps = (lpcore.p_for_sparsity(target_sparsity, h0, n=fan, unreachable="clip").tolist()
+              if fan else [])
     elif callable(p):
         ps = [p(n, m) for n, m in layers]
     elif isinstance(p, (list, tuple)):

@@ -274,25 +274,24 @@ class SparseTrainer:
                                           revive=self.revive)
                  for it, m in zip(self.items, old)]
         if self.controller == "reference":
-            # the reference counts every changed entry as "dropped"
+            # the reference counts every changed entry as "dropped" and floors
             self.phi = lpcore.grow_ratio(self.sparsity, s_t, h, self.delta)
-            counts = [int(np.count_nonzero(new != m)) for (new, _), m in zip(drops, old)]
+            ks = [math.floor(np.count_nonzero(new != m) * self.phi) for (new, _), m in zip(drops, old)]
         else:
-            total = sum(m.size for m in old)
             zeros = sum(int(np.count_nonzero(~new)) for new, _ in drops)
-            counts = [nd for _, nd in drops]
-            want = int(round(s_t * total))
-            self.phi = lpcore.regrow_ratio(zeros, sum(counts), want)
+            want = int(round(s_t * sum(m.size for m in old)))
+            self.phi = lpcore.regrow_ratio(zeros, sum(nd for _, nd in drops), want)
+            ks = [math.floor(nd * self.phi + 0.5) for _, nd in drops]
             if self.adapt_h:
-                self.h_gain = (self.h_gain * (1.0 + self.delta) if zeros < want
-                               else max(1.0, self.h_gain * (1.0 - self.delta)))
-        for it, m, (new, _), nd in zip(self.items, old, drops, counts):
-            g = None if it.dense_grad is None else it.dense_grad.numpy().reshape(it.layout[0])
-            k = min(int(math.floor(nd * self.phi + 0.5 * (self.controller == "schedule"))),
-                    int(np.count_nonzero(~new)))
+                self.h_gain = lpcore.threshold_gain(self.h_gain, zeros, want, self.delta)
+        for it, m, (new, _), k in zip(self.items, old, drops, ks):
+            k = min(int(k), int(np.count_nonzero(~new)))
             grown = np.zeros(0, np.intp)
-            if k and g is not None:
+            if k and it.dense_grad is not None:
+                g = it.dense_grad.numpy().reshape(it.layout[0])
                 new, grown = lpcore.grow_by_score(g, new, k, axis=it.layout[1])
+            # momentum is reset for the regrown (including those dropped and regrown in this
+            # round, active before and after) and for the revived
             revived = np.flatnonzero((new & ~m).reshape(-1))
             self._commit(it, m, new, np.union1d(grown, revived))
 

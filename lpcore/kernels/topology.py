@@ -15,24 +15,26 @@ def _drop_row(w, m, h, revive, out, tau, i):
     n = w.shape[1]
     s = 0.0
     c = 0
-    ok = True
+    latent_ok = True
     for j in range(n):
         a = abs(np.float64(w[i, j]))
         if m[i, j]:
             s += a
             c += 1
         elif revive and not a < np.inf:
-            ok = False
-    t = h * s / c if c > 0 else 0.0
-    ok = (ok or c == 0) and s < np.inf  # an empty group is left alone, latent values unread
-    tau[i] = t if ok else np.nan  # NaN flags non-finite weights that take part
-    if not ok:
-        return
-    for j in range(n):
-        if c == 0:  # nothing active: the group is left alone
+            latent_ok = False
+    if c == 0:  # nothing active: the group is left alone, latent values unread
+        tau[i] = 0.0
+        for j in range(n):
             out[i, j] = m[i, j]
-        else:
-            out[i, j] = (m[i, j] or revive) and abs(np.float64(w[i, j])) >= t
+        return
+    if not (latent_ok and s < np.inf):
+        tau[i] = np.nan  # flags a non-finite weight taking part; the out row is unset
+        return
+    t = h * s / c
+    tau[i] = t
+    for j in range(n):
+        out[i, j] = (m[i, j] or revive) and abs(np.float64(w[i, j])) >= t
 
 
 @njit(parallel=True, **_JIT)
