@@ -10,6 +10,8 @@ that errors are raised, with nothing written, before any writing kernel runs.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _device as D
@@ -122,6 +124,9 @@ def norm(x, p, axis=None, keepdims=False):
     r, bad, _ = K.group_norms(to2d(grp, x, comp), p, out_dtype=res)
     if bad < grp.G:
         _raise_bad(fn, "x", grp, bad)
+    if not all_finite(r):
+        raise ValueError(f"{fn}: the L{p:g} norm of x overflows {np.dtype(res).name} "
+                         "(the data are finite)")
     return reduced(grp, r, keepdims)
 
 
@@ -142,6 +147,12 @@ def normalize2d(x2, grp, p, out, res, zero, fn, name):
     nrm, bad, zi = K.group_norms(x2, p, internal=True)
     if bad < grp.G:
         _raise_bad(fn, name, grp, bad)
+    if not all_finite(nrm):
+        # finite data whose norm overflows: the direction is still defined;
+        # normalise the max-scaled rows instead (rare)
+        x2 = K.scale_rows(x2, K.group_norms(x2, math.inf, internal=True)[0],
+                          D.empty(x2.shape, x2.dtype))
+        nrm, bad, zi = K.group_norms(x2, p, internal=True)
     if zi < grp.G and zero == "raise" and grp.n > 0:
         raise ValueError(f"{fn}: {name} is all zero in group {grp.index(zi)}; "
                          "it has no direction (pass zero='keep' to leave such groups zero)")
@@ -157,7 +168,8 @@ def all_finite(x):
     if x.size == 0:
         return True
     grp = Groups(x.shape, None, "lpcore.all_finite")
-    _, bad, _ = K.group_max(to2d(grp, x, comp))
+    # not internal: the callers may be holding the internal norm scratch
+    _, bad, _ = K.group_norms(to2d(grp, x, comp), math.inf)
     return bad >= 1
 
 

@@ -84,7 +84,9 @@ class Groups:
 
     def to2d(self, x, dtype):
         """C-contiguous (G, n) array of ``dtype`` with x's data (a view when possible)."""
-        return np.ascontiguousarray(x.transpose(self.perm).reshape(self.G, self.n), dtype=dtype)
+        with np.errstate(over="ignore"):  # a cast that overflows is reported by the caller
+            return np.ascontiguousarray(x.transpose(self.perm).reshape(self.G, self.n),
+                                        dtype=dtype)
 
     def from2d(self, r):
         """Inverse of :meth:`to2d` (a view)."""

@@ -415,6 +415,21 @@ def p_for_sparsity(target, h, shape=1.0, gradient="gamma", n=None, n_groups=None
     return float(out) if out.ndim == 0 else out
 
 
+def _hoyer_plugin(samples, p, axis):
+    """Mean Hoyer of ``|samples|^(1/(p-1))`` over the non-zero groups."""
+    fn = "lpcore.predict_hoyer"
+    a = np.abs(np.asarray(samples, dtype=np.float64))
+    if not np.all(np.isfinite(a)):
+        i = int(np.flatnonzero(~np.isfinite(a.ravel()))[0])
+        raise ValueError(f"{fn}: samples contain NaN or Inf (first at flat index {i})")
+    g = to_groups(a, axis) if axis is not None else a.reshape(1, -1)
+    m = g.max(axis=1)
+    g = g[m > 0] / m[m > 0, None]  # max-scaled: the power cannot underflow to all-zero
+    if g.shape[0] == 0 or g.shape[1] < 2:
+        raise ValueError(f"{fn}: need a non-zero group of at least 2 samples")
+    return float(np.mean(hoyer(g ** (1.0 / (p - 1.0)), axis=1)))
+
+
 def predict_hoyer(samples, n, p, fit="mle", axis=None, gradient="gamma", n_groups=200, seed=0):
     """Predicted Hoyer sparsity of a layer's LpSGD weights from a magnitude sample.
 
@@ -422,6 +437,10 @@ def predict_hoyer(samples, n, p, fit="mle", axis=None, gradient="gamma", n_group
     or dual state; :func:`fit_gamma_shape` with ``fit`` and per-group scale
     removal over ``axis``) and returns the exact finite-n
     :func:`expected_hoyer` (Monte Carlo) for groups of length ``n`` at ``p``.
+    ``fit="empirical"`` fits nothing: it is the plug-in value, the mean Hoyer
+    of ``|samples|^(1/(p-1))`` over the groups along ``axis`` (the stationary
+    LpSGD weights if the sample were the dual state; all-zero groups are
+    skipped; ``n`` is not used).
     With ``gradient="gaussian"`` nothing is fitted (``k = 1/2`` on the
     squared magnitudes) and ``samples`` is not read.
 
@@ -440,5 +459,7 @@ def predict_hoyer(samples, n, p, fit="mle", axis=None, gradient="gamma", n_group
     if gradient == "gaussian":
         return expected_hoyer(n, p, method="monte_carlo", gradient="gaussian",
                               n_groups=n_groups, seed=seed), None
+    if fit == "empirical":
+        return _hoyer_plugin(samples, p, axis), None
     k = fit_gamma_shape(samples, fit, axis=axis)
     return expected_hoyer(n, p, shape=k, method="monte_carlo", n_groups=n_groups, seed=seed), k

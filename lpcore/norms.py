@@ -69,8 +69,14 @@ def norm(x, p, axis=None, keepdims=False):
     r = K.group_norms(x2, p)
     bad = ~np.isfinite(r)
     if bad.any():
-        raise ValueError(f"{fn}: x contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    r = grp.reduced_result(r.astype(res), keepdims)
+        i = first_bad(bad)
+        raise ValueError(_bad_norm_message(fn, "x", grp, i, r[i], p, comp))
+    with np.errstate(over="ignore"):
+        rr = r.astype(res)
+    if res != r.dtype and np.isinf(rr).any():
+        i = first_bad(np.isinf(rr))
+        raise ValueError(_bad_norm_message(fn, "x", grp, i, np.inf, p, res))
+    r = grp.reduced_result(rr, keepdims)
     return r[()] if r.ndim == 0 else r
 
 
@@ -128,20 +134,42 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
     return _normalize2d(grp.to2d(x, comp), grp, p, out, res, zero, fn, "x")
 
 
+def _bad_norm_message(fn, name, grp, i, value, p, dtype):
+    """The message for a non-finite norm: NaN from bad data, Inf from overflow."""
+    if np.isnan(value):
+        return f"{fn}: {name} contains NaN or Inf in group {grp.index(i)}"
+    return (f"{fn}: the L{p:g} norm of {name} overflows {np.dtype(dtype).name} in group "
+            f"{grp.index(i)} (the data are finite)")
+
+
 def _normalize2d(x2, grp, p, out, res, zero, fn, name):
     nrm = K.group_norms(x2, p)
-    bad = ~np.isfinite(nrm)
+    bad = np.isnan(nrm)
     if bad.any():
         raise ValueError(f"{fn}: {name} contains NaN or Inf in group {grp.index(first_bad(bad))}")
+    huge = np.isinf(nrm)
+    if huge.any():
+        # finite data whose norm overflows: the direction is still defined;
+        # normalise the max-scaled rows instead (rare, NumPy)
+        xs = x2[huge] / K.group_max(x2[huge])[:, None]
+        x2 = x2.copy()
+        x2[huge] = xs
+        nrm = nrm.copy()
+        nrm[huge] = K.group_norms(np.ascontiguousarray(xs), p)
     isz = nrm == 0.0
     if isz.any() and zero == "raise" and grp.n > 0:
         raise ValueError(f"{fn}: {name} is all zero in group {grp.index(first_bad(isz))}; "
                          "it has no direction (pass zero='keep' to leave such groups zero)")
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         scale = np.where(isz, 0.0, 1.0 / nrm)
+    # a float64 group whose norm is so small that 1/norm overflows (subnormal
+    # data) is divided exactly, both lifted by 2**1074, after the pass
+    tiny = np.isinf(scale)
     target = writable_target(out, grp, x2.dtype, (x2,))
     dst = target if target is not None else np.empty_like(x2)
-    K.scale_rows(x2, scale, dst)
+    K.scale_rows(x2, np.where(tiny, 0.0, scale), dst)
+    if tiny.any():
+        dst[tiny] = np.ldexp(x2[tiny], 1074) / np.ldexp(nrm[tiny], 1074)[:, None]
     return finish(dst, grp, out, res, target)
 
 

@@ -294,14 +294,22 @@ class LpSGD:
         return (_DeviceCall if dev else _Call)(self, fn, w, grad, state, grp)
 
     # ------------------------------------------------------------------
-    def _culprit(self, code, i, g2, state):
+    def _culprit(self, code, i, g2, state, grad=None, grp=None):
+        """What made group ``i``'s step non-finite, as the start of the message."""
         if code == _k.BAD_DIRECTION:
             if not _row_finite(g2, i):
-                return "grad"
+                if grad is not None and grad.dtype != g2.dtype and _row_finite(
+                        grp.to2d(grad, grad.dtype), i):
+                    return (f"grad is finite in {grad.dtype} but overflows w's dtype "
+                            f"{g2.dtype}")
+                return "grad contains NaN or Inf"
             if state.momentum_buffer is not None and not _row_finite(state.momentum_buffer, i):
-                return "state.momentum_buffer"
-            return "w (through weight decay)"
-        return "state.dual" if self.variant == "dual" else "w"
+                return "state.momentum_buffer contains NaN or Inf"
+            if self.weight_decay > 0:
+                return "w contains NaN or Inf (it enters through weight decay and the normal)"
+            return "w contains NaN or Inf"
+        return ("state.dual contains NaN or Inf" if self.variant == "dual"
+                else "w contains NaN or Inf")
 
     @staticmethod
     def _check_weight(w, fn):
@@ -329,6 +337,7 @@ class _Call:
     def __init__(self, opt, fn, w, grad, state, grp):
         dt = w.dtype
         self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
+        self.grad = grad
         self.done = False
         w2 = grp.view2d(w)
         self.direct = w2 is not None
@@ -346,8 +355,8 @@ class _Call:
     def check(self, result):
         bad, code = result
         if bad >= 0:
-            raise ValueError(f"{self.fn}: {self.opt._culprit(code, bad, self.g2, self.state)} "
-                             f"contains NaN or Inf in group {self.grp.index(bad)}; "
+            why = self.opt._culprit(code, bad, self.g2, self.state, self.grad, self.grp)
+            raise ValueError(f"{self.fn}: {why} in group {self.grp.index(bad)}; "
                              "nothing was updated")
 
     def write_back(self):
@@ -373,6 +382,7 @@ class _DeviceCall(_Call):
         from .kernels.cuda.lpsgd import StepCall
         dt = w.dtype
         self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
+        self.grad = None  # the device path converts no dtype: grad's own message
         self.done = False
         w2 = _gpu.view2d(grp, w, dt) if w.size else None
         self.direct = w2 is not None

@@ -115,7 +115,8 @@ def retract(w, xi, p, axis=None, out=None):
     if out is not None:
         check_out(out, w.shape, res, fn)
     grp = Groups(w.shape, axis, fn)
-    y = grp.to2d(w, comp) + grp.to2d(xi, comp)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below as Inf in w + xi
+        y = grp.to2d(w, comp) + grp.to2d(xi, comp)
     return _normalize2d(y, grp, p, out, res, "raise", fn, "w + xi")
 
 

@@ -142,3 +142,24 @@ def test_zero_groups():
 def test_zero_option_checked():
     with pytest.raises(ValueError, match="zero"):
         lpcore.normalize(np.ones(3), 2, zero="skip")
+
+
+def test_lpsgd_messages_name_the_real_cause():
+    """A finite float64 gradient beyond float32's range is not 'NaN'; a NaN
+    weight with weight_decay=0 is not blamed on weight decay."""
+    w = np.full((2, 4), 0.5, np.float32)
+    opt = lpcore.LpSGD(lr=0.1, p=2)
+    st = opt.init(w, axis=1)
+    before = w.copy()
+    with pytest.raises(ValueError, match=r"grad is finite in float64 but overflows w's dtype "
+                                         r"float32 in group \(0,\)"):
+        opt.step(w, np.full((2, 4), 1e39), st)
+    np.testing.assert_array_equal(w, before)
+    for variant in ("dual", "primal", "riemannian"):
+        o = lpcore.LpSGD(lr=0.1, p=2, variant=variant)
+        s = o.init(np.full((2, 4), 0.5, np.float32), axis=1)
+        w = np.full((2, 4), 0.5, np.float32)
+        w[1, 0] = np.nan
+        with pytest.raises(ValueError, match=r"contains NaN or Inf in group \(1,\)") as e:
+            o.step(w, np.ones((2, 4), np.float32), s)
+        assert "weight decay" not in str(e.value)

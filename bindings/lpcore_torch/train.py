@@ -115,9 +115,11 @@ def _check(ap, a):
 
 # how the gamma model's shape is estimated for the Hoyer prediction: "<source>-<fit>"
 # (source: final full-batch gradient, momentum buffer, LpSGD dual state; fit: maximum
-# likelihood or the moment ratio mean|x|/rms(x)), or the Gaussian gradient model
-ESTIMATORS = ("gradient-mle", "gradient-moments", "momentum-mle", "momentum-moments",
-              "dual-mle", "dual-moments", "gaussian")
+# likelihood, the moment ratio mean|x|/rms(x), or none: the empirical plug-in
+# Hoyer of |source|^(1/(p-1)); "dual-empirical" would be the weights themselves),
+# or the Gaussian gradient model
+ESTIMATORS = ("gradient-mle", "gradient-moments", "gradient-empirical", "momentum-mle",
+              "momentum-moments", "momentum-empirical", "dual-mle", "dual-moments", "gaussian")
 DEFAULT_ESTIMATOR = "gaussian"  # smallest measured error: README table (a)
 
 

@@ -24,6 +24,31 @@ def pick(par, ser, size, ntasks):
     return par if (size >= PAR_MIN_SIZE and ntasks > 1) else ser
 
 
+#: The smallest normal float64.  A float64 group whose maximum is below it has a
+#: reciprocal beyond float64's range, so such a group is scaled as
+#: ``lift(|x|) / lift(max)``: both lifted by 2**1074 (exact for subnormals).
+TINY = 2.2250738585072014e-308
+
+
+def lift(a, tiny):  # pragma: no cover - replaced in jitted code
+    """``a * 2**1074`` (exact) when ``tiny``, else ``a``; float32 is never tiny."""
+    return math.ldexp(a, 1074) if tiny else a
+
+
+@overload(lift, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_lift(a, tiny):
+    if a == types.float32:
+        return lambda a, tiny: a
+
+    def impl(a, tiny):
+        # ldexp, not a multiplication: fastmath may fold two scale factors
+        # into one that overflows
+        if tiny:
+            return math.ldexp(a, 1074)
+        return a
+    return impl
+
+
 def n_chunks(n):
     return max(1, -(-n // CHUNK))
 

@@ -1,17 +1,23 @@
 """Euclidean projection of each row onto the Lp ball of radius r.
 
 Every row is pre-scaled by its max |y| (``m``, computed and validated by the
-caller) and solved in float64:
+caller: ``a = |y| / m``, ``rs = r / m``) and solved in float64, without
+fastmath (a subnormal ``m`` has no finite reciprocal):
 
 * ``||y||_p <= r``: unchanged.   * p = 2: radial scaling.   * p = inf: clipping.
-* p = 1: sort-based soft thresholding (exact, O(n log n)).
-* 1 < p < inf: ``x_i = sign(y_i) t_i`` with ``t_i + lam p t_i^(p-1) = |y_i|``
-  and ``sum t_i^p = r^p``.  The inner equation is solved by Newton's method in
-  a variable where it is convex and increasing (``s = t^(p-1)`` for p < 2,
-  ``t`` for p >= 2) started right of the root, so the iterates decrease
-  monotonically to it.  The outer equation in ``lam`` (decreasing) is solved
-  by Newton's method safeguarded by a bracket ``(0, ||y||_q / (p r^(p-1))]``,
-  falling back to bisection when a step leaves the bracket.
+* p = 1: sort-based soft thresholding (exact, O(n log n)), written with the
+  offsets from the group maximum so that far points keep r's precision.
+* 1 < p < inf: ``x_i = sign(y_i) r t_i`` with ``t_i + lam p t_i^(p-1) = b_i``,
+  ``b = |y| / r`` and ``sum t_i^p = 1`` (the problem in units of the radius:
+  every ``t_i <= 1``, so no power overflows or underflows to a wrong answer
+  for any p).  The inner equation is solved by Newton's method in a variable
+  where it is convex and increasing (``s = t^(p-1)`` for p < 2, ``t`` for
+  p >= 2) started right of the root, so the iterates decrease monotonically
+  to it.  The outer equation in ``lam`` (decreasing) is solved by Newton's
+  method safeguarded by a bracket ``(0, ||b||_q / p]``, falling back to
+  bisection when a step leaves the bracket.  When ``r / m < 2**-60`` the
+  point is so far outside that the projection equals the support point
+  ``(a / ||a||_q)^(q-1)`` of the unit ball to double precision.
 """
 from __future__ import annotations
 
@@ -21,11 +27,12 @@ import numpy as np
 from numba import njit, prange
 
 
-from ._pow32 import FASTMATH
 from .reduce import KIND_INF, KIND_ONE, KIND_TWO
 
 _MAXIT_INNER = 200
 _MAXIT_OUTER = 200
+#: r/m below which the projection is the support point to double precision
+FAR = 2.0 ** -60
 
 
 def inner_solve(a, c, p):
@@ -70,7 +77,7 @@ def inner_solve(a, c, p):
     return t
 
 
-_inner = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(inner_solve)
+_inner = njit(cache=True, error_model="numpy")(inner_solve)
 
 
 def bracket_step(lam, f, df, lo, hi):
@@ -96,17 +103,17 @@ def bracket_step(lam, f, df, lo, hi):
     return step, lo, hi, False
 
 
-_bracket_step = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(bracket_step)
+_bracket_step = njit(cache=True, error_model="numpy")(bracket_step)
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _phi(a, lam, p, rp, t):
-    """Fill t(lam); return (sum t^p - r^p, d/dlam of it)."""
+@njit(cache=True, error_model="numpy")
+def _phi(b, lam, p, t):
+    """Fill t(lam); return (sum t^p - 1, d/dlam of it)."""
     c = lam * p
-    f = -rp
+    f = -1.0
     df = 0.0
-    for j in range(a.size):
-        tj = _inner(a[j], c, p)
+    for j in range(b.size):
+        tj = _inner(b[j], c, p)
         t[j] = tj
         if tj > 0.0:
             tp1 = tj ** (p - 1.0)
@@ -117,44 +124,58 @@ def _phi(a, lam, p, rp, t):
     return f, df
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _project_general(a, rs, p, t):
-    """t = |projection| of the scaled magnitudes a (max 1) onto radius rs."""
+    """t = |projection| / r of the max-scaled magnitudes a (max 1) onto radius rs = r/m."""
     q = p / (p - 1.0)
     sq = 0.0
     for j in range(a.size):
         sq += a[j] ** q
-    hi = sq ** (1.0 / q) / (p * rs ** (p - 1.0))
+    nq = sq ** (1.0 / q)
+    if rs < FAR:
+        # y is so far outside that the projection is the support point of the
+        # unit ball in y's direction to double precision: t = (a/||a||_q)^(q-1)
+        for j in range(a.size):
+            t[j] = (a[j] / nq) ** (q - 1.0)
+        return
+    b = a / rs  # the problem in units of the radius: every t <= 1, t^p cannot overflow
+    hi = nq / rs / p
     lo = 0.0
-    rp = rs ** p
     lam = hi
     for _ in range(_MAXIT_OUTER):
-        f, df = _phi(a, lam, p, rp, t)
-        if abs(f) <= 1e-14 * rp:
+        f, df = _phi(b, lam, p, t)
+        if abs(f) <= 1e-14:
             return
         lam, lo, hi, done = _bracket_step(lam, f, df, lo, hi)
         if done:
             break
-    _phi(a, hi, p, rp, t)  # feasible side of the bracket
+    _phi(b, hi, p, t)  # feasible side of the bracket
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _project_l1(a, rs, t):
+@njit(cache=True, error_model="numpy")
+def _project_l1(a, m, r, t):
+    """t = |projection| (absolute units) of the max-scaled magnitudes a (max 1).
+
+    Soft thresholding written with the offsets d = 1 - a from the maximum, so
+    that a point far outside (r << m) keeps the radius's precision:
+    t_j = m ((D_k - d_j k) / k) + r / k with D_k the sum of the k smallest d.
+    """
     n = a.size
-    u = np.sort(a)  # ascending
-    cs = 0.0
-    tau = 0.0
-    for k in range(1, n + 1):
-        v = u[n - k]
-        cs += v
-        th = (cs - rs) / k
-        if v - th > 0.0:
-            tau = th
+    d = np.sort(1.0 - a)  # ascending offsets: the largest a first
+    D = 0.0
+    Dk = 0.0
+    k = 1
+    for kk in range(1, n + 1):
+        D += d[kk - 1]
+        # is the kk-th largest still above the threshold?
+        if m * (D / kk - d[kk - 1]) + r / kk > 0.0:
+            Dk = D
+            k = kk
     for j in range(n):
-        t[j] = max(a[j] - tau, 0.0)
+        t[j] = max(m * (Dk / k - (1.0 - a[j])) + r / k, 0.0)
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _ball_row(y, out, i, mrow, kind, p, r):
     n = y.shape[1]
     m = mrow[i]
@@ -166,6 +187,8 @@ def _ball_row(y, out, i, mrow, kind, p, r):
         for j in range(n):
             out[i, j] = min(max(np.float64(y[i, j]), -r), r)
         return
+    # compiled without fastmath: divisions stay divisions (a subnormal m has
+    # no finite reciprocal), and r / m may under- or overflow harmlessly
     rs = r / m
     a = np.empty(n)
     for j in range(n):
@@ -188,16 +211,17 @@ def _ball_row(y, out, i, mrow, kind, p, r):
             out[i, j] = y[i, j]
         return
     t = np.empty(n)
+    scale = r  # t is in units of the radius, except for p = 1
     if kind == KIND_TWO:
-        f = rs / nrm
         for j in range(n):
-            t[j] = a[j] * f
+            t[j] = a[j] / nrm
     elif kind == KIND_ONE:
-        _project_l1(a, rs, t)
+        _project_l1(a, m, r, t)
+        scale = 1.0
     else:
         _project_general(a, rs, p, t)
     for j in range(n):
-        v = t[j] * m
+        v = t[j] * scale
         out[i, j] = -v if y[i, j] < 0 else v
 
 

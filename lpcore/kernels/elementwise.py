@@ -6,7 +6,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import CHUNK, n_chunks, pick, scaled_pow, spow
+from ._dispatch import CHUNK, TINY, lift, n_chunks, pick, scaled_pow, spow
 from ._pow32 import FASTMATH
 
 
@@ -54,14 +54,15 @@ def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
     j1 = min(w.shape[1], j0 + CHUNK)
     m = mw[i]  # > 0: zero groups of w were rejected before this pass
     c = coef[i]
-    inv = 1.0 / m
+    tiny = m < TINY
+    inv = 1.0 / lift(m, tiny)
     l2m = math.log2(m)
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
     os = out[i, j0:j1]
     for j in range(ws.size):
         wj = ws[j]
-        nu = scaled_pow(abs(wj), inv, l2m, e)
+        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
         nu = -nu if wj < 0 else nu
         os[j] = np.float64(gs[j]) - c * nu
 

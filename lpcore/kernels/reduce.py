@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import CHUNK, n_chunks, pick, scaled_pow
+from ._dispatch import CHUNK, TINY, lift, n_chunks, pick, scaled_pow
 from ._pow32 import FASTMATH, float_from_bits
 
 KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN = 0, 1, 2, 3
@@ -81,19 +81,20 @@ def _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc):
         Sc[t] = 0.0
         return
     seg = x[i, j0:j1]
-    inv = 1.0 / m
+    tiny = m < TINY
+    inv = 1.0 / lift(m, tiny)
     l2m = math.log2(m)
     s = 0.0
     if kind == KIND_ONE:
         for j in range(seg.size):
-            s += np.float64(abs(seg[j])) * inv
+            s += lift(np.float64(abs(seg[j])), tiny) * inv
     elif kind == KIND_TWO:
         for j in range(seg.size):
-            d = np.float64(abs(seg[j])) * inv
+            d = lift(np.float64(abs(seg[j])), tiny) * inv
             s += d * d
     else:
         for j in range(seg.size):
-            s += scaled_pow(abs(seg[j]), inv, l2m, p)
+            s += scaled_pow(lift(abs(seg[j]), tiny), inv, l2m, p)
     Sc[t] = s
 
 
@@ -123,9 +124,11 @@ def _combine_norms(Mc, Sc, nch, kind, p, out):
             out[i] = m
         else:
             s = 0.0
+            tiny = m < TINY
+            im = 1.0 / lift(m, tiny)
             for c in range(i * nch, (i + 1) * nch):
                 if Mc[c] > 0.0:
-                    r = Mc[c] / m
+                    r = lift(Mc[c], tiny) * im
                     if kind == KIND_ONE:
                         s += Sc[c] * r
                     elif kind == KIND_TWO:
@@ -179,6 +182,7 @@ def _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2):
     j1 = min(x.shape[1], j0 + CHUNK)
     inv = 1.0
     m = 1.0
+    tiny = False
     if scaled:
         m = _max_abs(xb, i, j0, j1, mask)
         if not (0.0 < m < np.inf):
@@ -187,12 +191,13 @@ def _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2):
             S1[t] = bad
             S2[t] = bad
             return
-        inv = 1.0 / m
+        tiny = m < TINY
+        inv = 1.0 / lift(m, tiny)
     seg = x[i, j0:j1]
     s1 = 0.0
     s2 = 0.0
     for j in range(seg.size):
-        d = np.float64(abs(seg[j])) * inv
+        d = lift(np.float64(abs(seg[j])), tiny) * inv
         s1 += d
         s2 += d * d
     Mc[t] = m
@@ -227,8 +232,10 @@ def _combine_hoyer(Mc, S1, S2, nch, n, out):
         s1 = 0.0
         s2 = 0.0
         if m > 0.0:
+            tiny = m < TINY
+            im = 1.0 / lift(m, tiny)
             for c in range(i * nch, (i + 1) * nch):
-                r = Mc[c] / m
+                r = lift(Mc[c], tiny) * im
                 s1 += S1[c] * r
                 s2 += S2[c] * r * r
         if s2 == 0.0:
@@ -266,7 +273,8 @@ def _tangent_task(w, g, t, nch, mw, e, A, B):
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
     m = mw[i]
-    inv = 1.0 / m
+    tiny = m < TINY
+    inv = 1.0 / lift(m, tiny)
     l2m = math.log2(m)
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
@@ -274,7 +282,7 @@ def _tangent_task(w, g, t, nch, mw, e, A, B):
     b = 0.0
     for j in range(ws.size):
         wj = ws[j]
-        nu = scaled_pow(abs(wj), inv, l2m, e)
+        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
         nu = -nu if wj < 0 else nu
         a += nu * np.float64(gs[j])
         b += nu * nu

@@ -1,15 +1,15 @@
 """Euclidean projection onto the Lp ball on the GPU: one thread block per group.
 
 The same mathematics as ``lpcore/kernels/ball.py``, in float64 on the
-max-scaled group ``a = |y| / m``, but without per-group scratch memory: every
+max-scaled group ``a = |y| / m`` (the general p in units of the radius), but without per-group scratch memory: every
 quantity a thread needs is recomputed from ``a`` on the fly, and every sum is
 a block reduction, so every decision (converged? which bracket side?) is the
 same in all threads of the block.
 
 * p = inf: clipping; p = 2: radial scaling.
-* p = 1: Michelot's algorithm.  Soft thresholding ``t = max(a - tau, 0)``
-  with ``tau = (sum_{a_i > tau} a_i - r) / #{a_i > tau}`` iterated from
-  ``tau = (sum a - r) / n``: tau increases, the active set shrinks, and the
+* p = 1: Michelot's algorithm on the offsets ``d = m - |y|``: soft
+  thresholding ``t = max(L - d, 0)`` with ``L = (sum_{d_i < L} d_i + r) /
+  #{d_i < L}`` iterated from ``L = (sum d + r) / n``: L decreases, the active set shrinks, and the
   iteration stops, exactly, when the set no longer changes (at most n
   rounds, usually a handful).  The CPU kernel sorts instead; both give the
   exact projection up to rounding.
@@ -23,7 +23,7 @@ import math
 
 from numba import cuda, float64
 
-from ..ball import _MAXIT_OUTER, bracket_step, inner_solve
+from ..ball import _MAXIT_OUTER, FAR, bracket_step, inner_solve
 from ..reduce import KIND_INF, KIND_ONE, KIND_TWO
 from ._launch import MAXT, bsum, config, threads_for
 
@@ -33,40 +33,33 @@ _bracket_step = cuda.jit(device=True)(bracket_step)
 
 
 @cuda.jit(device=True)
-def _phi(y, i, m, lam, p, rp, sh):
-    """(sum t^p - r^p, its derivative in lam) over the block for t(lam)."""
+def _phi(y, i, m, rs, lam, p, sh):
+    """(sum t^p - 1, its derivative in lam) over the block for t(lam), with
+    t_j solving t + lam p t^(p-1) = b_j, b = |y| / r (radius units)."""
     c = lam * p
     f = 0.0
     df = 0.0
     j = cuda.threadIdx.x
     while j < y.shape[1]:
-        tj = _inner(float64(abs(y[i, j])) / m, c, p)
+        tj = _inner(float64(abs(y[i, j])) / m / rs, c, p)
         if tj > 0.0:
             tp1 = tj ** (p - 1.0)
             tpw = tp1 * tj
             f += tpw
             df -= p * tp1 * (p * tpw / (tj + c * (p - 1.0) * tp1))
         j += cuda.blockDim.x
-    return bsum(sh, f) - rp, bsum(sh, df)
+    return bsum(sh, f) - 1.0, bsum(sh, df)
 
 
 @cuda.jit(device=True)
-def _general_lambda(y, i, m, rs, p, sh):
-    """The multiplier lam of the projection of the max-scaled group (CPU: _project_general)."""
-    q = p / (p - 1.0)
-    sq = 0.0
-    j = cuda.threadIdx.x
-    while j < y.shape[1]:
-        sq += (float64(abs(y[i, j])) / m) ** q
-        j += cuda.blockDim.x
-    sq = bsum(sh, sq)
-    hi = sq ** (1.0 / q) / (p * rs ** (p - 1.0))
+def _general_lambda(y, i, m, rs, nq, p, sh):
+    """The multiplier lam in radius units (CPU: _project_general)."""
+    hi = nq / rs / p
     lo = 0.0
-    rp = rs ** p
     lam = hi
     for _ in range(_MAXIT_OUTER):
-        f, df = _phi(y, i, m, lam, p, rp, sh)
-        if abs(f) <= 1e-14 * rp:
+        f, df = _phi(y, i, m, rs, lam, p, sh)
+        if abs(f) <= 1e-14:
             return lam
         lam, lo, hi, done = _bracket_step(lam, f, df, lo, hi)
         if done:
@@ -75,28 +68,37 @@ def _general_lambda(y, i, m, rs, p, sh):
 
 
 @cuda.jit(device=True)
-def _l1_tau(y, i, m, rs, total, sh):
-    """Michelot's threshold for the max-scaled group with sum a = total > rs."""
+def _l1_level(y, i, m, r, sh):
+    """Michelot's threshold as an offset from the group maximum m (absolute
+    units): the result is ``max(L - (m - |y_j|), 0)``.  The offsets
+    ``d = m - |y|`` keep r's precision for points far outside (r << m), and
+    ``L = m * mean(d / m) + r / count`` can neither under- nor overflow."""
     n = y.shape[1]
-    tau = (total - rs) / n
+    cs = 0.0
+    j = cuda.threadIdx.x
+    while j < n:
+        cs += (m - float64(abs(y[i, j]))) / m
+        j += cuda.blockDim.x
+    cs = bsum(sh, cs)
+    lev = m * (cs / n) + r / n
     cnt = float64(n)
     for _ in range(n):
         cs = 0.0
         c = 0.0
         j = cuda.threadIdx.x
         while j < n:
-            a = float64(abs(y[i, j])) / m
-            if a > tau:
-                cs += a
+            d = m - float64(abs(y[i, j]))
+            if d < lev:
+                cs += d / m
                 c += 1.0
             j += cuda.blockDim.x
         cs = bsum(sh, cs)
-        c = bsum(sh, c)
+        c = bsum(sh, c)  # >= 1: the maximum has d = 0 < lev
         if c == cnt:
             break
         cnt = c
-        tau = (cs - rs) / c
-    return tau
+        lev = m * (cs / c) + r / c
+    return lev
 
 
 @cuda.jit(device=True)
@@ -120,7 +122,9 @@ def _ball_group(y, out, i, m, kind, p, r, sh):
             j += cuda.blockDim.x
         return
     rs = r / m
+    q = p / (p - 1.0) if kind != KIND_ONE and kind != KIND_TWO else 2.0
     s = 0.0
+    sq = 0.0
     j = cuda.threadIdx.x
     while j < n:
         a = float64(abs(y[i, j])) / m
@@ -130,6 +134,7 @@ def _ball_group(y, out, i, m, kind, p, r, sh):
             s += a * a
         else:
             s += a ** p
+            sq += a ** q
         j += cuda.blockDim.x
     s = bsum(sh, s)
     if kind == KIND_ONE:
@@ -141,24 +146,27 @@ def _ball_group(y, out, i, m, kind, p, r, sh):
     if nrm <= rs:
         _copy_row(y, out, i)
         return
-    f = rs / nrm
     tau = 0.0
     c = 0.0
+    nq = 1.0
     if kind == KIND_ONE:
-        tau = _l1_tau(y, i, m, rs, s, sh)
+        tau = _l1_level(y, i, m, r, sh)
     elif kind != KIND_TWO:
-        c = _general_lambda(y, i, m, rs, p, sh) * p
+        nq = bsum(sh, sq) ** (1.0 / q)
+        if rs >= FAR:
+            c = _general_lambda(y, i, m, rs, nq, p, sh) * p
     j = cuda.threadIdx.x
     while j < n:
         yj = y[i, j]
         a = float64(abs(yj)) / m
         if kind == KIND_TWO:
-            t = a * f
+            v = r * (a / nrm)
         elif kind == KIND_ONE:
-            t = max(a - tau, 0.0)
+            v = max(tau - (m - float64(abs(yj))), 0.0)
+        elif rs < FAR:
+            v = r * (a / nq) ** (q - 1.0)  # the support point (see the CPU kernel)
         else:
-            t = _inner(a, c, p)
-        v = t * m
+            v = r * _inner(a / rs, c, p)
         out[i, j] = -v if yj < 0 else v
         j += cuda.blockDim.x
 

@@ -15,6 +15,7 @@ from numba import cuda, float64
 from ._launch import block_slice, flags, grid1d, read_flags, rows_grid
 
 INF = math.inf
+TINY = 2.2250738585072014e-308  # the smallest normal float64
 
 
 # The per-row writing kernels run one block per slice of a row (as the
@@ -26,10 +27,13 @@ def _k_scale(x, nrm, out, nsplit):
     if i >= x.shape[0]:
         return
     s = nrm[i]
-    f = 1.0 / s if s != 0.0 else 0.0
+    # a subnormal norm has no finite reciprocal: lift both by 2**1074 (exact)
+    tiny = s < TINY
+    f = 1.0 / (math.ldexp(s, 1074) if tiny else s) if s != 0.0 else 0.0
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        out[i, j] = float64(x[i, j]) * f
+        v = float64(x[i, j])
+        out[i, j] = (math.ldexp(v, 1074) if tiny else v) * f
         j += cuda.blockDim.x
 
 
