@@ -13,7 +13,11 @@ topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_small
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
 """
-from .ball import project_ball
+from . import _threads
+
+_threads.preload_tbb()  # before any kernel: Numba then picks TBB by its own default
+
+from .ball import project_ball  # noqa: E402
 from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
                     p_for_sparsity)
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network

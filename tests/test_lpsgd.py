@@ -258,9 +258,9 @@ def test_nonfinite_raises_names_group_and_changes_nothing(variant, where, rng):
 
 def test_optimizer_usable_after_error(rng):
     w = rng.standard_normal((3, 4))
+    w_ref = w.copy()  # the same start (init projects in place)
     opt = lpcore.LpSGD(1.5, lr=0.1, momentum=0.9)
     state = opt.init(w, axis=1)
-    w_ref = w.copy()
     s_ref = opt.init(w_ref, axis=1)
     bad = np.full((3, 4), np.nan)
     with pytest.raises(ValueError):

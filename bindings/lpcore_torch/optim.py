@@ -1,6 +1,8 @@
 """``lpcore_torch.LpSGD``: a torch.optim.Optimizer delegating to ``lpcore.LpSGD``."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.optim import Optimizer
@@ -59,20 +61,39 @@ class LpSGD(Optimizer):
                         weight_decay=weight_decay, lr_decay=lr_decay, variant=variant,
                         maximize=False, foreach=None, fused=None, differentiable=False)
         super().__init__(params, defaults)
+        names = self._names()
         with torch.no_grad():
+            todo = []
+            # validate every constrained weight first: nothing is projected
+            # unless all of them can be
             for group in self.param_groups:
                 core = self._core(group)
                 for w, layout in self._constrained(group):
-                    st = self.state[w]
-                    if "step" in st:
+                    if "step" in self.state[w]:
                         continue
-                    arr, back = _array(w, "parameter")
-                    cs = core.init(arr.reshape(layout[0]), axis=layout[1])
-                    if back is not None:
-                        back()
-                    st["step"] = 0
-                    if cs.dual is not None:
-                        st["dual"] = torch.from_numpy(cs.dual)
+                    arr, back = _array(w, names[id(w)])
+                    if not lpcore.all_finite(arr):
+                        raise ValueError(f"lpcore_torch.LpSGD: {names[id(w)]} contains NaN or "
+                                         "Inf; no parameter was changed")
+                    todo.append((core, w, layout, arr, back))
+            for core, w, layout, arr, back in todo:
+                cs = core.init(arr.reshape(layout[0]), axis=layout[1])
+                if back is not None:
+                    back()
+                st = self.state[w]
+                st["step"] = 0
+                if cs.dual is not None:
+                    st["dual"] = torch.from_numpy(cs.dual)
+
+    def _names(self):
+        """id(param) -> the name errors use: the group's ``names`` entry if
+        given (``lp_param_groups`` records them), else its position."""
+        names = {}
+        for gi, group in enumerate(self.param_groups):
+            given = group.get("names") or [None] * len(group["params"])
+            for pi, q in enumerate(group["params"]):
+                names[id(q)] = given[pi] or f"param_groups[{gi}]['params'][{pi}]"
+        return names
 
     # ------------------------------------------------------------------
     def add_param_group(self, param_group):
@@ -91,7 +112,20 @@ class LpSGD(Optimizer):
 
     @staticmethod
     def _core(group):
+        fn = "lpcore_torch.LpSGD"
+        if group.get("maximize"):
+            if group["p"] is not None:
+                raise ValueError(f"{fn}: maximize=True is not supported in a constrained "
+                                 "(p is not None) group; minimise the negated objective")
         if group["p"] is None:
+            # what torch.optim.SGD refuses, refused here too
+            for k in ("lr", "momentum", "weight_decay"):
+                v = group[k]
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 \
+                        or v != v or v == float("inf"):
+                    raise ValueError(f"{fn}: {k} must be a finite number >= 0, got {v!r}")
+            if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+                raise ValueError(f"{fn}: nesterov requires momentum > 0 and dampening = 0")
             return None
         return lpcore.LpSGD(group["p"], group["lr"], momentum=group["momentum"],
                             dampening=group["dampening"], nesterov=group["nesterov"],
@@ -121,11 +155,7 @@ class LpSGD(Optimizer):
                 loss = closure()
         pending = []  # (core, handle, writeback, param, state)
         plain = []  # (group, params, grads)
-        names = {}
-        for gi, group in enumerate(self.param_groups):
-            for pi, q in enumerate(group["params"]):
-                names[id(q)] = (group.get("names") or [None] * len(group["params"]))[pi] \
-                    or f"param_groups[{gi}]['params'][{pi}]"
+        names = self._names()
         # phase 1 everywhere: read and validate, write nothing
         for group in self.param_groups:
             core = self._core(group)
@@ -141,11 +171,14 @@ class LpSGD(Optimizer):
                         raise ValueError(f"lpcore_torch.LpSGD.step: the gradient of "
                                          f"{names[id(q)]} contains NaN or Inf; nothing was "
                                          "updated")
+                    _check_state(self.state.get(q, {}), q, names[id(q)], "momentum_buffer")
                     pg.append(q)
                     gg.append(q.grad)
                     continue
                 view, axis = cons[id(q)]
                 st = self.state[q]
+                for key in ("dual", "momentum_buffer"):
+                    _check_state(st, q, names[id(q)], key)
                 arr, back = _array(q, names[id(q)])
                 garr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
                 cs = lpcore.LpSGDState(
@@ -189,23 +222,85 @@ class LpSGD(Optimizer):
     def _sgd(self, params, grads, bufs, group, lr):
         _torch_sgd(params, grads, bufs, weight_decay=group["weight_decay"],
                    momentum=group["momentum"], lr=lr, dampening=group["dampening"],
-                   nesterov=group["nesterov"], maximize=False, has_sparse_grad=False,
+                   nesterov=group["nesterov"], maximize=bool(group["maximize"]),
+                   has_sparse_grad=False,
                    foreach=group["foreach"], fused=group["fused"], grad_scale=None,
                    found_inf=None)
         if group["momentum"] != 0:
             for q, b in zip(params, bufs):
                 self.state[q]["momentum_buffer"] = b
 
-    # torch casts floating state tensors to the parameter's dtype on load; the
-    # LpSGD state of fp16/bf16 parameters is float32, so undo that cast
     def load_state_dict(self, state_dict):
+        """torch's loader, keeping the LpSGD state exactly as saved.
+
+        torch casts floating state tensors to the parameter's dtype on load;
+        the LpSGD state of fp16/bf16 parameters is float32, so the saved
+        tensors are taken as they are (a float32 copy on the parameter's
+        device), never through the parameter's dtype.  A state whose tensors
+        do not match their parameters' shapes (another model's) is refused
+        before anything is loaded.
+        """
+        saved = state_dict.get("state", {})
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"lpcore_torch.LpSGD.load_state_dict: the state has {len(groups)} "
+                             f"parameter groups, this optimizer {len(self.param_groups)}")
+        names = self._names()
+        exact = {}
+        for gs, g in zip(groups, self.param_groups):
+            if len(gs["params"]) != len(g["params"]):
+                raise ValueError("lpcore_torch.LpSGD.load_state_dict: a group's parameter "
+                                 f"count differs ({len(gs['params'])} saved, {len(g['params'])})")
+            lay = {id(w): v for w, v in self._constrained(g)}
+            for idx, q in zip(gs["params"], g["params"]):
+                st = saved.get(idx, {})
+                for key in ("dual", "momentum_buffer"):
+                    t = st.get(key)
+                    if t is None:
+                        continue
+                    want = (_layout_shape(lay[id(q)]) if id(q) in lay
+                            else tuple(q.shape))
+                    if not torch.is_tensor(t) or tuple(t.shape) != want:
+                        raise ValueError(
+                            f"lpcore_torch.LpSGD.load_state_dict: state {key!r} of "
+                            f"{names[id(q)]} has shape "
+                            f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}, "
+                            f"expected {want}; nothing was loaded")
+                    if id(q) in lay:
+                        exact[(id(q), key)] = t
+                step = st.get("step")
+                if step is not None:
+                    v = step.item() if torch.is_tensor(step) else step
+                    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+                    if not (ok and math.isfinite(v) and float(v) == int(v) and int(v) >= 0):
+                        raise ValueError(f"lpcore_torch.LpSGD.load_state_dict: step of "
+                                         f"{names[id(q)]} must be an integer >= 0, got {v!r}")
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             for q, _ in self._constrained(group):
                 st = self.state.get(q, {})
                 for k in ("dual", "momentum_buffer"):
-                    if k in st and st[k].dtype != _state_dtype(q):
-                        st[k] = st[k].to(_state_dtype(q)).contiguous()
+                    if (id(q), k) in exact:
+                        st[k] = exact[(id(q), k)].detach().to(
+                            device=q.device, dtype=_state_dtype(q), copy=True).contiguous()
+
+
+def _layout_shape(layout):
+    """The (G, n) shape of a constrained parameter's LpSGD state."""
+    from lpcore._validate import Groups
+    grp = Groups(layout[0], layout[1], "lpcore_torch.LpSGD")
+    return (grp.G, grp.n)
+
+
+def _check_state(st, q, name, key):
+    """A state tensor that cannot belong to q (e.g. loaded from another model)."""
+    t = st.get(key)
+    if t is None:
+        return
+    if t.numel() != q.numel():  # plain: q's shape; constrained: its (G, n) layout
+        raise ValueError(f"lpcore_torch.LpSGD.step: state {key!r} of {name} has shape "
+                         f"{tuple(t.shape)}, which does not fit the parameter's "
+                         f"{tuple(q.shape)}; nothing was updated")
 
 
 def _state_dtype(q):

@@ -120,7 +120,8 @@ def _check(ap, a):
 # or the Gaussian gradient model
 ESTIMATORS = ("gradient-mle", "gradient-moments", "gradient-empirical", "momentum-mle",
               "momentum-moments", "momentum-empirical", "dual-mle", "dual-moments", "gaussian")
-DEFAULT_ESTIMATOR = "gaussian"  # smallest measured error: README table (a)
+DEFAULT_ESTIMATOR = "momentum-empirical"  # smallest measured error: README table (a)
+FALLBACK_ESTIMATOR = "gaussian"  # runs without a momentum buffer (momentum = 0)
 
 
 def _state_groups(st, key, n):
@@ -275,13 +276,15 @@ def run(a, p, data, progress=True):
                                     gfull.detach().numpy().reshape(lay[0]), lay[1]),
                        "momentum": (_state_groups(st, "momentum_buffer", n_in), 1),
                        "dual": (_state_groups(st, "dual", n_in), 1)}
-            for e in (ESTIMATORS if a.all_estimators else (DEFAULT_ESTIMATOR,)):
+            for e in (ESTIMATORS if a.all_estimators else (DEFAULT_ESTIMATOR, FALLBACK_ESTIMATOR)):
                 est[e] = _predict(e, sources, n_in, p_l, a.seed)
-        pred, k = est.get(DEFAULT_ESTIMATOR, (None, None))
+        used = DEFAULT_ESTIMATOR if est.get(DEFAULT_ESTIMATOR, (None,))[0] is not None \
+            else FALLBACK_ESTIMATOR
+        pred, k = est.get(used, (None, None))
         layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
                        "sparsity": float((w == 0).float().mean()), "hoyer": h,
                        "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
-                       "estimator": DEFAULT_ESTIMATOR if pred is not None else None,
+                       "estimator": used if pred is not None else None,
                        "hoyer_estimates": {e: v[0] for e, v in est.items()}})
     return {"dataset": a.dataset, "model": a.model, "method": a.method,
             "p": p, "target_sparsity": a.target_sparsity if trainer is not None else None,

@@ -7,6 +7,7 @@ from numba.extending import overload
 
 import math
 
+from .._threads import parallel_ok
 from ._pow32 import FASTMATH, pow32, pow32_scaled, pow32_scaled2
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
@@ -19,9 +20,16 @@ PAR_MIN_SIZE = 1 << 15
 CHUNK = 16384
 
 
+def use_parallel(size, ntasks, min_size=PAR_MIN_SIZE):
+    """Whether a kernel of ``size`` elements in ``ntasks`` tasks runs in parallel:
+    big enough, more than one task, and not in a child forked from a process
+    running an OpenMP pool (see ``lpcore/_threads.py``)."""
+    return size >= min_size and ntasks > 1 and parallel_ok()
+
+
 def pick(par, ser, size, ntasks):
     """The parallel dispatcher for big problems with >1 task, else the serial one."""
-    return par if (size >= PAR_MIN_SIZE and ntasks > 1) else ser
+    return par if use_parallel(size, ntasks) else ser
 
 
 #: The smallest normal float64.  A float64 group whose maximum is below it has a

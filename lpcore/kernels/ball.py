@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 
+from ._dispatch import use_parallel
 from .reduce import KIND_INF, KIND_ONE, KIND_TWO
 
 _MAXIT_INNER = 200
@@ -243,6 +244,6 @@ def project_ball_rows(y, mrow, kind, p, r, out):
     if y.size == 0:
         return out
     # each row is many passes of arithmetic: parallelise from a few rows on
-    kern = _ball_par if G > 1 and y.size >= 4096 else _ball_ser
+    kern = _ball_par if use_parallel(y.size, G, 4096) else _ball_ser
     kern(y, out, mrow, kind, float(p), float(r))
     return out

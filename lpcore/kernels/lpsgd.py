@@ -27,7 +27,7 @@ import numpy as np
 from numba import literally, njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
-from ._dispatch import PAR_MIN_SIZE, scaled_pow, scaled_pow2, scaled_pow_like
+from ._dispatch import scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
 DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
@@ -322,7 +322,7 @@ class StepCall:
         self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),
                      float(eta), self.st, np.empty((G, 4)))
         self.kernels = _kernels(variant, has_mom)
-        self.par = G > 1 and w.size >= PAR_MIN_SIZE
+        self.par = use_parallel(w.size, G)
 
     def run(self, what="step"):
         """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or

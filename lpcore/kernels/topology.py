@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import PAR_MIN_SIZE
+from ._dispatch import use_parallel
 from ._pow32 import FASTMATH
 
 _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -56,6 +56,6 @@ def drop_rows(w, m, h, out, revive=False):
     non-finite weight taking part, whose out row is unset)."""
     tau = np.empty(w.shape[0])
     if w.size:
-        (_drop_par if w.size >= PAR_MIN_SIZE and w.shape[0] > 1 else _drop_ser)(
+        (_drop_par if use_parallel(w.size, w.shape[0]) else _drop_ser)(
             w, m, float(h), bool(revive), out, tau)
     return tau

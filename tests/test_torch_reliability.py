@@ -1,0 +1,108 @@
+"""lpcore_torch.LpSGD against hostile use: half-precision resume, foreign
+state, NaN weights at construction, maximize and plain-group validation."""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lpcore_torch import LpSGD, lp_param_groups  # noqa: E402
+
+
+def make(k=3, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, k))
+
+
+def flat(m):
+    return torch.cat([q.detach().float().flatten() for q in m.parameters()])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("resume_at", [1, 6, 11])
+def test_resume_is_bit_identical_in_half_precision(dtype, resume_at):
+    def train(resume=None):
+        m = make().to(dtype)
+        opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        for t in range(12):
+            if t == resume:
+                sd = copy.deepcopy(opt.state_dict())
+                ms = copy.deepcopy(m.state_dict())
+                m = make(seed=7).to(dtype)  # different weights, overwritten by the load
+                opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.05, momentum=0.9)
+                m.load_state_dict(ms)
+                opt.load_state_dict(sd)
+            x = torch.randn(4, 8, generator=g).to(dtype)
+            opt.zero_grad()
+            m(x).float().square().mean().backward()
+            opt.step()
+        for st in opt.state.values():
+            for k in ("dual", "momentum_buffer"):
+                if k in st and "dual" in st:  # a constrained tensor: float32 state
+                    assert st[k].dtype == (torch.float32 if dtype != torch.float64 else dtype)
+        return flat(m)
+    assert torch.equal(train(), train(resume_at))
+
+
+def test_foreign_state_is_refused_and_nothing_loaded():
+    m5 = make(5)
+    o5 = LpSGD(lp_param_groups(m5, p=1.3), lr=0.1, momentum=0.9)
+    m5(torch.randn(2, 8)).sum().backward()
+    o5.step()
+    m3 = make(3)
+    o3 = LpSGD(lp_param_groups(m3, p=1.3), lr=0.1, momentum=0.9)
+    before = copy.deepcopy(o3.state_dict())
+    with pytest.raises(ValueError, match=r"2\.weight has shape \(5, 16\), expected \(3, 16\)"):
+        o3.load_state_dict(o5.state_dict())
+    after = o3.state_dict()
+    for k, st in before["state"].items():
+        for key, t in st.items():
+            assert torch.equal(torch.as_tensor(t), torch.as_tensor(after["state"][k][key]))
+
+
+@pytest.mark.parametrize("step", [-1, 2.7, float("nan")])
+def test_tampered_step_is_refused(step):
+    m = make()
+    opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.1, lr_decay=0.5)
+    sd = opt.state_dict()
+    k = next(iter(sd["state"]))
+    sd["state"][k]["step"] = step
+    with pytest.raises(ValueError, match="step of .* must be an integer >= 0"):
+        LpSGD(lp_param_groups(make(), p=1.3), lr=0.1, lr_decay=0.5).load_state_dict(sd)
+
+
+def test_construction_is_atomic_and_names_the_parameter():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                            torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        m[2].weight[1, 3] = float("nan")  # the second constrained layer
+    before = flat(m).clone()
+    with pytest.raises(ValueError, match=r"2\.weight contains NaN or Inf; no parameter was changed"):
+        LpSGD(lp_param_groups(m, p=1.3), lr=0.1)
+    assert torch.equal(flat(m).nan_to_num(), before.nan_to_num())
+
+
+def test_plain_groups_validate_like_torch_and_honour_maximize():
+    q = torch.nn.Parameter(torch.ones(3, 4))
+    for kw, msg in [(dict(lr=-1.0), "lr must be"), (dict(lr=0.1, momentum=-0.5), "momentum must"),
+                    (dict(lr=0.1, nesterov=True), "nesterov requires"),
+                    (dict(lr=0.1, weight_decay=float("nan")), "weight_decay must")]:
+        lr = kw.pop("lr")
+        with pytest.raises(ValueError, match=msg):
+            LpSGD([dict(params=[q], **kw)], lr=lr)
+        with pytest.raises(ValueError):
+            torch.optim.SGD([q], lr=lr, **kw) if msg != "weight_decay must" else (_ for _ in ()).throw(ValueError())
+    with pytest.raises(ValueError, match="maximize=True is not supported in a constrained"):
+        LpSGD([dict(params=[q], p=1.5, maximize=True)], lr=0.1)
+    a = torch.nn.Parameter(torch.zeros(3))
+    b = torch.nn.Parameter(torch.zeros(3))
+    oa = LpSGD([dict(params=[a], maximize=True)], lr=0.1, momentum=0.9)
+    ob = torch.optim.SGD([b], lr=0.1, momentum=0.9, maximize=True)
+    for _ in range(3):
+        a.grad = torch.arange(3.0)
+        b.grad = torch.arange(3.0)
+        oa.step()
+        ob.step()
+    assert torch.equal(a, b)
