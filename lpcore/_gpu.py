@@ -10,8 +10,6 @@ that errors are raised, with nothing written, before any writing kernel runs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _device as D
@@ -123,11 +121,17 @@ def norm(x, p, axis=None, keepdims=False):
     grp = Groups(x.shape, axis, fn)
     r, bad, _ = K.group_norms(to2d(grp, x, comp), p, out_dtype=res)
     if bad < grp.G:
+        if _overflowed(r, bad):
+            raise ValueError(f"{fn}: the L{p:g} norm of x overflows {np.dtype(res).name} in "
+                             f"group {grp.index(bad)} (the data are finite)")
         _raise_bad(fn, "x", grp, bad)
-    if not all_finite(r):
-        raise ValueError(f"{fn}: the L{p:g} norm of x overflows {np.dtype(res).name} "
-                         "(the data are finite)")
     return reduced(grp, r, keepdims)
+
+
+def _overflowed(nrm, i):
+    """Whether flagged group i's norm is Inf (an overflow) rather than NaN (bad
+    data): one value copied to the host, on the error path only."""
+    return bool(np.isinf(nrm[i:i + 1].copy_to_host()[0]))
 
 
 def normalize(x, p, axis=None, out=None, zero="raise"):
@@ -145,14 +149,13 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
 
 def normalize2d(x2, grp, p, out, res, zero, fn, name):
     nrm, bad, zi = K.group_norms(x2, p, internal=True)
+    if bad < grp.G and _overflowed(nrm, bad):
+        # finite data whose norm overflows: the direction is still defined;
+        # normalise the max-scaled rows instead (rare; bad data stays bad)
+        x2 = K.scale_rows(x2, K.group_max(x2)[0], D.empty(x2.shape, x2.dtype))
+        nrm, bad, zi = K.group_norms(x2, p, internal=True)
     if bad < grp.G:
         _raise_bad(fn, name, grp, bad)
-    if not all_finite(nrm):
-        # finite data whose norm overflows: the direction is still defined;
-        # normalise the max-scaled rows instead (rare)
-        x2 = K.scale_rows(x2, K.group_norms(x2, math.inf, internal=True)[0],
-                          D.empty(x2.shape, x2.dtype))
-        nrm, bad, zi = K.group_norms(x2, p, internal=True)
     if zi < grp.G and zero == "raise" and grp.n > 0:
         raise ValueError(f"{fn}: {name} is all zero in group {grp.index(zi)}; "
                          "it has no direction (pass zero='keep' to leave such groups zero)")
@@ -168,8 +171,7 @@ def all_finite(x):
     if x.size == 0:
         return True
     grp = Groups(x.shape, None, "lpcore.all_finite")
-    # not internal: the callers may be holding the internal norm scratch
-    _, bad, _ = K.group_norms(to2d(grp, x, comp), math.inf)
+    _, bad, _ = K.group_max(to2d(grp, x, comp))
     return bad >= 1
 
 

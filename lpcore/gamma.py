@@ -164,6 +164,15 @@ def p_for_hoyer(target, n, shape=1.0, gradient="gamma"):
     return 1.0 + math.exp(u)
 
 
+def _magnitudes(samples, fn):
+    """float64 ``|samples|``; ValueError naming the first NaN/Inf."""
+    a = np.abs(np.asarray(samples, dtype=np.float64))
+    if not np.all(np.isfinite(a)):
+        i = int(np.flatnonzero(~np.isfinite(a.ravel()))[0])
+        raise ValueError(f"{fn}: samples contain NaN or Inf (first at flat index {i})")
+    return a
+
+
 def fit_gamma_shape(samples, method="mle", axis=None):
     """Gamma shape ``k`` of the magnitudes ``|samples|``.
 
@@ -200,10 +209,7 @@ def fit_gamma_shape(samples, method="mle", axis=None):
     fn = "lpcore.fit_gamma_shape"
     if method not in ("mle", "moments"):
         raise ValueError(f"{fn}: method must be 'mle' or 'moments', got {method!r}")
-    a = np.abs(np.asarray(samples, dtype=np.float64))
-    if not np.all(np.isfinite(a)):
-        i = int(np.flatnonzero(~np.isfinite(a.ravel()))[0])
-        raise ValueError(f"{fn}: samples contain NaN or Inf (first at flat index {i})")
+    a = _magnitudes(samples, fn)
     if axis is not None:
         g = to_groups(a, axis)
         cnt = np.count_nonzero(g, axis=1)
@@ -418,10 +424,7 @@ def p_for_sparsity(target, h, shape=1.0, gradient="gamma", n=None, n_groups=None
 def _hoyer_plugin(samples, p, axis):
     """Mean Hoyer of ``|samples|^(1/(p-1))`` over the non-zero groups."""
     fn = "lpcore.predict_hoyer"
-    a = np.abs(np.asarray(samples, dtype=np.float64))
-    if not np.all(np.isfinite(a)):
-        i = int(np.flatnonzero(~np.isfinite(a.ravel()))[0])
-        raise ValueError(f"{fn}: samples contain NaN or Inf (first at flat index {i})")
+    a = _magnitudes(samples, fn)
     g = to_groups(a, axis) if axis is not None else a.reshape(1, -1)
     m = g.max(axis=1)
     g = g[m > 0] / m[m > 0, None]  # max-scaled: the power cannot underflow to all-zero

@@ -151,25 +151,18 @@ def _normalize2d(x2, grp, p, out, res, zero, fn, name):
     if huge.any():
         # finite data whose norm overflows: the direction is still defined;
         # normalise the max-scaled rows instead (rare, NumPy)
-        xs = x2[huge] / K.group_max(x2[huge])[:, None]
+        xs = np.ascontiguousarray(x2[huge])
+        K.scale_rows(xs, K.group_max(xs), xs)
         x2 = x2.copy()
         x2[huge] = xs
-        nrm = nrm.copy()
-        nrm[huge] = K.group_norms(np.ascontiguousarray(xs), p)
+        nrm[huge] = K.group_norms(xs, p)
     isz = nrm == 0.0
     if isz.any() and zero == "raise" and grp.n > 0:
         raise ValueError(f"{fn}: {name} is all zero in group {grp.index(first_bad(isz))}; "
                          "it has no direction (pass zero='keep' to leave such groups zero)")
-    with np.errstate(divide="ignore", over="ignore"):
-        scale = np.where(isz, 0.0, 1.0 / nrm)
-    # a float64 group whose norm is so small that 1/norm overflows (subnormal
-    # data) is divided exactly, both lifted by 2**1074, after the pass
-    tiny = np.isinf(scale)
     target = writable_target(out, grp, x2.dtype, (x2,))
     dst = target if target is not None else np.empty_like(x2)
-    K.scale_rows(x2, np.where(tiny, 0.0, scale), dst)
-    if tiny.any():
-        dst[tiny] = np.ldexp(x2[tiny], 1074) / np.ldexp(nrm[tiny], 1074)[:, None]
+    K.scale_rows(x2, nrm, dst)
     return finish(dst, grp, out, res, target)
 
 

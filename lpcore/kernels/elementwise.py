@@ -10,37 +10,43 @@ from ._dispatch import CHUNK, TINY, lift, n_chunks, pick, scaled_pow, spow
 from ._pow32 import FASTMATH
 
 
-# out[i, :] = x[i, :] * scale[i], formed in float64 (a float32 group whose norm
-# is subnormal has a scale beyond float32's range)
+# out[i, :] = x[i, :] / nrm[i] (0 for a zero group), formed in float64 (a
+# float32 group whose norm is subnormal has a scale beyond float32's range; a
+# float64 one has no finite reciprocal at all: both sides are lifted by 2**1074)
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _scale_task(x, scale, out, t, nch):
+def _scale_task(x, nrm, out, t, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
-    s = scale[i]
+    s = nrm[i]
+    tiny = s < TINY
+    f = 1.0 / lift(s, tiny) if s != 0.0 else 0.0
     xs = x[i, j0:j1]
     os = out[i, j0:j1]
     for j in range(xs.size):
-        os[j] = np.float64(xs[j]) * s
+        os[j] = lift(np.float64(xs[j]), tiny) * f
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _scale_par(x, scale, out, nch):
+def _scale_par(x, nrm, out, nch):
     for t in prange(x.shape[0] * nch):
-        _scale_task(x, scale, out, t, nch)
+        _scale_task(x, nrm, out, t, nch)
 
 
 @njit(cache=True, error_model="numpy")
-def _scale_ser(x, scale, out, nch):
+def _scale_ser(x, nrm, out, nch):
     for t in range(x.shape[0] * nch):
-        _scale_task(x, scale, out, t, nch)
+        _scale_task(x, nrm, out, t, nch)
 
 
-def scale_rows(x, scale, out):
-    """``out = x * scale[:, None]``; ``out`` may be ``x`` itself."""
+def scale_rows(x, nrm, out):
+    """``out = x / nrm[:, None]`` (rows with nrm == 0 become 0); ``out`` may be ``x``."""
     G, n = x.shape
     if x.size == 0:
         return out
+    nch = n_chunks(n)
+    pick(_scale_par, _scale_ser, x.size, G * nch)(x, nrm, out, nch)
+    return out
     nch = n_chunks(n)
     pick(_scale_par, _scale_ser, x.size, G * nch)(x, scale, out, nch)
     return out

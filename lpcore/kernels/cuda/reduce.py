@@ -152,6 +152,10 @@ def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
                     else:
                         r = m * s ** (1.0 / p)
                 out[i] = r
+                if not (out[i] < INF):
+                    # finite data whose norm overflows (float64, or the output
+                    # dtype): flagged like bad data; the caller tells them apart
+                    cuda.atomic.max(flag, 0, G - i)
                 if r == 0.0:
                     cuda.atomic.max(flag, 1, G - i)
         i += cuda.gridDim.x
@@ -159,7 +163,8 @@ def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
 
 def group_norms(x, p, out_dtype=np.float64, internal=False):
     """Lp norms of the rows of a (G, n) device array: (device array of G norms,
-    first group with NaN/Inf or G, first zero group or G).  ``internal``: the
+    first group with NaN/Inf data or an overflowing norm (its norm is then NaN
+    or Inf respectively) or G, first zero group or G).  ``internal``: the
     norms are used within the caller only (a float64 scratch buffer, valid
     until this thread's next call)."""
     G, n = x.shape
