@@ -64,6 +64,11 @@ class Groups:
         nd = len(shape)
         if axis is None:
             red = tuple(range(nd))
+        elif isinstance(axis, (bool, np.bool_)) or (
+                isinstance(axis, (tuple, list)) and any(isinstance(a, (bool, np.bool_))
+                                                        for a in axis)):
+            # True is an int to Python (axis 1): refused, as NumPy's reductions do
+            raise TypeError(f"{fn}: axis must be None, an int or a tuple of ints, got {axis!r}")
         else:
             try:
                 red = normalize_axis_tuple(axis, nd, argname="axis")
@@ -125,6 +130,45 @@ def as_array(x, fn, name):
         return np.asarray(x)
     except Exception as e:  # pragma: no cover - exotic inputs
         raise TypeError(f"{fn}: {name} could not be converted to an array: {e}") from None
+
+
+def check_real(x, fn, name, lo=None, hi=None, lo_open=False, hi_open=False):
+    """``x`` as a float after checking it is a finite real number (not a bool,
+    not a string) within the given bounds; ``ValueError``/``TypeError`` name
+    ``name`` otherwise."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or \
+        (hi is not None and (v >= hi if hi_open else v > hi))
+    if bad:
+        rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, " \
+              f"{'inf' if hi is None else hi}{')' if hi_open or hi is None else ']'}"
+        raise ValueError(f"{fn}: {name} must be a finite number in {rng}, got {x!r}")
+    return v
+
+
+def check_rng(rng, fn):
+    """A ``numpy.random.Generator``: ``rng`` itself, or ``default_rng(rng)`` for
+    None (fresh OS entropy) and integer seeds, as NumPy's own functions do."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (numbers.Integral, np.random.SeedSequence))
+                       and not isinstance(rng, (bool, np.bool_))):
+        try:
+            return np.random.default_rng(rng)
+        except ValueError as e:
+            raise ValueError(f"{fn}: rng: {e}") from None
+    raise TypeError(f"{fn}: rng must be a numpy.random.Generator, an integer seed or None, "
+                    f"got {type(rng).__name__}")
+
+
+def check_real_array(a, fn, name):
+    """Refuse complex, object and string arrays (whose magnitude order is not a
+    weight's)."""
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must be a real array, got dtype {a.dtype}")
+    return a
 
 
 def check_out(out, shape, res_dtype, fn):

@@ -38,7 +38,10 @@ _GRADIENTS = ("gamma", "gaussian")
 def _ka(p, shape, gradient, fn):
     if gradient not in _GRADIENTS:
         raise ValueError(f"{fn}: gradient must be 'gamma' or 'gaussian', got {gradient!r}")
-    p = np.asarray(p, dtype=np.float64)
+    pa = np.asarray(p)
+    if pa.dtype.kind not in "iuf":  # strings ('1.3'), bools, complex, objects
+        raise TypeError(f"{fn}: p must be a real number or array, got {p!r}")
+    p = pa.astype(np.float64)
     if not np.all(np.isfinite(p)) or np.any(p <= 1.0):
         raise ValueError(f"{fn}: p must satisfy 1 < p < inf, got {p if p.ndim else float(p)}")
     if gradient == "gaussian":

@@ -74,15 +74,36 @@ class LpSGDState:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.  Refuses (``ValueError`` naming the key)
+        a step or shape entry that is not a whole number >= 0 (a tampered or
+        foreign state); nothing is truncated."""
+        fn = "LpSGDState.from_dict"
         try:
-            axis = None if bool(d["axis_is_none"]) else tuple(int(a) for a in d["axis"])
-            return cls(step=int(d["step"]), shape=tuple(int(s) for s in d["shape"]), axis=axis,
+            step = _whole(d["step"], "step", fn, scalar=True)
+            shape = _whole(d["shape"], "shape", fn)
+            axis = None if bool(np.asarray(d["axis_is_none"])) else \
+                tuple(int(a) for a in _whole(d["axis"], "axis", fn, signed=True))
+            return cls(step=int(step), shape=tuple(int(s) for s in shape), axis=axis,
                        dual=np.array(d["dual"]) if "dual" in d else None,
                        momentum_buffer=(np.array(d["momentum_buffer"])
                                         if "momentum_buffer" in d else None))
         except KeyError as e:
-            raise ValueError(f"LpSGDState.from_dict: missing key {e}") from None
+            raise ValueError(f"{fn}: missing key {e}") from None
+
+
+def _whole(v, name, fn, scalar=False, signed=False):
+    """v as an integer array (0-d if ``scalar``): whole, finite and (unless
+    ``signed``) >= 0, else ``ValueError`` naming ``name``."""
+    a = np.asarray(v)
+    bad = a.dtype.kind not in "iuf" or (scalar and a.ndim != 0) or (not scalar and a.ndim != 1)
+    if not bad and a.dtype.kind == "f":
+        bad = not (np.all(np.isfinite(a)) and np.all(a == np.round(a)))
+    if not bad and not signed:
+        bad = bool(np.any(a < 0))
+    if bad:
+        what = "an integer" if scalar else "a 1-D array of integers"
+        raise ValueError(f"{fn}: {name} must be {what}{'' if signed else ' >= 0'}, got {v!r}")
+    return a.astype(np.int64)
 
 
 def _nonneg(x, name, fn):
@@ -273,6 +294,9 @@ class LpSGD:
         if tuple(state.shape) != w.shape:
             raise ValueError(f"{fn}: state was made for shape {tuple(state.shape)}, "
                              f"w has shape {w.shape}")
+        st = state.step
+        if isinstance(st, (bool, np.bool_)) or not isinstance(st, numbers.Integral) or st < 0:
+            raise ValueError(f"{fn}: state.step must be an integer >= 0, got {st!r}")
         dev = D.backend(fn, w=w, grad=grad, **{f"state.{k}": getattr(state, k)
                                                 for k in ("dual", "momentum_buffer")}) == "cuda"
         grad = D.as_device(grad, fn, "grad") if dev else as_array(grad, fn, "grad")
@@ -289,6 +313,9 @@ class LpSGD:
                                   or not D.is_c_layout(a.shape, a.strides, dt.itemsize)):
                 raise ValueError(f"{fn}: state.{name} has shape {a.shape} and dtype {a.dtype}, "
                                  f"expected a C-contiguous ({G}, {n}) {dt} array")
+            if isinstance(a, np.ndarray) and not a.flags.writeable:
+                raise ValueError(f"{fn}: state.{name} is read-only (the step updates it in "
+                                 "place); pass a writable copy")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
         return (_DeviceCall if dev else _Call)(self, fn, w, grad, state, grp)

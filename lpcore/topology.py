@@ -28,7 +28,8 @@ import numbers
 import numpy as np
 
 from . import kernels as K
-from ._validate import Groups, as_array, check_p, compute_dtype, first_bad
+from ._validate import (Groups, as_array, check_p, check_real, check_real_array, check_rng,
+                        compute_dtype, first_bad)
 from .kernels.topology import drop_rows
 from .norms import all_finite
 
@@ -191,7 +192,7 @@ def drop_smallest(w, mask, k):
     (array([ True, False,  True, False]), array([1]))
     """
     fn = "lpcore.drop_smallest"
-    w = as_array(w, fn, "w")
+    w = check_real_array(as_array(w, fn, "w"), fn, "w")
     m = _mask_like(mask, w.shape, fn)
     k = _count(k, fn)
     n_act = int(m.sum())
@@ -209,10 +210,11 @@ def drop_smallest(w, mask, k):
 def grow_random(mask, k, rng):
     """Activate ``k`` inactive connections chosen uniformly at random (SET).
 
-    ``rng`` is a ``numpy.random.Generator`` (seeded by the caller).
-    Returns (new_mask, grown flat indices).
+    ``rng`` is a ``numpy.random.Generator`` (seeded by the caller), an
+    integer seed, or None (fresh entropy).  Returns (new_mask, grown flat indices).
     """
     fn = "lpcore.grow_random"
+    rng = check_rng(rng, fn)
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         raise TypeError(f"{fn}: mask must be a boolean array, got dtype {m.dtype}")
@@ -229,8 +231,8 @@ def grow_random(mask, k, rng):
 def random_mask(shape, sparsity, rng):
     """A boolean mask with exactly ``round(sparsity * size)`` zeros at random places."""
     fn = "lpcore.random_mask"
-    if not 0.0 <= float(sparsity) <= 1.0:
-        raise ValueError(f"{fn}: sparsity must be in [0, 1], got {sparsity!r}")
+    sparsity = check_real(sparsity, fn, "sparsity", 0.0, 1.0)
+    rng = check_rng(rng, fn)
     size = math.prod(shape)
     n_zero = int(round(float(sparsity) * size))
     m = np.ones(size, dtype=bool)
@@ -256,7 +258,8 @@ def mask_sparsity(masks):
 
 
 def _progress(step, begin, end, fn):
-    if not (isinstance(begin, numbers.Real) and isinstance(end, numbers.Real)) or end <= begin:
+    begin, end = check_real(begin, fn, "begin"), check_real(end, fn, "end")
+    if end <= begin:
         raise ValueError(f"{fn}: need begin < end, got begin={begin!r}, end={end!r}")
     return min(1.0, max(0.0, (step - begin) / (end - begin)))
 
@@ -278,6 +281,9 @@ def drop_threshold_schedule(step, h0, begin, end, kind="cosine", final_ratio=0.0
     fn = "lpcore.drop_threshold_schedule"
     if kind not in ("constant", "cosine", "exponential"):
         raise ValueError(f"{fn}: kind must be 'constant', 'cosine' or 'exponential', got {kind!r}")
+    step = check_real(step, fn, "step")
+    h0 = check_real(h0, fn, "h0", lo=0.0)
+    final_ratio = check_real(final_ratio, fn, "final_ratio", 0.0, 1.0, lo_open=True)
     x = _progress(step, begin, end, fn)
     if step > end:
         return 0.0
@@ -302,6 +308,9 @@ def sparsity_schedule(step, s0, s_target, begin, end, kind="cubic"):
     fn = "lpcore.sparsity_schedule"
     if kind not in ("cubic", "linear"):
         raise ValueError(f"{fn}: kind must be 'cubic' or 'linear', got {kind!r}")
+    step = check_real(step, fn, "step")
+    s0 = check_real(s0, fn, "s0", 0.0, 1.0)
+    s_target = check_real(s_target, fn, "s_target", 0.0, 1.0)
     x = _progress(step, begin, end, fn)
     r = (1.0 - x) ** 3 if kind == "cubic" else 1.0 - x
     return float(s_target) + (float(s0) - float(s_target)) * r
@@ -322,9 +331,10 @@ def grow_ratio(sparsity, target, h, delta=0.1):
     (0.45, 1.161)
     """
     fn = "lpcore.grow_ratio"
-    s, t = float(sparsity), float(target)
-    if not 0.0 <= s <= 1.0 or not 0.0 < t <= 1.0:
-        raise ValueError(f"{fn}: need 0 <= sparsity <= 1 and 0 < target <= 1")
+    s = check_real(sparsity, fn, "sparsity", 0.0, 1.0)
+    t = check_real(target, fn, "target", 0.0, 1.0, lo_open=True)
+    h = check_real(h, fn, "h", lo=0.0)
+    delta = check_real(delta, fn, "delta", 0.0, 1.0, hi_open=True)
     if s < t * (1.0 - float(h) / 2.0):
         return (1.0 - float(delta)) * s / t
     return (1.0 + float(delta)) * s / t

@@ -163,3 +163,76 @@ def test_lpsgd_messages_name_the_real_cause():
         with pytest.raises(ValueError, match=r"contains NaN or Inf in group \(1,\)") as e:
             o.step(w, np.ones((2, 4), np.float32), s)
         assert "weight decay" not in str(e.value)
+
+
+# ------------------------------------------------------------ hostile arguments (reliability issue)
+def test_state_from_dict_refuses_what_it_would_truncate():
+    opt = lpcore.LpSGD(1.5, 0.1, lr_decay=0.1)
+    w = np.random.default_rng(0).random((3, 4))
+    d = opt.init(w, axis=1).to_dict()
+    for key, v in (("step", 2.7), ("step", -1), ("step", np.nan), ("shape", [3, 6.5]),
+                   ("shape", [3, -4]), ("axis", [0.5]), ("step", "2")):
+        bad = dict(d, **{key: np.array(v)})
+        with pytest.raises(ValueError, match=key):
+            lpcore.LpSGDState.from_dict(bad)
+    assert lpcore.LpSGDState.from_dict(d).step == 0
+
+
+@pytest.mark.parametrize("step", [-1, -5, 2.0, 2.5, True, None])
+def test_step_refuses_a_bad_state_step(step):
+    opt = lpcore.LpSGD(1.5, 0.1, lr_decay=0.5)
+    w = np.random.default_rng(0).random((3, 4))
+    st = opt.init(w, axis=1)
+    st.step = step
+    w0, d0 = w.copy(), st.dual.copy()
+    with pytest.raises(ValueError, match="state.step"):
+        opt.step(w, np.ones_like(w), st)
+    assert np.array_equal(w, w0) and np.array_equal(st.dual, d0)
+
+
+@pytest.mark.parametrize("name", ["dual", "momentum_buffer"])
+def test_read_only_state_is_a_clear_error(name):
+    opt = lpcore.LpSGD(1.5, 0.1, momentum=0.9)
+    w = np.random.default_rng(0).random((3, 4))
+    st = opt.init(w, axis=1)
+    opt.step(w, np.ones_like(w), st)
+    getattr(st, name).flags.writeable = False
+    w0 = w.copy()
+    with pytest.raises(ValueError, match=f"state.{name} is read-only"):
+        opt.step(w, np.ones_like(w), st)
+    assert np.array_equal(w, w0)
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda: lpcore.drop_threshold_schedule(0, np.nan, 0, 10), ValueError, "h0"),
+    (lambda: lpcore.drop_threshold_schedule(0, 0.2, 0, np.nan), ValueError, "end"),
+    (lambda: lpcore.drop_threshold_schedule(np.nan, 0.2, 0, 10), ValueError, "step"),
+    (lambda: lpcore.drop_threshold_schedule(0, 0.2, 0, 10, final_ratio=np.nan), ValueError,
+     "final_ratio"),
+    (lambda: lpcore.sparsity_schedule(0, np.nan, 0.9, 0, 10), ValueError, "s0"),
+    (lambda: lpcore.grow_ratio(0.5, 0.9, np.nan), ValueError, "h"),
+    (lambda: lpcore.grow_ratio(0.5, 0.9, 0.2, delta=np.nan), ValueError, "delta"),
+    (lambda: lpcore.grow_ratio(np.nan, 0.9, 0.2), ValueError, "sparsity"),
+    (lambda: lpcore.drop_smallest(np.array([1 + 1j, 2.0]), np.array([True, True]), 1),
+     TypeError, "real array"),
+    (lambda: lpcore.drop_smallest(np.array(["a", "b"]), np.array([True, True]), 1),
+     TypeError, "real array"),
+    (lambda: lpcore.grow_random(np.array([True, False]), 1, "seed"), TypeError, "rng"),
+    (lambda: lpcore.random_mask((3, 4), np.nan, None), ValueError, "sparsity"),
+    (lambda: lpcore.expected_hoyer(100, "1.3"), TypeError, "p must be a real"),
+    (lambda: lpcore.expected_hoyer(100, True), TypeError, "p must be a real"),
+    (lambda: lpcore.norm(np.ones((2, 3)), 2, axis=True), TypeError, "axis"),
+    (lambda: lpcore.normalize(np.ones((2, 3)), 2, axis=(0, False)), TypeError, "axis"),
+    (lambda: lpcore.hoyer(np.ones((2, 3)), axis=np.bool_(True)), TypeError, "axis"),
+])
+def test_hostile_arguments_get_a_clear_error(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+@pytest.mark.parametrize("rng", [None, 3, np.random.default_rng(3)])
+def test_rng_accepts_what_numpy_accepts(rng):
+    m = lpcore.random_mask((4, 5), 0.5, rng)
+    assert int((~m).sum()) == 10
+    new, idx = lpcore.grow_random(m, 3, rng)
+    assert idx.size == 3 and int(new.sum()) == 13

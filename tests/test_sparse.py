@@ -222,7 +222,7 @@ def test_cli_failure_leaves_nothing_in_out(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run", boom)
+    monkeypatch.setattr(cli.Run, "epoch", boom)
     out = tmp_path / "run"
     assert cli.main(["--out", str(out), "--quiet"]) == 130
     assert not out.exists()
@@ -240,3 +240,50 @@ def test_cli_lpss_records_the_p_it_chose_per_layer(tmp_path, capsys):
     assert all("mask_sparsity" in h for h in m["history"])
     table = capsys.readouterr().out
     assert f"{m['layers'][0]['p']:.4f}" in table
+
+
+# ------------------------------------------------------------ hostile arguments
+@pytest.mark.parametrize("kw, match", [
+    (dict(h0=float("nan")), "h0"), (dict(h0=-1.0), "h0"), (dict(h0=5.0), "h0"),
+    (dict(delta=float("nan")), "delta"), (dict(delta=-3.0), "delta"),
+    (dict(begin=0.5), "begin"), (dict(end=True), "end"),
+])
+def test_trainer_refuses_bad_arguments_and_changes_nothing(kw, match):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(), nn.Linear(48, 4))
+    opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.05)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    args = dict(method="lpss", target_sparsity=0.8, begin=10, end=60, frequency=5)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        lpcore_torch.SparseTrainer(net, opt, **args)
+    after = net.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_second_trainer_on_the_same_model_is_refused():
+    net, opt, tr = _setup("lpss")
+    masks = [it.mask.clone() for it in tr.items]
+    for method in ("lpss", "set"):
+        with pytest.raises(ValueError, match="already has a mask"):
+            lpcore_torch.SparseTrainer(net, opt, method=method, target_sparsity=0.5,
+                                       begin=10, end=60, frequency=5)
+    assert all(torch.equal(m, it.mask) for m, it in zip(masks, tr.items))
+
+
+def test_masking_does_not_count_as_a_change_of_the_weights():
+    """SparseTrainer edits weights in place every step; LpSGD must keep its dual
+    (the latent values of masked connections) rather than re-derive it."""
+    net, opt, tr = _setup("lpss")
+    x = torch.randn(32, 20)
+    for _ in range(15):
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        tr.step()
+        for it in tr.items:
+            assert not opt._changed(it.weight)
+    it = tr.items[0]
+    dual = opt.state[it.weight]["dual"].reshape(-1)[torch.from_numpy(it.pos)]
+    off = ~it.mask.reshape(-1)
+    assert off.any() and (dual[off] != 0).any()  # latent values survive

@@ -106,3 +106,93 @@ def test_plain_groups_validate_like_torch_and_honour_maximize():
         oa.step()
         ob.step()
     assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------ weights changed outside the optimizer
+def _fresh_reference(weights, dtype=torch.float32):
+    """The same layer with an optimizer built on ``weights`` directly."""
+    lin = torch.nn.Linear(4, 3, bias=False).to(dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weights)
+    return lin, LpSGD([{"params": [lin.weight], "p": 1.5}], lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("how", ["copy_", "load_state_dict", "data", "mul_", "after_steps"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_weights_set_after_construction_are_the_ones_optimised(how, dtype):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3, bias=False).to(dtype)
+    opt = LpSGD([{"params": [lin.weight], "p": 1.5}], lr=0.1, momentum=0.9)
+    if how == "after_steps":  # a change in the middle of training
+        for _ in range(3):
+            lin.weight.grad = torch.randn(3, 4).to(dtype)
+            opt.step()
+    new = torch.randn(3, 4).to(dtype)
+    with torch.no_grad():
+        if how in ("copy_", "after_steps"):
+            lin.weight.copy_(new)
+        elif how == "load_state_dict":
+            lin.load_state_dict({"weight": new})
+        elif how == "data":
+            lin.weight.data = new.clone()
+        else:
+            new = (lin.weight * 2.0).detach().clone()
+            lin.weight.mul_(2.0)
+    ref, ropt = _fresh_reference(new, dtype)
+    steps = opt.state[lin.weight]["step"]
+    for _ in range(3):
+        g = torch.randn(3, 4).to(dtype)
+        lin.weight.grad, ref.weight.grad = g.clone(), g.clone()
+        opt.step()
+        ropt.step()
+    if how == "after_steps":  # same weights and direction; the lr decay went on (lr_decay=0)
+        assert opt.state[lin.weight]["step"] == steps + 3
+    assert torch.equal(lin.weight, ref.weight)
+
+
+def test_unchanged_weights_keep_their_state_and_a_bad_change_is_refused():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3, bias=False)
+    opt = LpSGD([{"params": [lin.weight], "p": 1.5}], lr=0.1, momentum=0.9)
+    lin.weight.grad = torch.ones(3, 4)
+    opt.step()
+    dual = opt.state[lin.weight]["dual"]
+    opt.step()
+    assert opt.state[lin.weight]["dual"] is dual  # kept, updated in place
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    before = lin.weight.clone()
+    with pytest.raises(ValueError, match="changed outside the optimizer and contains NaN"):
+        opt.step()
+    assert torch.equal(torch.nan_to_num(lin.weight), torch.nan_to_num(before))
+    assert opt.state[lin.weight]["dual"] is dual
+
+
+def test_keep_state_vouches_only_for_weights_unchanged_before_it():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3, bias=False)
+    opt = LpSGD([{"params": [lin.weight], "p": 1.5}], lr=0.1)
+    with opt.keep_state():
+        with torch.no_grad():
+            lin.weight[0].zero_()  # e.g. masking: the latent dual stays
+    assert not opt._changed(lin.weight)
+    lin.weight.grad = torch.zeros(3, 4)
+    opt.step()
+    # kept: row 0's dual is the latent one (re-deriving it from w would give zeros)
+    assert (opt.state[lin.weight]["dual"][0] != 0).all()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(3, 4))
+    with opt.keep_state():  # too late: the copy happened before it
+        pass
+    assert opt._changed(lin.weight)
+
+
+# ------------------------------------------------------------ foreign layouts
+def test_a_checkpoint_with_another_layout_is_refused():
+    m = make()
+    opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.1)
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0]["fan_in"] = [((16, 2, 4), (2,))]
+    with pytest.raises(ValueError, match="fan-in layout of 0.weight"):
+        opt.load_state_dict(sd)
+    assert opt.param_groups[0]["fan_in"][0] == ((16, 8), (1,))

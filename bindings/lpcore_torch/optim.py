@@ -1,6 +1,7 @@
 """``lpcore_torch.LpSGD``: a torch.optim.Optimizer delegating to ``lpcore.LpSGD``."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -26,6 +27,17 @@ class LpSGD(Optimizer):
 
     **Constrained weights are projected onto the sphere here, at construction**
     (in place; all-zero output units stay zero).
+
+    The optimizer optimises the weights it finds: if a constrained weight was
+    changed outside it since its last step (``model.load_state_dict``,
+    ``copy_``, a DDP broadcast; seen through the tensor's version counter),
+    the next step first projects the new values onto the sphere and derives
+    the LpSGD state from them (a fresh dual, no momentum; the step count and
+    so the lr decay go on).  Code that edits weights in a way that keeps the
+    state valid (``SparseTrainer`` re-applying its masks) does it inside
+    :meth:`keep_state`.  To resume, load the model's state before the
+    optimizer's: :meth:`load_state_dict` takes the current weights as the
+    ones its state belongs to.
 
     Parameters are updated in place (same storage, same Python objects).  The
     step is atomic: every gradient and state is validated before any parameter
@@ -84,6 +96,35 @@ class LpSGD(Optimizer):
                 st["step"] = 0
                 if cs.dual is not None:
                     st["dual"] = torch.from_numpy(cs.dual)
+        self.accept_weights()
+
+    def accept_weights(self, params=None):
+        """Declare the current values of ``params`` (default: every constrained
+        weight) consistent with the optimizer's state, so that the next step
+        keeps the state instead of re-deriving it from the weights.  For code
+        that edits weights in place the way the state allows, e.g. zeroing
+        masked connections (their latent dual value is meant to stay)."""
+        if not hasattr(self, "_seen"):
+            self._seen = {}
+        cons = [w for g in self.param_groups for w, _ in self._constrained(g)]
+        for w in (cons if params is None else params):
+            self._seen[id(w)] = _fingerprint(w)
+
+    @contextlib.contextmanager
+    def keep_state(self, params=None):
+        """Context manager: in-place edits of ``params`` (default: every
+        constrained weight) inside it keep the optimizer's state.  Weights that
+        had already been changed outside the optimizer before it are not
+        vouched for: their state is still re-derived at the next step."""
+        cons = [w for g in self.param_groups for w, _ in self._constrained(g)]
+        ok = [w for w in (cons if params is None else params) if not self._changed(w)]
+        yield
+        self.accept_weights(ok)
+
+    def _changed(self, w):
+        """Whether w was written outside this optimizer since it last saw it."""
+        seen = getattr(self, "_seen", {}).get(id(w))
+        return seen is not None and seen != _fingerprint(w)
 
     def _names(self):
         """id(param) -> the name errors use: the group's ``names`` entry if
@@ -181,25 +222,45 @@ class LpSGD(Optimizer):
                     _check_state(st, q, names[id(q)], key)
                 arr, back = _array(q, names[id(q)])
                 garr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
-                cs = lpcore.LpSGDState(
-                    step=int(st["step"]), shape=view,
-                    axis=tuple(axis) if axis is not None else None,
-                    dual=_state_array(st, "dual"), momentum_buffer=_state_array(st, "momentum_buffer"))
+                axis = tuple(axis) if axis is not None else None
+                fresh = self._changed(q)
+                if fresh:
+                    # the weights were replaced outside the optimizer: derive the state
+                    # from them, on a copy (nothing is written before phase 2)
+                    if not lpcore.all_finite(arr):
+                        raise ValueError(f"lpcore_torch.LpSGD.step: {names[id(q)]} was changed "
+                                         "outside the optimizer and contains NaN or Inf; "
+                                         "nothing was updated")
+                    arr = np.array(arr, copy=True)
+                    tgt = arr
+                    back = (lambda q=q, tgt=tgt: q.copy_(torch.from_numpy(tgt)))
+                    cs = core.init(arr.reshape(view), axis=axis)
+                    cs.step = int(st["step"])
+                else:
+                    cs = lpcore.LpSGDState(
+                        step=int(st["step"]), shape=view, axis=axis,
+                        dual=_state_array(st, "dual"),
+                        momentum_buffer=_state_array(st, "momentum_buffer"))
                 try:
                     h = core.prepare(arr.reshape(view), garr.reshape(view), cs)
                 except ValueError as e:
                     raise ValueError(f"{names[id(q)]}: {e}") from None
-                pending.append((core, h, back, st, cs))
+                pending.append((core, h, back, st, cs, fresh, q))
             if pg:
                 plain.append((group, pg, gg))
         # phase 2: write
-        for core, h, back, st, cs in pending:
+        for core, h, back, st, cs, fresh, q in pending:
             core.apply(h)
             if back is not None:
                 back()
             st["step"] = cs.step
+            if fresh:
+                st.pop("momentum_buffer", None)
+                if cs.dual is not None:
+                    st["dual"] = torch.from_numpy(cs.dual)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.from_numpy(cs.momentum_buffer)
+            self._seen[id(q)] = _fingerprint(q)
         for group, pg, gg in plain:
             self._plain_sgd(group, pg, gg)
         return loss
@@ -247,10 +308,19 @@ class LpSGD(Optimizer):
                              f"parameter groups, this optimizer {len(self.param_groups)}")
         names = self._names()
         exact = {}
-        for gs, g in zip(groups, self.param_groups):
+        for gi, (gs, g) in enumerate(zip(groups, self.param_groups)):
             if len(gs["params"]) != len(g["params"]):
                 raise ValueError("lpcore_torch.LpSGD.load_state_dict: a group's parameter "
                                  f"count differs ({len(gs['params'])} saved, {len(g['params'])})")
+            # the groups' layouts come from the model, never from the checkpoint: a
+            # different layout would regroup the weights silently
+            fan = gs.get("fan_in", [None] * len(gs["params"]))
+            for pi, (a, b) in enumerate(zip(fan, g["fan_in"])):
+                if _layout_key(a) != _layout_key(b):
+                    raise ValueError(
+                        f"lpcore_torch.LpSGD.load_state_dict: the fan-in layout of "
+                        f"{names[id(g['params'][pi])]} in the state ({a!r}) differs from this "
+                        f"optimizer's ({b!r}) in group {gi}; nothing was loaded")
             lay = {id(w): v for w, v in self._constrained(g)}
             for idx, q in zip(gs["params"], g["params"]):
                 st = saved.get(idx, {})
@@ -283,6 +353,25 @@ class LpSGD(Optimizer):
                     if (id(q), k) in exact:
                         st[k] = exact[(id(q), k)].detach().to(
                             device=q.device, dtype=_state_dtype(q), copy=True).contiguous()
+        self.accept_weights()  # the loaded state belongs to the weights as they are now
+
+
+def _fingerprint(w):
+    """What changes when a tensor is written outside the optimizer: torch's
+    version counter (in-place ops, ``copy_``, ``load_state_dict``) and the
+    storage (``w.data = ...``)."""
+    return (w._version, w.data_ptr())
+
+
+def _layout_key(layout):
+    """A fan-in layout as comparable tuples (lists after a save/load round trip)."""
+    if layout is None:
+        return None
+    try:
+        view, axis = layout
+        return (tuple(int(v) for v in view), None if axis is None else tuple(int(a) for a in axis))
+    except (TypeError, ValueError):
+        return ("invalid", repr(layout))
 
 
 def _layout_shape(layout):

@@ -47,12 +47,14 @@ table (d)):
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 from torch import nn
 
 import lpcore
+from lpcore._validate import check_real
 
 from ._convert import to_numpy
 from .groups import _CONV, _CONVT, fan_in_layout
@@ -128,8 +130,14 @@ class SparseTrainer:
             raise ValueError(f"SparseTrainer: init_sparsity must be in [0, 1), got {init_sparsity!r}")
         if not (isinstance(frequency, int) and frequency >= 1):
             raise ValueError(f"SparseTrainer: frequency must be an integer >= 1, got {frequency!r}")
+        for name, v in (("begin", begin), ("end", end)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"SparseTrainer: {name} must be an integer step, got {v!r}")
         if not (0 <= begin < end):
             raise ValueError(f"SparseTrainer: need 0 <= begin < end, got {begin}, {end}")
+        # h0: lpss's threshold relative to the mean |w|, set/rigl's drop fraction
+        h0 = check_real(h0, "SparseTrainer", "h0", 0.0, 1.0, hi_open=True)
+        delta = check_real(delta, "SparseTrainer", "delta", 0.0, 1.0, hi_open=True)
         if pruning not in ("semi", "hard"):
             raise ValueError(f"SparseTrainer: pruning must be 'semi' or 'hard', got {pruning!r}")
         if method == "lpss" and not isinstance(optimizer, LpSGD):
@@ -156,6 +164,12 @@ class SparseTrainer:
         self.items = self._select()
         if not self.items:
             raise ValueError("SparseTrainer: the model has no weight to sparsify")
+        for it in self.items:
+            if "weight_mask" in it.module._buffers:
+                # a second trainer would multiply its masks into the first one's
+                raise ValueError(f"SparseTrainer: {it.name}.weight already has a mask "
+                                 "(weight_mask): another SparseTrainer owns this model; "
+                                 "a model takes one trainer")
         start = {"lpss": self.s0, "magnitude": 0.0}.get(method, self.target)
         for it in self.items:
             m = lpcore.random_mask(tuple(it.weight.shape), start, self.rng)
@@ -343,6 +357,14 @@ class SparseTrainer:
         it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))
 
     def _apply_masks(self):
+        if isinstance(self.optimizer, LpSGD):
+            # masking keeps LpSGD's state (the latent dual values stay)
+            with self.optimizer.keep_state([it.weight for it in self.items]):
+                self._mask_weights()
+        else:
+            self._mask_weights()
+
+    def _mask_weights(self):
         for it in self.items:
             w = it.weight
             w.mul_(it.mask.to(w.dtype))

@@ -4,17 +4,24 @@
     lpcore-train --dataset mnist5k --model cnn --method rigl
     lpcore-train --sweep-p 1.1,1.3,1.5,2.0 --method dense-lp   # Hoyer vs p
 
-Writes ``metrics.json`` and ``training.png`` (and ``hoyer_vs_p.png`` with
-``--sweep-p``) into ``--out``; every file is written in a temporary folder and
-moved into place only when the run has finished, so a failure or Ctrl-C
-leaves nothing half-written.  Exit code 2 for bad arguments.
+Writes ``metrics.json``, ``training.png`` and ``model.pt`` (the final
+``state_dict`` with the masks; ``hoyer_vs_p.png`` with ``--sweep-p``) into
+``--out``, only when the run has finished: written aside, then moved in.
+After every epoch ``--out/checkpoint.pt`` is replaced atomically (model,
+masks, optimizer and trainer state, RNG states, history; readable with
+``torch.load(weights_only=True)``); ``--resume`` continues from it, bitwise
+identical to a run that never stopped, and it is removed when the run ends.
+Ctrl-C and SIGTERM keep it and write nothing else.  Every argument and the
+destination are checked before training: exit code 2 for bad ones.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -80,11 +87,14 @@ def build_parser():
     ap.add_argument("--finalize", choices=("auto", "exact", "none"), default="auto",
                     help="adjust the masks to exactly the target at the end of pruning "
                          "(auto: not for lpss, yes for the baselines)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**32")
     ap.add_argument("--device", default="cpu", help="only 'cpu' in this version")
     ap.add_argument("--out", default="lpcore-run", help="output folder")
     ap.add_argument("--sweep-p", type=_parse_sweep, default=None,
                     help="train once per p (comma list) and plot Hoyer vs p")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run whose checkpoint is in --out (the same arguments); "
+                         "without one, start from the beginning")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--all-estimators", action="store_true",
                     help="record the Hoyer prediction of every estimator in metrics.json")
@@ -92,6 +102,12 @@ def build_parser():
 
 
 def _check(ap, a):
+    for name in ("target_sparsity", "h0", "lr", "lp_lr", "lr_decay", "momentum"):
+        v = getattr(a, name)
+        if not math.isfinite(v):
+            ap.error(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    if not 0 <= a.seed < 2**32:
+        ap.error(f"--seed must satisfy 0 <= seed < 2**32, got {a.seed}")
     if not 0.0 < a.target_sparsity < 1.0:
         ap.error(f"--target-sparsity must be in (0, 1), got {a.target_sparsity}")
     if not 0 <= a.h0 < 1:
@@ -161,136 +177,190 @@ def build_model(kind, n_in, shape, n_classes):
                          nn.Linear(128, n_classes))
 
 
-def run(a, p, data, progress=True):
-    """One training run; returns the metrics dict."""
-    import torch
-    from torch import nn
+class Run:
+    """One training run, advanced an epoch at a time, with its whole state in
+    :meth:`state_dict` (tensors and a JSON string: ``torch.load(...,
+    weights_only=True)`` reads it back) so that a run continued from a
+    checkpoint is bitwise identical to one that never stopped."""
 
-    import lpcore
-    import lpcore_torch
+    def __init__(self, a, p, data):
+        import torch
 
-    Xtr, ytr, Xte, yte, shape = data
-    torch.manual_seed(a.seed)
-    n_classes = int(max(ytr.max(), yte.max()) + 1)
-    net = build_model(a.model, Xtr[0].size, shape, n_classes)
-    view = (-1,) + tuple(shape) if a.model == "cnn" else (-1, Xtr[0].size)
-    Xtr_t = torch.from_numpy(Xtr).reshape(view)
-    Xte_t = torch.from_numpy(Xte).reshape(view)
-    ytr_t, yte_t = torch.from_numpy(ytr), torch.from_numpy(yte)
-    uses_lp = a.method in ("lpss", "dense-lp")
-    if uses_lp:
-        groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
-                                              h0=a.h0)
-        for g in groups[:-1]:
-            g["lr"] = a.lp_lr
-        opt = lpcore_torch.LpSGD(groups, lr=a.lr, momentum=a.momentum, lr_decay=a.lr_decay)
-    else:
-        opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum)
-    steps_per_epoch = max(1, len(Xtr) // a.batch_size)
-    total = a.epochs * steps_per_epoch
-    trainer = None
-    if a.method not in ("dense", "dense-lp"):
-        begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
-        freq = a.frequency or max(1, min(20, (end - begin) // 40))
-        trainer = lpcore_torch.SparseTrainer(
-            net, opt, method=a.method, target_sparsity=a.target_sparsity,
-            begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule, seed=a.seed,
-            controller=a.controller, revive=not a.no_revive, finalize=a.finalize,
-            adapt_h=not a.no_adapt_h)
-    gen = torch.Generator().manual_seed(a.seed)
-    history = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=a.epochs, desc=f"{a.method} p={p}", unit="epoch", file=sys.stderr)
+        import lpcore_torch
 
-    def evaluate():
-        net.eval()
+        self.a, self.p = a, p
+        Xtr, ytr, Xte, yte, shape = data
+        torch.manual_seed(a.seed)
+        n_classes = int(max(ytr.max(), yte.max()) + 1)
+        self.net = net = build_model(a.model, Xtr[0].size, shape, n_classes)
+        view = (-1,) + tuple(shape) if a.model == "cnn" else (-1, Xtr[0].size)
+        self.Xtr, self.Xte = torch.from_numpy(Xtr).reshape(view), torch.from_numpy(Xte).reshape(view)
+        self.ytr, self.yte = torch.from_numpy(ytr), torch.from_numpy(yte)
+        self.uses_lp = a.method in ("lpss", "dense-lp")
+        if self.uses_lp:
+            groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
+                                                  h0=a.h0)
+            for g in groups[:-1]:
+                g["lr"] = a.lp_lr
+            self.opt = lpcore_torch.LpSGD(groups, lr=a.lr, momentum=a.momentum,
+                                          lr_decay=a.lr_decay)
+        else:
+            self.opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum)
+        self.steps_per_epoch = max(1, len(Xtr) // a.batch_size)
+        total = a.epochs * self.steps_per_epoch
+        self.trainer = None
+        if a.method not in ("dense", "dense-lp"):
+            begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
+            freq = a.frequency or max(1, min(20, (end - begin) // 40))
+            self.trainer = lpcore_torch.SparseTrainer(
+                net, self.opt, method=a.method, target_sparsity=a.target_sparsity,
+                begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule,
+                seed=a.seed, controller=a.controller, revive=not a.no_revive,
+                finalize=a.finalize, adapt_h=not a.no_adapt_h)
+        self.gen = torch.Generator().manual_seed(a.seed)
+        self.history = []
+        self.elapsed = 0.0
+
+    @property
+    def done(self):
+        return len(self.history) >= self.a.epochs
+
+    def evaluate(self):
+        import torch
+        self.net.eval()
         with torch.no_grad():
-            acc = (net(Xte_t).argmax(1) == yte_t).float().mean().item()
-        net.train()
+            acc = (self.net(self.Xte).argmax(1) == self.yte).float().mean().item()
+        self.net.train()
         return acc
 
-    def sparse_weights():
-        if trainer is not None:
-            return [(f"{it.name}.weight", it.weight) for it in trainer.items]
-        names = {id(q): n for n, q in net.named_parameters()}
-        if uses_lp:
-            return [(names[id(w)], w) for g in opt.param_groups for w, _ in opt._constrained(g)]
-        sel = lpcore_torch.lp_param_groups(net, p=2.0)
+    def sparse_weights(self):
+        import lpcore_torch
+        if self.trainer is not None:
+            return [(f"{it.name}.weight", it.weight) for it in self.trainer.items]
+        names = {id(q): n for n, q in self.net.named_parameters()}
+        if self.uses_lp:
+            return [(names[id(w)], w) for g in self.opt.param_groups
+                    for w, _ in self.opt._constrained(g)]
+        sel = lpcore_torch.lp_param_groups(self.net, p=2.0)
         return [(n, q) for g in sel[:-1] for n, q in zip(g["names"], g["params"])]
 
-    def exact_sparsity():
-        ws = sparse_weights()
+    def exact_sparsity(self):
+        ws = self.sparse_weights()
         return sum(int((w == 0).sum()) for _, w in ws) / sum(w.numel() for _, w in ws)
 
-    t0 = time.time()
-    for ep in range(a.epochs):
-        perm = torch.randperm(len(Xtr_t), generator=gen)
+    def epoch(self):
+        """Train one epoch; returns its history record."""
+        import torch
+        from torch import nn
+        a, net, opt, trainer = self.a, self.net, self.opt, self.trainer
+        t0 = time.time()
+        perm = torch.randperm(len(self.Xtr), generator=self.gen)
         tot = 0.0
-        for i in range(steps_per_epoch):
+        for i in range(self.steps_per_epoch):
             idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(Xtr_t[idx]), ytr_t[idx])
+            loss = nn.functional.cross_entropy(net(self.Xtr[idx]), self.ytr[idx])
             loss.backward()
             opt.step()
             if trainer is not None:
                 trainer.step()
             tot += loss.item()
-        rec = {"epoch": ep + 1, "train_loss": tot / steps_per_epoch,
-               "test_accuracy": evaluate(), "sparsity": exact_sparsity()}
+        rec = {"epoch": len(self.history) + 1, "train_loss": tot / self.steps_per_epoch,
+               "test_accuracy": self.evaluate(), "sparsity": self.exact_sparsity()}
+        self.elapsed += time.time() - t0
         if trainer is not None:
             rec["mask_sparsity"] = trainer.sparsity
             if a.method == "lpss":
                 rec["h_gain"] = trainer.h_gain
-        history.append(rec)
+        self.history.append(rec)
+        return rec
+
+    # ------------------------------------------------------------------
+    def state_dict(self):
+        import torch
+        meta = {"history": self.history, "elapsed": self.elapsed,
+                "trainer": None if self.trainer is None else self.trainer.state_dict()}
+        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "meta": json.dumps(meta)}
+
+    def load_state_dict(self, st):
+        import torch
+        meta = json.loads(st["meta"])
+        # the model first: the optimizer takes the weights it finds as its state's
+        self.net.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        if self.trainer is not None:
+            self.trainer.load_state_dict(meta["trainer"])
+        self.gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        self.history, self.elapsed = meta["history"], float(meta["elapsed"])
+
+    # ------------------------------------------------------------------
+    def finish(self):
+        """The metrics dict (with the Hoyer predictions from a full-batch gradient)."""
+        import lpcore
+        from torch import nn
+        a, net, opt, trainer = self.a, self.net, self.opt, self.trainer
+        # full-batch gradient for the gamma-model prediction of each layer's Hoyer
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(self.Xtr), self.ytr).backward()
+        layers = []
+        pmap = {}
+        if self.uses_lp:
+            for g in opt.param_groups:
+                for w, lay in opt._constrained(g):
+                    pmap[id(w)] = (g["p"], lay)
+        dense = {id(it.weight): it.dense_grad for it in trainer.items} if trainer else {}
+        for name, w in self.sparse_weights():
+            p_l, lay = pmap.get(id(w), (None, None))
+            if lay is None:
+                lay = (tuple(w.shape), tuple(range(1, w.dim())))
+            arr = w.detach().numpy().reshape(lay[0])
+            n_in = int(np.prod([lay[0][ax] for ax in lay[1]]))
+            h = float(np.mean(lpcore.hoyer(arr, axis=lay[1])))
+            est = {}
+            if p_l is not None:
+                # the dense (unmasked) full-batch gradient: the trainer's hook keeps it
+                gfull = dense.get(id(w), w.grad)
+                st = opt.state[w]
+                sources = {"gradient": (None if gfull is None else
+                                        gfull.detach().numpy().reshape(lay[0]), lay[1]),
+                           "momentum": (_state_groups(st, "momentum_buffer", n_in), 1),
+                           "dual": (_state_groups(st, "dual", n_in), 1)}
+                for e in (ESTIMATORS if a.all_estimators else
+                          (DEFAULT_ESTIMATOR, FALLBACK_ESTIMATOR)):
+                    est[e] = _predict(e, sources, n_in, p_l, a.seed)
+            used = DEFAULT_ESTIMATOR if est.get(DEFAULT_ESTIMATOR, (None,))[0] is not None \
+                else FALLBACK_ESTIMATOR
+            pred, k = est.get(used, (None, None))
+            layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
+                           "sparsity": float((w == 0).float().mean()), "hoyer": h,
+                           "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
+                           "estimator": used if pred is not None else None,
+                           "hoyer_estimates": {e: v[0] for e, v in est.items()}})
+        return {"dataset": a.dataset, "model": a.model, "method": a.method,
+                "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
+                "test_accuracy": self.history[-1]["test_accuracy"],
+                "sparsity": self.exact_sparsity(), "epochs": a.epochs, "seed": a.seed,
+                "train_time_s": self.elapsed, "layers": layers, "history": self.history}
+
+
+def run(a, p, data, progress=True):
+    """One training run from start to end; returns the metrics dict."""
+    r = Run(a, p, data)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=a.epochs, desc=f"{a.method} p={p}", unit="epoch", file=sys.stderr)
+    while not r.done:
+        rec = r.epoch()
         if bar is not None:
             bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}", sparsity=f"{rec['sparsity']:.3f}")
             bar.update(1)
     if bar is not None:
         bar.close()
-    elapsed = time.time() - t0
-    # full-batch gradient for the gamma-model prediction of each layer's Hoyer
-    opt.zero_grad()
-    nn.functional.cross_entropy(net(Xtr_t), ytr_t).backward()
-    layers = []
-    pmap = {}
-    if uses_lp:
-        for g in opt.param_groups:
-            for w, lay in opt._constrained(g):
-                pmap[id(w)] = (g["p"], lay)
-    dense = {id(it.weight): it.dense_grad for it in trainer.items} if trainer is not None else {}
-    for name, w in sparse_weights():
-        p_l, lay = pmap.get(id(w), (None, None))
-        if lay is None:
-            lay = (tuple(w.shape), tuple(range(1, w.dim())))
-        arr = w.detach().numpy().reshape(lay[0])
-        n_in = int(np.prod([lay[0][ax] for ax in lay[1]]))
-        h = float(np.mean(lpcore.hoyer(arr, axis=lay[1])))
-        est = {}
-        if p_l is not None:
-            # the dense (unmasked) full-batch gradient: the trainer's hook keeps it
-            gfull = dense.get(id(w), w.grad)
-            st = opt.state[w]
-            sources = {"gradient": (None if gfull is None else
-                                    gfull.detach().numpy().reshape(lay[0]), lay[1]),
-                       "momentum": (_state_groups(st, "momentum_buffer", n_in), 1),
-                       "dual": (_state_groups(st, "dual", n_in), 1)}
-            for e in (ESTIMATORS if a.all_estimators else (DEFAULT_ESTIMATOR, FALLBACK_ESTIMATOR)):
-                est[e] = _predict(e, sources, n_in, p_l, a.seed)
-        used = DEFAULT_ESTIMATOR if est.get(DEFAULT_ESTIMATOR, (None,))[0] is not None \
-            else FALLBACK_ESTIMATOR
-        pred, k = est.get(used, (None, None))
-        layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
-                       "sparsity": float((w == 0).float().mean()), "hoyer": h,
-                       "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
-                       "estimator": used if pred is not None else None,
-                       "hoyer_estimates": {e: v[0] for e, v in est.items()}})
-    return {"dataset": a.dataset, "model": a.model, "method": a.method,
-            "p": p, "target_sparsity": a.target_sparsity if trainer is not None else None,
-            "test_accuracy": history[-1]["test_accuracy"], "sparsity": exact_sparsity(),
-            "epochs": a.epochs, "seed": a.seed, "train_time_s": elapsed,
-            "layers": layers, "history": history}
+    return r.finish()
 
 
 def _table(m):
@@ -348,6 +418,112 @@ def _plot_sweep(runs, path):
     plt.close(fig)
 
 
+CHECKPOINT = "checkpoint.pt"
+OUTPUTS = ("metrics.json", "training.png", "hoyer_vs_p.png", "model.pt")
+_CKPT_FORMAT = "lpcore-train checkpoint 1"
+# arguments that do not change what is trained (a resumed run may differ in them)
+_FREE_ARGS = ("out", "resume", "quiet")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the clean-up runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _prepare_out(ap, text):
+    """Check ``--out`` and create it (before any training).  Returns (absolute
+    path, the folders created, outermost first)."""
+    if not text.strip():
+        ap.error("--out must name a folder, got an empty string")
+    out = os.path.abspath(text)
+    anc, missing = out, []
+    while not os.path.lexists(anc):
+        missing.append(anc)
+        anc = os.path.dirname(anc)
+    if not os.path.isdir(anc):
+        ap.error(f"--out {text!r}: {anc} exists and is not a folder")
+    for name in OUTPUTS + (CHECKPOINT,):
+        path = os.path.join(out, name)
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            ap.error(f"--out {text!r}: {path} exists and is not a regular file; "
+                     "lpcore-train will not replace it")
+    created = list(reversed(missing))
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lpcore-train-probe-", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        _remove_dirs(created)
+        ap.error(f"--out {text!r}: cannot write there ({e.strerror or e})")
+    # leftovers of a run killed while it wrote (ours by name)
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        if name.startswith(".lpcore-train-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name == "." + CHECKPOINT + ".tmp":
+            os.remove(path)
+    return out, created
+
+
+def _remove_dirs(created):
+    """Remove the folders this run created, innermost first, if still empty."""
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_atomic(obj, path):
+    """torch.save into ``path``: write a temporary file, fsync, rename, fsync the
+    folder; a kill at any moment leaves the old file or the new one, whole."""
+    import torch
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _run_args(a):
+    return {k: v for k, v in sorted(vars(a).items()) if k not in _FREE_ARGS}
+
+
+def _load_checkpoint(ap, path, a):
+    import torch
+    try:
+        ck = torch.load(path, weights_only=True)
+        if not isinstance(ck, dict) or ck.get("format") != _CKPT_FORMAT:
+            raise ValueError("not an lpcore-train checkpoint")
+        saved = json.loads(ck["args"])
+    except Exception as e:  # a damaged or foreign file: say so, change nothing
+        ap.error(f"--resume: cannot read {path} ({e})")
+    now = json.loads(json.dumps(_run_args(a)))
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff:
+        ap.error("--resume: the checkpoint in --out was made with different arguments: "
+                 + ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
+                             for k in diff))
+    return ck
+
+
 def main(argv=None):
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -357,33 +533,109 @@ def main(argv=None):
         data = load(a.dataset, a.seed)
     except RuntimeError as e:
         ap.error(str(e))
-    out = os.path.abspath(a.out)
-    parent = os.path.dirname(out) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".lpcore-train-", dir=parent)
-    try:
-        if a.sweep_p:
-            runs = [run(a, p, data, progress=not a.quiet) for p in a.sweep_p]
-            for r in runs:
-                print(_table(r))
-            metrics = dict(runs[-1], sweep=[{k: r[k] for k in ("p", "test_accuracy", "sparsity",
-                                                                "layers")} for r in runs])
-            _plot_sweep(runs, os.path.join(tmp, "hoyer_vs_p.png"))
+    ps = a.sweep_p or [a.p]
+    try:  # the model and groups now: a wrong --p count is an argument error
+        first = Run(a, ps[0], data)
+    except ValueError as e:
+        ap.error(str(e))
+    out, created = _prepare_out(ap, a.out)
+    ckpt = os.path.join(out, CHECKPOINT)
+    done, state = [], None
+    if os.path.exists(ckpt):
+        if a.resume:
+            ck = _load_checkpoint(ap, ckpt, a)
+            done, state = json.loads(ck["done"]), ck.get("run")
+            print(f"resuming from {ckpt}: {len(done)} of {len(ps)} run(s) finished"
+                  + ("" if state is None else
+                     f", epoch {len(json.loads(state['meta'])['history'])} of {a.epochs}"),
+                  file=sys.stderr)
         else:
-            metrics = run(a, a.p, data, progress=not a.quiet)
-            print(_table(metrics))
+            print(f"note: {ckpt} (an unfinished run) will be replaced; pass --resume to "
+                  "continue it instead", file=sys.stderr)
+    elif a.resume:
+        print(f"--resume: no checkpoint in {out}; starting from the beginning", file=sys.stderr)
+    args_json = json.dumps(_run_args(a))
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        pass
+    tmp = None
+    try:
+        for i, p in enumerate(ps):
+            if i < len(done):
+                continue
+            r = first if i == 0 else Run(a, p, data)
+            if state is not None:
+                r.load_state_dict(state)
+                state = None
+            bar = None
+            if not a.quiet:
+                from tqdm import tqdm
+                bar = tqdm(total=a.epochs, initial=len(r.history), desc=f"{a.method} p={p}",
+                           unit="epoch", file=sys.stderr)
+            while not r.done:
+                rec = r.epoch()
+                _save_atomic({"format": _CKPT_FORMAT, "args": args_json,
+                              "done": json.dumps(done), "run": r.state_dict()}, ckpt)
+                if bar is not None:
+                    bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}",
+                                    sparsity=f"{rec['sparsity']:.3f}")
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            done.append(r.finish())
+            if i + 1 < len(ps):
+                _save_atomic({"format": _CKPT_FORMAT, "args": args_json,
+                              "done": json.dumps(done)}, ckpt)
+        for m in done:
+            print(_table(m))
+        if a.sweep_p:
+            metrics = dict(done[-1], sweep=[{k: m[k] for k in ("p", "test_accuracy", "sparsity",
+                                                                "layers")} for m in done])
+        else:
+            metrics = done[0]
+        # the final files: written aside, checked, then moved in; the checkpoint goes last
+        tmp = tempfile.mkdtemp(prefix=".lpcore-train-", dir=out)
         with open(os.path.join(tmp, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         _plot_training(metrics, os.path.join(tmp, "training.png"))
-        os.makedirs(out, exist_ok=True)
-        for name in sorted(os.listdir(tmp)):
+        if a.sweep_p:
+            _plot_sweep(done, os.path.join(tmp, "hoyer_vs_p.png"))
+        import torch
+        torch.save(r.net.state_dict(), os.path.join(tmp, "model.pt"))
+        names = sorted(os.listdir(tmp))
+        for name in OUTPUTS:
+            path = os.path.join(out, name)
+            if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+                kept, tmp = tmp, None  # keep the results where they are
+                raise RuntimeError(f"{path} is no longer a regular file; nothing was replaced; "
+                                   f"the results are in {kept} and the checkpoint in {ckpt}")
+        for name in names:
+            with open(os.path.join(tmp, name), "rb") as f:
+                os.fsync(f.fileno())
             os.replace(os.path.join(tmp, name), os.path.join(out, name))
-        print(f"wrote {', '.join(sorted(os.listdir(out)))} to {out}")
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written to --out", file=sys.stderr)
-        return 130
+        for name in OUTPUTS:  # an earlier run's files that this run did not make
+            if name not in names and os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        if os.path.exists(ckpt):
+            os.remove(ckpt)
+        _fsync_dir(out)
+        print(f"wrote {', '.join(names)} to {out}")
+    except (KeyboardInterrupt, _Terminated) as e:
+        how = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        if os.path.exists(ckpt):
+            print(f"{how}; no results were written; {ckpt} holds the last finished epoch "
+                  "(run the same command with --resume to continue)", file=sys.stderr)
+        else:
+            print(f"{how}; nothing was written", file=sys.stderr)
+            _remove_dirs(created)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return 0
 
 
