@@ -12,6 +12,10 @@ search, so Numba cannot find it by itself: :func:`preload_tbb` loads it first.
 Nothing is set: Numba's own default order then picks TBB.  An explicit
 ``NUMBA_THREADING_LAYER`` is respected.
 
+On a machine that other processes keep busy, a parallel kernel waits for
+threads the scheduler gives to others: the kernels then run serially
+(:func:`machine_busy`, measured from ``/proc/stat`` over 0.25 s windows).
+
 Where the layer is GNU OpenMP anyway (no TBB wheel, or chosen by the user), a
 forked child runs lpcore's kernels serially (:func:`parallel_ok`), so forking
 stays safe (e.g. ``DataLoader(num_workers=...)`` workers that call lpcore).
@@ -60,9 +64,76 @@ def _after_fork_in_child():
 
 
 def parallel_ok():
-    """False in a child forked from a process whose OpenMP pool is running."""
-    return not _forked_from_omp
+    """False in a child forked from a process whose OpenMP pool is running, or
+    while other processes keep the machine busy (:func:`machine_busy`)."""
+    return not _forked_from_omp and not machine_busy()
+
+
+# ---------------------------------------------------------------- a busy machine
+#: Measured over windows of at least this many seconds.
+BUSY_WINDOW = 0.25
+#: Parallel kernels need at least this many cores left free by other processes.
+BUSY_MIN_FREE = float(os.environ.get("LPCORE_PARALLEL_MIN_FREE_CORES", "1.5") or 1.5)
+_busy = {"t": None, "stat": None, "own": None, "busy": False}
+
+
+def _read_stat():
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    total = sum(vals[:8])  # guest time is already inside user and nice
+    return total - idle, total
+
+
+def _ncores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def free_cores(now=None):
+    """Cores that other processes left free over the last window (Linux), or
+    None when unknown.  This process's own CPU time is not counted against it
+    (its threads are the ones that would run the kernel)."""
+    import time
+    t = time.monotonic() if now is None else now
+    st = _busy
+    if st["t"] is not None and t - st["t"] < BUSY_WINDOW:
+        return st.get("free")
+    stat, own = _read_stat(), time.process_time()
+    if stat is None:
+        return None
+    free = None
+    if st["t"] is not None and st["stat"] is not None:
+        d_busy, d_total = stat[0] - st["stat"][0], stat[1] - st["stat"][1]
+        if d_total > 0:
+            n = _ncores()
+            # jiffies are spread over all CPUs: busy share of the machine, minus our own
+            machine = os.cpu_count() or n
+            others = max(0.0, d_busy / d_total * machine - (own - st["own"]) / (t - st["t"]))
+            free = max(0.0, n - others)
+    _busy.update(t=t, stat=stat, own=own, free=free)
+    return free
+
+
+def machine_busy():
+    """True when other processes leave fewer than ``BUSY_MIN_FREE`` cores
+    (``LPCORE_PARALLEL_MIN_FREE_CORES``, default 1.5) free: a parallel kernel
+    would then wait for threads the scheduler has given to others (measured
+    on 2 cores beside two busy processes: a default ``lpcore-train`` run
+    trained in 31-45 s with parallel kernels, 12-23 s with this rule; README,
+    "Threads, forking and resuming").  Unknown means not busy."""
+    free = free_cores()
+    return free is not None and free < BUSY_MIN_FREE
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+free_cores()  # the first window starts at import

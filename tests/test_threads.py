@@ -83,3 +83,39 @@ def test_dataloader_workers_call_lpcore(layer):
         n = sum(b.shape[0] for b in dl)
         assert n == 8, n
     """, layer)
+
+
+def test_a_busy_machine_runs_the_kernels_serially(monkeypatch):
+    """Other processes' CPU time (from /proc/stat, less this process's own)
+    decides: fewer than LPCORE_PARALLEL_MIN_FREE_CORES free cores -> serial."""
+    import lpcore._threads as T
+    from lpcore.kernels._dispatch import use_parallel
+
+    clock = {"t": 100.0, "busy": 0, "total": 0, "own": 0.0}
+    monkeypatch.setattr(T, "_read_stat", lambda: (clock["busy"], clock["total"]))
+    monkeypatch.setattr(T, "_ncores", lambda: 2)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(T, "BUSY_MIN_FREE", 1.5)
+    monkeypatch.setattr(T, "_busy", {"t": None, "stat": None, "own": None, "busy": False})
+    import time
+    monkeypatch.setattr(time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(time, "process_time", lambda: clock["own"])
+
+    def window(others, own, dt=0.5, hz=100):
+        # 2 CPUs: total jiffies 2 * hz * dt; busy = (others + own) cores
+        clock["t"] += dt
+        clock["total"] += int(2 * hz * dt)
+        clock["busy"] += int((others + own) * hz * dt)
+        clock["own"] += own * dt
+        return T.free_cores()
+
+    assert T.free_cores() is None and not T.machine_busy()   # no window yet: not busy
+    assert window(others=0.0, own=2.0) == pytest.approx(2.0)  # only we run: idle machine
+    assert use_parallel(1 << 20, 64)
+    assert window(others=1.0, own=1.0) == pytest.approx(1.0)  # two busy processes' share
+    assert T.machine_busy() and not use_parallel(1 << 20, 64)
+    assert window(others=0.2, own=1.8) == pytest.approx(1.8)
+    assert use_parallel(1 << 20, 64)
+    monkeypatch.setattr(T, "_read_stat", lambda: None)      # no /proc/stat: never busy
+    clock["t"] += 1.0
+    assert T.free_cores() is None and not T.machine_busy()

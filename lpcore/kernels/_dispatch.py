@@ -6,25 +6,35 @@ from numba import types
 from numba.extending import overload
 
 import math
+import os
 
 from .._threads import parallel_ok
 from ._pow32 import FASTMATH, pow32, pow32_scaled, pow32_scaled2
 
+def _min_size():
+    v = os.environ.get("LPCORE_PARALLEL_MIN_SIZE", "")
+    try:
+        return max(0, int(v)) if v.strip() else 1 << 15
+    except ValueError:
+        raise ValueError(f"LPCORE_PARALLEL_MIN_SIZE must be an integer, got {v!r}") from None
+
+
 #: Inputs with fewer elements than this run the serial kernels, where waking
-#: the thread pool costs more than the work.  A chosen value, not a tuned one:
-#: ``python -m benchmarks --scaling`` shows the per-size cost.
-PAR_MIN_SIZE = 1 << 15
+#: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
+#: sets it (at import); ``python -m benchmarks --scaling`` shows the per-size cost.
+PAR_MIN_SIZE = _min_size()
 
 #: Elements per task along a group.  Fits L1/L2 so a task's second pass over
 #: its chunk (after the max pass) hits cache.
 CHUNK = 16384
 
 
-def use_parallel(size, ntasks, min_size=PAR_MIN_SIZE):
+def use_parallel(size, ntasks, min_size=None):
     """Whether a kernel of ``size`` elements in ``ntasks`` tasks runs in parallel:
     big enough, more than one task, and not in a child forked from a process
     running an OpenMP pool (see ``lpcore/_threads.py``)."""
-    return size >= min_size and ntasks > 1 and parallel_ok()
+    return size >= (PAR_MIN_SIZE if min_size is None else min_size) and ntasks > 1 \
+        and parallel_ok()
 
 
 def pick(par, ser, size, ntasks):
