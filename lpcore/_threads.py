@@ -78,15 +78,29 @@ _busy = {"t": None, "stat": None, "own": None, "busy": False}
 
 
 def _read_stat():
-    """(busy, total) jiffies of all CPUs from /proc/stat, or None."""
+    """(busy, total) jiffies summed over the CPUs this process may run on
+    (``/proc/stat``'s per-CPU lines; other CPUs' load does not slow our
+    threads), or None."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        allowed = None
+    busy = total = 0
     try:
         with open("/proc/stat", "rb") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
+            for line in f:
+                if not line.startswith(b"cpu"):
+                    break
+                head, *vals = line.split()
+                if head == b"cpu" or (allowed is not None and int(head[3:]) not in allowed):
+                    continue
+                v = [int(x) for x in vals[:8]]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+                total += sum(v)  # guest time is already inside user and nice
+                busy += sum(v) - idle
     except (OSError, ValueError):
         return None
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    total = sum(vals[:8])  # guest time is already inside user and nice
-    return total - idle, total
+    return (busy, total) if total else None
 
 
 def _ncores():
@@ -113,9 +127,8 @@ def free_cores(now=None):
         d_busy, d_total = stat[0] - st["stat"][0], stat[1] - st["stat"][1]
         if d_total > 0:
             n = _ncores()
-            # jiffies are spread over all CPUs: busy share of the machine, minus our own
-            machine = os.cpu_count() or n
-            others = max(0.0, d_busy / d_total * machine - (own - st["own"]) / (t - st["t"]))
+            # busy share of our CPUs, in cores, minus this process's own use
+            others = max(0.0, d_busy / d_total * n - (own - st["own"]) / (t - st["t"]))
             free = max(0.0, n - others)
     _busy.update(t=t, stat=stat, own=own, free=free)
     return free
@@ -126,7 +139,7 @@ def machine_busy():
     (``LPCORE_PARALLEL_MIN_FREE_CORES``, default 1.5) free: a parallel kernel
     would then wait for threads the scheduler has given to others (measured
     on 2 cores beside two busy processes: a default ``lpcore-train`` run
-    trained in 31-45 s with parallel kernels, 12-23 s with this rule; README,
+    trained in 31-45 s with parallel kernels, 11-26 s with this rule; README,
     "Threads, forking and resuming").  Unknown means not busy."""
     free = free_cores()
     return free is not None and free < BUSY_MIN_FREE

@@ -94,7 +94,6 @@ def test_a_busy_machine_runs_the_kernels_serially(monkeypatch):
     clock = {"t": 100.0, "busy": 0, "total": 0, "own": 0.0}
     monkeypatch.setattr(T, "_read_stat", lambda: (clock["busy"], clock["total"]))
     monkeypatch.setattr(T, "_ncores", lambda: 2)
-    monkeypatch.setattr(T.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(T, "BUSY_MIN_FREE", 1.5)
     monkeypatch.setattr(T, "_busy", {"t": None, "stat": None, "own": None, "busy": False})
     import time
@@ -119,3 +118,16 @@ def test_a_busy_machine_runs_the_kernels_serially(monkeypatch):
     monkeypatch.setattr(T, "_read_stat", lambda: None)      # no /proc/stat: never busy
     clock["t"] += 1.0
     assert T.free_cores() is None and not T.machine_busy()
+
+
+def test_the_load_is_read_for_our_cpus_only():
+    import lpcore._threads as T
+    r = T._read_stat()
+    if r is None:
+        pytest.skip("no /proc/stat")
+    busy, total = r
+    assert 0 <= busy <= total
+    with open("/proc/stat") as f:
+        first = [int(v) for v in f.readline().split()[1:9]]
+    if len(os.sched_getaffinity(0)) == os.cpu_count():
+        assert total <= sum(first) + 100 * os.cpu_count()  # read a moment later
