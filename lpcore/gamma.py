@@ -45,7 +45,7 @@ def _ka(p, shape, gradient, fn):
     if not np.all(np.isfinite(p)) or np.any(p <= 1.0):
         raise ValueError(f"{fn}: p must satisfy 1 < p < inf, got {p if p.ndim else float(p)}")
     if gradient == "gaussian":
-        return 0.5, 1.0 / (2.0 * (p - 1.0))
+        return 0.5, 0.5 / (p - 1.0)
     k = check_p(shape, fn, lo=0.0, allow_inf=False, name="shape")
     return k, 1.0 / (p - 1.0)
 

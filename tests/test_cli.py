@@ -58,7 +58,8 @@ def _never_trains(monkeypatch):
     ["--p", "1.3,1.5,1.7"], ["--p", "1.3,1.5,1.7,1.9"], ["--lr", "inf"], ["--lr", "nan"],
     ["--lp-lr", "nan"], ["--lr-decay", "nan"], ["--lr-decay", "inf"], ["--momentum", "nan"],
     ["--h0", "nan"], ["--target-sparsity", "nan"], ["--seed", "-1"],
-    ["--seed", "18446744073709551616"], ["--seed", str(2**32)],
+    ["--seed", "18446744073709551616"], ["--seed", str(2**32)], ["--lr", "1e308"],
+    ["--lr-decay", "1e39"],
 ])
 def test_bad_arguments_exit_2_before_anything(bad, tmp_path, capsys, monkeypatch):
     _never_trains(monkeypatch)
@@ -266,3 +267,11 @@ def test_sigterm_keeps_the_checkpoint_and_nothing_else(tmp_path):
     assert proc.returncode == 143, err
     assert "--resume" in err
     assert sorted(os.listdir(out)) == ["checkpoint.pt"]
+
+
+def test_a_diverging_run_stops_with_a_message_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "a" / "run"
+    assert cli.main(["--lr", "1e30", "--epochs", "2", "--quiet", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "stopped at epoch 1" in err and "NaN or Inf" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []

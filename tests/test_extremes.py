@@ -114,3 +114,37 @@ def test_ball_large_p_tends_to_the_inf_ball(on, p):
     # ||x - clip||_inf shrinks like log(n)/p
     assert np.max(np.abs(x - clip)) <= 0.5 * (1 - 40.0 ** (-1 / p)) * 4 + 1e-12
     assert math.isfinite(float(np.sum(x)))
+
+
+# ---------------------------------------------------------------- huge finite p
+HUGE_P = [1e6, 1e9, 1e11, 1e13, 1e17, 2.0 ** 59, 1e30, 1e300]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", HUGE_P)
+def test_huge_finite_p_tends_to_the_max_norm(on, p, dtype):
+    """A finite p, however large, gives the p-norm (-> max |x|), never a false
+    "NaN or Inf" or "all zero" (the maximum's own power was lost: log2 of the
+    max computed two ways in float32, (1 - 2**-53)**p underflowing in float64)."""
+    x = np.random.default_rng(3).standard_normal((3, 37)).astype(dtype)
+    m = np.abs(x).max(axis=1)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    n = on(lpcore.norm, x, p, axis=1)
+    np.testing.assert_allclose(n, m, rtol=max(tol, math.log(37) / p))
+    assert np.all(n >= m * (1 - tol))
+    r = on(lpcore.normalize, x, p, axis=1)
+    assert np.all(np.isfinite(r))
+    np.testing.assert_allclose(np.abs(r).max(axis=1), 1.0, rtol=max(tol, math.log(37) / p))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [1e9, 1e13, 1e30])
+def test_lpsgd_step_at_huge_p_stays_on_the_sphere(p, dtype):
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 33)).astype(dtype)
+    opt = lpcore.LpSGD(p, 0.1, momentum=0.9)
+    st = opt.init(w, axis=1)
+    for _ in range(3):
+        opt.step(w, rng.standard_normal(w.shape).astype(dtype), st)
+    assert np.all(np.isfinite(w)) and np.all(np.isfinite(st.dual))
+    np.testing.assert_allclose(np.abs(w).max(axis=1), 1.0, rtol=1e-5)

@@ -104,8 +104,9 @@ def build_parser():
 def _check(ap, a):
     for name in ("target_sparsity", "h0", "lr", "lp_lr", "lr_decay", "momentum"):
         v = getattr(a, name)
-        if not math.isfinite(v):
-            ap.error(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        # the models are float32: torch's SGD takes -lr as a float32 factor
+        if not (math.isfinite(v) and abs(v) <= float(np.finfo(np.float32).max)):
+            ap.error(f"--{name.replace('_', '-')} must be a finite float32 number, got {v}")
     if not 0 <= a.seed < 2**32:
         ap.error(f"--seed must satisfy 0 <= seed < 2**32, got {a.seed}")
     if not 0.0 < a.target_sparsity < 1.0:
@@ -622,6 +623,15 @@ def main(argv=None):
             os.remove(ckpt)
         _fsync_dir(out)
         print(f"wrote {', '.join(names)} to {out}")
+    except ValueError as e:  # the library's numeric errors: diverged training, NaN data
+        where = (f"at epoch {len(r.history) + 1}" if "r" in locals() and not r.done
+                 else "after training")
+        print(f"lpcore-train: stopped {where}: {e}\n(a smaller --lr or --lp-lr may help; "
+              + (f"{ckpt} holds the last finished epoch)" if os.path.exists(ckpt)
+                 else "nothing was written)"), file=sys.stderr)
+        if not os.path.exists(ckpt):
+            _remove_dirs(created)
+        return 1
     except (KeyboardInterrupt, _Terminated) as e:
         how = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
         if os.path.exists(ckpt):

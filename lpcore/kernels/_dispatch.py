@@ -9,7 +9,7 @@ import math
 import os
 
 from .._threads import parallel_ok
-from ._pow32 import FASTMATH, pow32, pow32_scaled, pow32_scaled2
+from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled, pow32_scaled2
 
 def _min_size():
     v = os.environ.get("LPCORE_PARALLEL_MIN_SIZE", "")
@@ -81,6 +81,22 @@ def _ol_spow(a, e):
     if a == types.float32:
         return lambda a, e: np.float64(pow32(a, e))
     return lambda a, e: a ** e
+
+
+def log2_for(m, like):  # pragma: no cover - replaced in jitted code
+    """log2 of a group maximum ``m`` as :func:`scaled_pow` needs it for elements
+    like ``like`` (a float32 scalar or array: the float32 power's own log2 of
+    ``float32(m)``, so that the maximum element's log-ratio is exactly 0 and
+    its power exactly 1 however large the exponent; else ``math.log2``)."""
+    return math.log2(m)
+
+
+@overload(log2_for, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_log2_for(m, like):
+    f32 = like == types.float32 or (isinstance(like, types.Array) and like.dtype == types.float32)
+    if f32:
+        return lambda m, like: log2_f64(np.float32(m))
+    return lambda m, like: math.log2(m)
 
 
 def scaled_pow(a, inv, log2m, e):  # pragma: no cover - replaced in jitted code

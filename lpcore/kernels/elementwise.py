@@ -6,7 +6,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import CHUNK, TINY, lift, n_chunks, pick, scaled_pow, spow
+from ._dispatch import CHUNK, TINY, lift, log2_for, n_chunks, pick, scaled_pow, spow
 from ._pow32 import FASTMATH
 
 
@@ -62,7 +62,7 @@ def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
     c = coef[i]
     tiny = m < TINY
     inv = 1.0 / lift(m, tiny)
-    l2m = math.log2(m)
+    l2m = log2_for(m, w)
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
     os = out[i, j0:j1]

@@ -27,7 +27,7 @@ import numpy as np
 from numba import literally, njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
-from ._dispatch import scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
+from ._dispatch import log2_for, scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
 DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
@@ -57,7 +57,7 @@ def _renormalize(x, i, mx, p):
     """x[i] /= ||x[i]||_p given mx = max |x[i]| > 0."""
     n = x.shape[1]
     inv = 1.0 / mx
-    l2m = math.log2(mx)
+    l2m = log2_for(mx, x)
     acc = 0.0
     for j in range(n):
         acc += scaled_pow(abs(x[i, j]), inv, l2m, p)
@@ -110,7 +110,7 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
     S[i, 3] = 1.0
     if variant == RIEMANNIAN:
         inv = 1.0 / ms
-        l2m = math.log2(ms)
+        l2m = log2_for(ms, w)
         a = 0.0
         bb = 0.0
         for j in range(n):
@@ -124,7 +124,7 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
     else:
         q = p / (p - 1.0)
         inv = 1.0 / md
-        l2m = math.log2(md)
+        l2m = log2_for(md, w)
         acc = 0.0
         for j in range(n):
             d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
@@ -170,7 +170,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
         # entries underflow harmlessly; (mx/||v||_q)^(1/(p-1)) >= n^(-1/p).
         q = p / (p - 1.0)
         inv = 1.0 / mx
-        l2m = math.log2(mx)
+        l2m = log2_for(mx, v)
         acc = 0.0
         for j in range(n):
             x = v[i, j]
@@ -188,7 +188,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
     if variant == PRIMAL:
         ud = (md / c2s) ** a  # D_q(d/||d||_q) = sign(d) (|d|/md)^a (md/||d||_q)^a
         invd = 1.0 / md
-        l2d = math.log2(md)
+        l2d = log2_for(md, w)
         for j in range(n):
             d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
             if has_mom:
@@ -200,7 +200,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
             mbx = b if b > mbx else mbx
     else:
         invs = 1.0 / ms
-        l2s = math.log2(ms)
+        l2s = log2_for(ms, w)
         for j in range(n):
             d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
             if has_mom:

@@ -15,10 +15,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import CHUNK, TINY, lift, n_chunks, pick, scaled_pow
+from ._dispatch import CHUNK, TINY, lift, log2_for, n_chunks, pick, scaled_pow
 from ._pow32 import FASTMATH, float_from_bits
 
 KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN = 0, 1, 2, 3
+
+
+#: From this p on, ||x||_p equals max|x| in double precision for every group
+#: length n < 2**63 (n**(1/p) - 1 <= 44/p < 2**-53), and the kernels take the
+#: max-norm path: a huge finite p computed as (x/m)**p would lose the maximum
+#: itself ((1 - 2**-53)**p underflows once p passes ~1e19).
+P_AS_INF = 2.0 ** 59
 
 
 def norm_kind(p):
@@ -26,7 +33,7 @@ def norm_kind(p):
         return KIND_ONE
     if p == 2:
         return KIND_TWO
-    if math.isinf(p):
+    if p >= P_AS_INF:
         return KIND_INF
     return KIND_GEN
 
@@ -83,7 +90,7 @@ def _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc):
     seg = x[i, j0:j1]
     tiny = m < TINY
     inv = 1.0 / lift(m, tiny)
-    l2m = math.log2(m)
+    l2m = log2_for(m, x)
     s = 0.0
     if kind == KIND_ONE:
         for j in range(seg.size):
@@ -275,7 +282,7 @@ def _tangent_task(w, g, t, nch, mw, e, A, B):
     m = mw[i]
     tiny = m < TINY
     inv = 1.0 / lift(m, tiny)
-    l2m = math.log2(m)
+    l2m = log2_for(m, w)
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
     a = 0.0
