@@ -342,6 +342,45 @@ def run_startup():
     return res
 
 
+def run_spectral(quick, repeat):
+    """Ramanujan and weighted spectral gaps of one layer at 90% sparsity (lpcore:
+    dense mask in, SciPy CSR + ARPACK inside) beside a dense SVD where that is
+    affordable and SciPy's svds alone on a prebuilt CSR matrix."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+    sides = (512, 1024) if quick else (1024, 4096)
+    rng = np.random.default_rng(0)
+    rows = []
+    print("\nspectral gaps, 90% sparse square layer (seconds, median of "
+          f"{min(repeat, 3)}):")
+    print(f"{'side':>6} {'nnz':>10} {'ramanujan_gap':>14} {'weighted_gap':>13} "
+          f"{'scipy svds':>11} {'dense svd':>10}")
+    for side in sides:
+        mask = rng.random((side, side)) >= 0.9
+        w = rng.standard_normal((side, side))
+        lpcore.ramanujan_gap(mask)  # compile outside the timing
+
+        def best(f):
+            ts = []
+            for _ in range(min(repeat, 3)):
+                t0 = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t0)
+            return float(np.median(ts))
+        t_r = best(lambda: lpcore.ramanujan_gap(mask))
+        t_w = best(lambda: lpcore.weighted_spectral_gap(w, mask))
+        csr = sp.csr_matrix(np.abs(w) * mask)
+        v0 = np.random.default_rng(0).standard_normal(side)
+        t_s = best(lambda: svds(csr, k=2, v0=v0, tol=1e-10, return_singular_vectors=False))
+        t_d = best(lambda: np.linalg.svd(np.abs(w) * mask, compute_uv=False)) \
+            if side <= 1024 else None
+        rows.append({"side": side, "nnz": int(mask.sum()), "ramanujan_gap_s": t_r,
+                     "weighted_gap_s": t_w, "scipy_svds_s": t_s, "dense_svd_s": t_d})
+        print(f"{side:>6} {int(mask.sum()):>10} {t_r:>14.3f} {t_w:>13.3f} {t_s:>11.3f} "
+              f"{'-' if t_d is None else f'{t_d:.3f}':>10}")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +390,8 @@ def main(argv=None):
     ap.add_argument("--optim", action="store_true", help="only the LpSGD step table")
     ap.add_argument("--torch-step", action="store_true",
                     help="lpcore_torch.LpSGD vs torch.optim.SGD on a ResNet-18-shaped model")
+    ap.add_argument("--spectral", action="store_true",
+                    help="Ramanujan / weighted spectral gap of a 90%%-sparse layer")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
     ap.add_argument("--sweep", action="store_true",
                     help="with --device cuda: also time launch geometries per kernel")
@@ -383,7 +424,7 @@ def main(argv=None):
           f"(numpy {bw['numpy_copy_GBps']:.1f}, numba parallel {bw['numba_parallel_copy_GBps']:.1f})")
     if torch is None:
         print("torch not installed: PyTorch columns are empty (pip install 'lpcore[bench]')")
-    only_extra = a.scaling or a.startup or a.optim or a.torch_step
+    only_extra = a.scaling or a.startup or a.optim or a.torch_step or a.spectral
     if a.all or not only_extra:
         print("\n" + HEADER)
         results["table"] = run_table(SHAPES_QUICK if a.quick else SHAPES_FULL, repeat, bw["GBps"])
@@ -393,6 +434,8 @@ def main(argv=None):
         results["scaling"] = run_scaling(repeat, bw["GBps"])
     if a.all or a.torch_step:
         results["torch_step"] = run_torch_step(repeat)
+    if a.all or a.spectral:
+        results["spectral"] = run_spectral(a.quick, repeat)
     if a.all or a.startup:
         results["startup"] = run_startup()
     if a.json:

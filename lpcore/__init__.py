@@ -10,6 +10,7 @@ sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`f
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`, schedules
+spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
 """
@@ -23,6 +24,7 @@ from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p
 from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
 from .norms import all_finite, norm, normalize, to_groups
 from .optim import LpSGD, LpSGDState
+from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
                        grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
@@ -35,7 +37,7 @@ __all__ = [
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
     "p_for_sparsity",
-    "LpSGD", "LpSGDState",
+    "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule",

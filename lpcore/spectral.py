@@ -1,0 +1,110 @@
+"""Spectral topology of a sparse layer: the Ramanujan gap and the weighted
+spectral gap (Hoang et al., "Don't just prune by magnitude! Your mask topology
+is a secret weapon", NeurIPS 2023; seed 003).
+
+A layer is the bipartite graph between its outputs and its fan-in: the
+(outputs x fan-in) matrix ``B`` (rows = groups of :func:`lpcore.to_groups`
+with the fan-in ``axis`` reduced).  The bipartite adjacency ``[[0, B], [B^T,
+0]]`` has eigenvalues ``+-sigma_i(B)``, so its largest and second-largest
+eigenvalues are ``B``'s two largest singular values.
+
+* :func:`ramanujan_gap` ``= 2 sqrt(d - 1) - mu``: ``B`` the 0/1 mask, ``d = 2
+  nnz / (outputs + fan-in)`` the average degree, ``mu = sigma_2(B)``.  Positive
+  when the layer's second eigenvalue is inside the Ramanujan bound of a
+  d-regular graph.
+* :func:`weighted_spectral_gap` ``= sigma_1 - sigma_2`` of ``|w| * mask``.
+
+These are the definitions of the issue that introduced them; the paper's
+text was not available to check them against (see the README).
+
+Big layers never get a dense decomposition: ARPACK's implicitly restarted
+Lanczos (``scipy.sparse.linalg.svds``, seeded start vector) on SciPy's CSR
+matrix; layers with ``min(outputs, fan-in) <= 64`` use a dense SVD.  (Numba
+CSR products were tried and measured slower than SciPy's at 4096 x 4096,
+90% sparse: 1.38 vs 0.99 ms per product, and 0.73 s vs 0.15 s to build the
+two CSR forms, so SciPy does it.)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validate import as_array, check_real_array
+from .norms import to_groups
+
+__all__ = ["ramanujan_gap", "weighted_spectral_gap", "top_singular_values"]
+
+_DENSE_MAX = 64
+
+
+def _layer(a, axis, fn, name):
+    a = check_real_array(as_array(a, fn, name), fn, name)
+    if a.ndim < 2:
+        raise ValueError(f"{fn}: {name} must have at least 2 dimensions (outputs and fan-in), "
+                         f"got shape {a.shape}")
+    if a.dtype != np.bool_ and not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: {name} contains NaN or Inf")
+    return np.ascontiguousarray(to_groups(a, axis), dtype=np.float64)
+
+
+def top_singular_values(b, k=2, seed=0):
+    """The ``k`` largest singular values of a dense 2-D array, descending
+    (zeros where the matrix has fewer).  Sparse Lanczos unless small."""
+    b = np.asarray(b, dtype=np.float64)
+    G, n = b.shape
+    if min(G, n) <= max(_DENSE_MAX, k + 1) or not np.any(b):
+        s = np.linalg.svd(b, compute_uv=False) if b.size else np.zeros(0)
+        return np.pad(s[:k], (0, max(0, k - s.size)))
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import svds
+    op = csr_matrix(b)
+    v0 = np.random.default_rng(seed).standard_normal(min(G, n))
+    s = svds(op, k=k, v0=v0, return_singular_vectors=False, tol=1e-10, maxiter=20 * min(G, n))
+    return np.sort(s)[::-1]
+
+
+def ramanujan_gap(mask, axis=None):
+    """``2 sqrt(d - 1) - sigma_2(B)`` for the layer's 0/1 (outputs x fan-in)
+    matrix ``B`` (``mask != 0``), ``d = 2 nnz / (outputs + fan-in)``; NaN when
+    ``d < 1`` (too sparse for the bound).  ``axis``: the fan-in axes (default:
+    all but the first, as for a Linear/Conv weight).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> round(lpcore.ramanujan_gap(np.ones((4, 6), bool)), 4)   # complete: d = 4.8, sigma_2 = 0
+    3.8987
+    """
+    fn = "lpcore.ramanujan_gap"
+    m = np.asarray(mask)
+    axis = tuple(range(1, m.ndim)) if axis is None and m.ndim >= 2 else axis
+    b = (_layer(m, axis, fn, "mask") != 0).astype(np.float64)
+    G, n = b.shape
+    d = 2.0 * float(b.sum()) / (G + n)
+    if d < 1.0:
+        return math.nan
+    return 2.0 * math.sqrt(d - 1.0) - float(top_singular_values(b, 2)[1])
+
+
+def weighted_spectral_gap(w, mask=None, axis=None):
+    """``sigma_1 - sigma_2`` of the layer's (outputs x fan-in) matrix
+    ``|w| * mask`` (``mask`` None: ``w`` as it is, its zeros pruned).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.weighted_spectral_gap(np.diag([3.0, 1.0]))
+    2.0
+    """
+    fn = "lpcore.weighted_spectral_gap"
+    wa = np.asarray(w)
+    axis = tuple(range(1, wa.ndim)) if axis is None and wa.ndim >= 2 else axis
+    b = np.abs(_layer(wa, axis, fn, "w"))
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != wa.shape:
+            raise ValueError(f"{fn}: mask has shape {m.shape}, expected w's {wa.shape}")
+        b *= (_layer(m, axis, fn, "mask") != 0)
+    s = top_singular_values(b, 2)
+    return float(s[0] - s[1])

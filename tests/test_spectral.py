@@ -1,0 +1,92 @@
+"""Ramanujan gap and weighted spectral gap against dense SVD (NumPy)."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra.numpy import arrays
+
+import lpcore
+
+
+def ref_gaps(w, mask):
+    """Plain NumPy: the layer as (outputs x fan-in), dense SVD."""
+    b = (mask.reshape(mask.shape[0], -1) != 0).astype(float)
+    s = np.linalg.svd(b, compute_uv=False)
+    s2 = s[1] if s.size > 1 else 0.0
+    d = 2 * b.sum() / sum(b.shape)
+    ram = 2 * math.sqrt(d - 1) - s2 if d >= 1 else math.nan
+    sw = np.linalg.svd(np.abs(w.reshape(w.shape[0], -1)) * b, compute_uv=False)
+    return ram, sw[0] - (sw[1] if sw.size > 1 else 0.0)
+
+
+shapes = st.tuples(st.integers(1, 12), st.integers(1, 12))
+
+
+@given(shapes.flatmap(lambda s: st.tuples(
+    arrays(np.bool_, s), arrays(np.float64, s, elements=st.floats(-5, 5)))))
+def test_small_layers_match_dense_svd(mw):
+    mask, w = mw
+    ram, wsg = ref_gaps(w, mask)
+    got = lpcore.ramanujan_gap(mask)
+    assert (math.isnan(got) and math.isnan(ram)) or got == pytest.approx(ram, abs=1e-9)
+    assert lpcore.weighted_spectral_gap(w, mask) == pytest.approx(wsg, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape, sparsity", [((80, 120), 0.5), ((130, 70), 0.9), ((256, 784), 0.95)])
+def test_lanczos_path_matches_dense_svd(shape, sparsity):
+    """Layers beyond the dense cut-off go through the sparse Lanczos solver."""
+    rng = np.random.default_rng(1)
+    mask = rng.random(shape) >= sparsity
+    w = rng.standard_normal(shape)
+    ram, wsg = ref_gaps(w, mask)
+    assert lpcore.ramanujan_gap(mask) == pytest.approx(ram, rel=1e-8, abs=1e-8)
+    assert lpcore.weighted_spectral_gap(w, mask) == pytest.approx(wsg, rel=1e-8)
+    s = lpcore.top_singular_values(np.abs(w) * mask, 3)
+    np.testing.assert_allclose(s, np.linalg.svd(np.abs(w) * mask, compute_uv=False)[:3], rtol=1e-8)
+
+
+def test_conv_weights_are_outputs_by_fan_in():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((8, 3, 3, 3))
+    mask = rng.random(w.shape) > 0.6
+    ram, wsg = ref_gaps(w, mask)
+    assert lpcore.ramanujan_gap(mask) == pytest.approx(ram)
+    assert lpcore.weighted_spectral_gap(w, mask) == pytest.approx(wsg)
+    # the fan-in axes can be given: (in, out) layout of a transposed weight
+    assert lpcore.weighted_spectral_gap(w.reshape(8, -1).T, mask.reshape(8, -1).T, axis=0) == \
+        pytest.approx(wsg)
+
+
+def test_known_values():
+    assert lpcore.ramanujan_gap(np.ones((4, 6), bool)) == pytest.approx(2 * math.sqrt(3.8))  # mu = 0
+    # a perfect matching: d = 1, every singular value 1
+    assert lpcore.ramanujan_gap(np.eye(5, dtype=bool)) == pytest.approx(-1.0)
+    assert math.isnan(lpcore.ramanujan_gap(np.zeros((5, 5), bool)))  # d = 0 < 1
+    assert lpcore.weighted_spectral_gap(np.diag([3.0, 1.0])) == 2.0
+    assert lpcore.weighted_spectral_gap(np.zeros((3, 4))) == 0.0
+    w = np.arange(12.0).reshape(3, 4)
+    assert lpcore.weighted_spectral_gap(w, np.zeros_like(w, bool)) == 0.0
+
+
+def test_deterministic_and_input_untouched():
+    rng = np.random.default_rng(3)
+    mask = rng.random((100, 200)) > 0.8
+    w = rng.standard_normal((100, 200))
+    mc, wc = mask.copy(), w.copy()
+    assert lpcore.weighted_spectral_gap(w, mask) == lpcore.weighted_spectral_gap(w, mask)
+    assert lpcore.ramanujan_gap(mask) == lpcore.ramanujan_gap(mask)
+    assert np.array_equal(mask, mc) and np.array_equal(w, wc)
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda: lpcore.ramanujan_gap(np.ones(5, bool)), ValueError, "2 dimensions"),
+    (lambda: lpcore.weighted_spectral_gap(np.array([[1.0, np.nan]])), ValueError, "NaN"),
+    (lambda: lpcore.weighted_spectral_gap(np.ones((2, 3)), np.ones((3, 2), bool)), ValueError,
+     "mask has shape"),
+    (lambda: lpcore.weighted_spectral_gap(np.ones((2, 3), complex)), TypeError, "real"),
+    (lambda: lpcore.ramanujan_gap(np.ones((2, 3)), axis=True), TypeError, "axis"),
+])
+def test_bad_input_is_named(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
