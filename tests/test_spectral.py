@@ -90,3 +90,25 @@ def test_deterministic_and_input_untouched():
 def test_bad_input_is_named(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+def test_hoyer_report_and_metrics_carry_the_gaps(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import json
+    import lpcore_torch
+    from lpcore_torch import train as cli
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Conv1d(20, 6, 1))
+    with torch.no_grad():
+        net[0].weight.mul_((torch.rand(20, 10) > 0.5).float())
+    rows = lpcore_torch.hoyer_report(net, spectral=True)
+    w = net[0].weight.detach().numpy()
+    assert rows[0]["ramanujan_gap"] == pytest.approx(lpcore.ramanujan_gap(w != 0))
+    assert rows[0]["weighted_spectral_gap"] == pytest.approx(lpcore.weighted_spectral_gap(w))
+    assert "ram.gap" in str(rows) and "ramanujan_gap" not in lpcore_torch.hoyer_report(net)[0]
+    out = tmp_path / "run"
+    assert cli.main(["--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    for layer in json.loads((out / "metrics.json").read_text())["layers"]:
+        assert {"ramanujan_gap", "weighted_spectral_gap"} <= layer.keys()

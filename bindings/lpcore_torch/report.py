@@ -20,19 +20,27 @@ class HoyerReport(list):
     a table."""
 
     def __str__(self):
-        head = f"{'layer':<28}{'shape':>20}{'params':>10}{'hoyer':>8}{'zeros':>8}"
+        spec = any("ramanujan_gap" in r for r in self)
+        head = f"{'layer':<28}{'shape':>20}{'params':>10}{'hoyer':>8}{'zeros':>8}" + \
+            (f"{'ram.gap':>9}{'w.gap':>9}" if spec else "")
         lines = [head, "-" * len(head)]
         for r in self:
             shape = "x".join(map(str, r["shape"])) if r["shape"] else ""
-            lines.append(f"{r['name']:<28}{shape:>20}{r['params']:>10}{r['hoyer']:>8.4f}"
-                         f"{r['zero_fraction']:>8.4f}")
+            line = (f"{r['name']:<28}{shape:>20}{r['params']:>10}{r['hoyer']:>8.4f}"
+                    f"{r['zero_fraction']:>8.4f}")
+            if spec and "ramanujan_gap" in r:
+                line += f"{r['ramanujan_gap']:>9.3f}{r['weighted_spectral_gap']:>9.3f}"
+            lines.append(line)
         return "\n".join(lines)
 
 
 @torch.no_grad()
-def hoyer_report(model, exclude=()):
+def hoyer_report(model, exclude=(), spectral=False):
     """Hoyer sparsity per Linear/Conv layer of ``model`` (fan-in groups per
     output unit, ConvTranspose layouts handled) and the network aggregate.
+    With ``spectral=True`` each layer row also has ``ramanujan_gap`` and
+    ``weighted_spectral_gap`` of its nonzero pattern
+    (:func:`lpcore.ramanujan_gap`, :func:`lpcore.weighted_spectral_gap`).
 
     Examples
     --------
@@ -51,12 +59,22 @@ def hoyer_report(model, exclude=()):
         if math.prod(view[a] for a in axis) < 2:
             continue
         arr = (w.detach().float().numpy() if w.dtype in _HALF else to_numpy(w)).reshape(view)
-        rows.append({"name": f"{name}.weight", "shape": tuple(w.shape), "params": w.numel(),
-                     "hoyer": float(np.mean(lpcore.hoyer(arr, axis=axis))),
-                     "zero_fraction": float(np.mean(arr == 0))})
+        row = {"name": f"{name}.weight", "shape": tuple(w.shape), "params": w.numel(),
+               "hoyer": float(np.mean(lpcore.hoyer(arr, axis=axis))),
+               "zero_fraction": float(np.mean(arr == 0))}
+        if spectral:
+            row.update(spectral_gaps(arr, axis))
+        rows.append(row)
     total = sum(r["params"] for r in rows)
     if total:
         rows.append({"name": "network", "shape": (), "params": total,
                      "hoyer": sum(r["params"] * r["hoyer"] for r in rows) / total,
                      "zero_fraction": sum(r["params"] * r["zero_fraction"] for r in rows) / total})
     return rows
+
+
+def spectral_gaps(arr, axis):
+    """The layer's Ramanujan and weighted spectral gaps (nonzeros = the mask)."""
+    mask = arr != 0
+    return {"ramanujan_gap": lpcore.ramanujan_gap(mask, axis=axis),
+            "weighted_spectral_gap": lpcore.weighted_spectral_gap(arr, mask, axis=axis)}

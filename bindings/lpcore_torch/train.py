@@ -335,8 +335,10 @@ class Run:
             used = DEFAULT_ESTIMATOR if est.get(DEFAULT_ESTIMATOR, (None,))[0] is not None \
                 else FALLBACK_ESTIMATOR
             pred, k = est.get(used, (None, None))
+            from .report import spectral_gaps
             layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
                            "sparsity": float((w == 0).float().mean()), "hoyer": h,
+                           **spectral_gaps(arr, lay[1]),
                            "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
                            "estimator": used if pred is not None else None,
                            "hoyer_estimates": {e: v[0] for e, v in est.items()}})
@@ -589,8 +591,6 @@ def main(argv=None):
             if i + 1 < len(ps):
                 _save_atomic({"format": _CKPT_FORMAT, "args": args_json,
                               "done": json.dumps(done)}, ckpt)
-        for m in done:
-            print(_table(m))
         if a.sweep_p:
             metrics = dict(done[-1], sweep=[{k: m[k] for k in ("p", "test_accuracy", "sparsity",
                                                                 "layers")} for m in done])
@@ -622,6 +622,9 @@ def main(argv=None):
         if os.path.exists(ckpt):
             os.remove(ckpt)
         _fsync_dir(out)
+        # printed once the files are in place: a closed stdout loses nothing
+        for m in done:
+            print(_table(m))
         print(f"wrote {', '.join(names)} to {out}")
     except ValueError as e:  # the library's numeric errors: diverged training, NaN data
         where = (f"at epoch {len(r.history) + 1}" if "r" in locals() and not r.done
