@@ -72,9 +72,26 @@ def parallel_ok():
 # ---------------------------------------------------------------- a busy machine
 #: Measured over windows of at least this many seconds.
 BUSY_WINDOW = 0.25
+
+
+def env_number(name, default, cast=float):
+    """``cast(os.environ[name])`` if set and non-empty, else ``default``;
+    ValueError naming the variable for a value ``cast`` refuses or below 0."""
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        x = cast(v)
+    except ValueError:
+        x = -1
+    if not x >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    return x
+
+
 #: Parallel kernels need at least this many cores left free by other processes.
-BUSY_MIN_FREE = float(os.environ.get("LPCORE_PARALLEL_MIN_FREE_CORES", "1.5") or 1.5)
-_busy = {"t": None, "stat": None, "own": None, "busy": False}
+BUSY_MIN_FREE = env_number("LPCORE_PARALLEL_MIN_FREE_CORES", 1.5)
+_busy = {"t": None, "stat": None, "own": None, "free": None}
 
 
 def _read_stat():

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from ._validate import as_array, check_real_array
+from .hoyer import fan_in_axes
 from .norms import to_groups
 
 __all__ = ["ramanujan_gap", "weighted_spectral_gap", "top_singular_values"]
@@ -39,10 +40,13 @@ _DENSE_MAX = 64
 
 
 def _layer(a, axis, fn, name):
+    """The (outputs x fan-in) float64 matrix of a layer array; ``axis`` None:
+    the fan-in of a Linear/Conv weight (:func:`lpcore.fan_in_axes`)."""
     a = check_real_array(as_array(a, fn, name), fn, name)
     if a.ndim < 2:
         raise ValueError(f"{fn}: {name} must have at least 2 dimensions (outputs and fan-in), "
                          f"got shape {a.shape}")
+    axis = fan_in_axes(a) if axis is None else axis
     if a.dtype != np.bool_ and not np.all(np.isfinite(a)):
         raise ValueError(f"{fn}: {name} contains NaN or Inf")
     return np.ascontiguousarray(to_groups(a, axis), dtype=np.float64)
@@ -77,9 +81,7 @@ def ramanujan_gap(mask, axis=None):
     3.8987
     """
     fn = "lpcore.ramanujan_gap"
-    m = np.asarray(mask)
-    axis = tuple(range(1, m.ndim)) if axis is None and m.ndim >= 2 else axis
-    b = (_layer(m, axis, fn, "mask") != 0).astype(np.float64)
+    b = (_layer(mask, axis, fn, "mask") != 0).astype(np.float64)
     G, n = b.shape
     d = 2.0 * float(b.sum()) / (G + n)
     if d < 1.0:
@@ -99,7 +101,6 @@ def weighted_spectral_gap(w, mask=None, axis=None):
     """
     fn = "lpcore.weighted_spectral_gap"
     wa = np.asarray(w)
-    axis = tuple(range(1, wa.ndim)) if axis is None and wa.ndim >= 2 else axis
     b = np.abs(_layer(wa, axis, fn, "w"))
     if mask is not None:
         m = np.asarray(mask)

@@ -95,7 +95,7 @@ def test_a_busy_machine_runs_the_kernels_serially(monkeypatch):
     monkeypatch.setattr(T, "_read_stat", lambda: (clock["busy"], clock["total"]))
     monkeypatch.setattr(T, "_ncores", lambda: 2)
     monkeypatch.setattr(T, "BUSY_MIN_FREE", 1.5)
-    monkeypatch.setattr(T, "_busy", {"t": None, "stat": None, "own": None, "busy": False})
+    monkeypatch.setattr(T, "_busy", {"t": None, "stat": None, "own": None, "free": None})
     import time
     monkeypatch.setattr(time, "monotonic", lambda: clock["t"])
     monkeypatch.setattr(time, "process_time", lambda: clock["own"])

@@ -196,3 +196,15 @@ def test_a_checkpoint_with_another_layout_is_refused():
     with pytest.raises(ValueError, match="fan-in layout of 0.weight"):
         opt.load_state_dict(sd)
     assert opt.param_groups[0]["fan_in"][0] == ((16, 8), (1,))
+
+
+def test_a_copied_optimizer_steps():
+    """torch pickles only defaults, state and groups: the change record is not
+    part of a copy, which must still step (and vouch for nothing it never saw)."""
+    m = make()
+    opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.1, momentum=0.9)
+    opt2 = copy.deepcopy(opt)
+    for q in opt2.param_groups[0]["params"]:
+        q.grad = torch.ones_like(q)
+    opt2.step()
+    assert all(torch.isfinite(q).all() for g in opt2.param_groups for q in g["params"])

@@ -104,11 +104,9 @@ class LpSGD(Optimizer):
         keeps the state instead of re-deriving it from the weights.  For code
         that edits weights in place the way the state allows, e.g. zeroing
         masked connections (their latent dual value is meant to stay)."""
-        if not hasattr(self, "_seen"):
-            self._seen = {}
-        cons = [w for g in self.param_groups for w, _ in self._constrained(g)]
-        for w in (cons if params is None else params):
-            self._seen[id(w)] = _fingerprint(w)
+        seen = self._seen()
+        for w in (self._all_constrained() if params is None else params):
+            seen[id(w)] = _fingerprint(w)
 
     @contextlib.contextmanager
     def keep_state(self, params=None):
@@ -116,14 +114,23 @@ class LpSGD(Optimizer):
         constrained weight) inside it keep the optimizer's state.  Weights that
         had already been changed outside the optimizer before it are not
         vouched for: their state is still re-derived at the next step."""
-        cons = [w for g in self.param_groups for w, _ in self._constrained(g)]
-        ok = [w for w in (cons if params is None else params) if not self._changed(w)]
+        ok = [w for w in (self._all_constrained() if params is None else params)
+              if not self._changed(w)]
         yield
         self.accept_weights(ok)
 
+    def _seen(self):
+        """id(weight) -> its fingerprint when the optimizer last saw it.  Not
+        part of torch's pickled optimizer state: a copy starts empty (and
+        vouches for nothing until its first step)."""
+        return self.__dict__.setdefault("_seen_map", {})
+
+    def _all_constrained(self):
+        return [w for g in self.param_groups for w, _ in self._constrained(g)]
+
     def _changed(self, w):
         """Whether w was written outside this optimizer since it last saw it."""
-        seen = getattr(self, "_seen", {}).get(id(w))
+        seen = self._seen().get(id(w))
         return seen is not None and seen != _fingerprint(w)
 
     def _names(self):
@@ -232,8 +239,7 @@ class LpSGD(Optimizer):
                                          "outside the optimizer and contains NaN or Inf; "
                                          "nothing was updated")
                     arr = np.array(arr, copy=True)
-                    tgt = arr
-                    back = (lambda q=q, tgt=tgt: q.copy_(torch.from_numpy(tgt)))
+                    back = (lambda q=q, tgt=arr: q.copy_(torch.from_numpy(tgt)))
                     cs = core.init(arr.reshape(view), axis=axis)
                     cs.step = int(st["step"])
                 else:
@@ -260,7 +266,7 @@ class LpSGD(Optimizer):
                     st["dual"] = torch.from_numpy(cs.dual)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.from_numpy(cs.momentum_buffer)
-            self._seen[id(q)] = _fingerprint(q)
+            self._seen()[id(q)] = _fingerprint(q)
         for group, pg, gg in plain:
             self._plain_sgd(group, pg, gg)
         return loss

@@ -75,6 +75,5 @@ def hoyer_report(model, exclude=(), spectral=False):
 
 def spectral_gaps(arr, axis):
     """The layer's Ramanujan and weighted spectral gaps (nonzeros = the mask)."""
-    mask = arr != 0
-    return {"ramanujan_gap": lpcore.ramanujan_gap(mask, axis=axis),
-            "weighted_spectral_gap": lpcore.weighted_spectral_gap(arr, mask, axis=axis)}
+    return {"ramanujan_gap": lpcore.ramanujan_gap(arr != 0, axis=axis),
+            "weighted_spectral_gap": lpcore.weighted_spectral_gap(arr, axis=axis)}

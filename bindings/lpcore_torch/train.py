@@ -349,20 +349,29 @@ class Run:
                 "train_time_s": self.elapsed, "layers": layers, "history": self.history}
 
 
-def run(a, p, data, progress=True):
-    """One training run from start to end; returns the metrics dict."""
-    r = Run(a, p, data)
+def _train(r, progress, after_epoch=None):
+    """Train ``r`` to its last epoch (from wherever it is), with a progress bar
+    if ``progress``; ``after_epoch()`` runs after each epoch."""
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=a.epochs, desc=f"{a.method} p={p}", unit="epoch", file=sys.stderr)
+        bar = tqdm(total=r.a.epochs, initial=len(r.history), desc=f"{r.a.method} p={r.p}",
+                   unit="epoch", file=sys.stderr)
     while not r.done:
         rec = r.epoch()
+        if after_epoch is not None:
+            after_epoch()
         if bar is not None:
             bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}", sparsity=f"{rec['sparsity']:.3f}")
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def run(a, p, data, progress=True):
+    """One training run from start to end; returns the metrics dict."""
+    r = Run(a, p, data)
+    _train(r, progress)
     return r.finish()
 
 
@@ -450,7 +459,7 @@ def _prepare_out(ap, text):
         ap.error(f"--out {text!r}: {anc} exists and is not a folder")
     for name in OUTPUTS + (CHECKPOINT,):
         path = os.path.join(out, name)
-        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        if _not_a_file(path):
             ap.error(f"--out {text!r}: {path} exists and is not a regular file; "
                      "lpcore-train will not replace it")
     created = list(reversed(missing))
@@ -467,9 +476,20 @@ def _prepare_out(ap, text):
         path = os.path.join(out, name)
         if name.startswith(".lpcore-train-") and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
-        elif name == "." + CHECKPOINT + ".tmp":
+        elif name == os.path.basename(_tmp_name(CHECKPOINT)):
             os.remove(path)
     return out, created
+
+
+def _not_a_file(path):
+    """Something other than a regular file (a folder, a link) is at ``path``:
+    lpcore-train never replaces it."""
+    return os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path))
+
+
+def _tmp_name(path):
+    """Where :func:`_save_atomic` writes before renaming into ``path``."""
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
 
 
 def _remove_dirs(created):
@@ -496,7 +516,7 @@ def _save_atomic(obj, path):
     """torch.save into ``path``: write a temporary file, fsync, rename, fsync the
     folder; a kill at any moment leaves the old file or the new one, whole."""
     import torch
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    tmp = _tmp_name(path)
     with open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
@@ -558,12 +578,20 @@ def main(argv=None):
     elif a.resume:
         print(f"--resume: no checkpoint in {out}; starting from the beginning", file=sys.stderr)
     args_json = json.dumps(_run_args(a))
+
+    def checkpoint(run):
+        """The finished runs, and the one in progress (None between runs)."""
+        ck = {"format": _CKPT_FORMAT, "args": args_json, "done": json.dumps(done)}
+        if run is not None:
+            ck["run"] = run.state_dict()
+        _save_atomic(ck, ckpt)
+
     old_term = None
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         pass
-    tmp = None
+    tmp = r = None
     try:
         for i, p in enumerate(ps):
             if i < len(done):
@@ -572,25 +600,10 @@ def main(argv=None):
             if state is not None:
                 r.load_state_dict(state)
                 state = None
-            bar = None
-            if not a.quiet:
-                from tqdm import tqdm
-                bar = tqdm(total=a.epochs, initial=len(r.history), desc=f"{a.method} p={p}",
-                           unit="epoch", file=sys.stderr)
-            while not r.done:
-                rec = r.epoch()
-                _save_atomic({"format": _CKPT_FORMAT, "args": args_json,
-                              "done": json.dumps(done), "run": r.state_dict()}, ckpt)
-                if bar is not None:
-                    bar.set_postfix(acc=f"{rec['test_accuracy']:.4f}",
-                                    sparsity=f"{rec['sparsity']:.3f}")
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
+            _train(r, not a.quiet, lambda: checkpoint(r))
             done.append(r.finish())
             if i + 1 < len(ps):
-                _save_atomic({"format": _CKPT_FORMAT, "args": args_json,
-                              "done": json.dumps(done)}, ckpt)
+                checkpoint(None)
         if a.sweep_p:
             metrics = dict(done[-1], sweep=[{k: m[k] for k in ("p", "test_accuracy", "sparsity",
                                                                 "layers")} for m in done])
@@ -608,7 +621,7 @@ def main(argv=None):
         names = sorted(os.listdir(tmp))
         for name in OUTPUTS:
             path = os.path.join(out, name)
-            if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            if _not_a_file(path):
                 kept, tmp = tmp, None  # keep the results where they are
                 raise RuntimeError(f"{path} is no longer a regular file; nothing was replaced; "
                                    f"the results are in {kept} and the checkpoint in {ckpt}")
@@ -627,8 +640,8 @@ def main(argv=None):
             print(_table(m))
         print(f"wrote {', '.join(names)} to {out}")
     except ValueError as e:  # the library's numeric errors: diverged training, NaN data
-        where = (f"at epoch {len(r.history) + 1}" if "r" in locals() and not r.done
-                 else "after training")
+        where = f"at epoch {len(r.history) + 1}" if r is not None and not r.done \
+            else "after training"
         print(f"lpcore-train: stopped {where}: {e}\n(a smaller --lr or --lp-lr may help; "
               + (f"{ckpt} holds the last finished epoch)" if os.path.exists(ckpt)
                  else "nothing was written)"), file=sys.stderr)

@@ -6,23 +6,14 @@ from numba import types
 from numba.extending import overload
 
 import math
-import os
 
-from .._threads import parallel_ok
+from .._threads import env_number, parallel_ok
 from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled, pow32_scaled2
-
-def _min_size():
-    v = os.environ.get("LPCORE_PARALLEL_MIN_SIZE", "")
-    try:
-        return max(0, int(v)) if v.strip() else 1 << 15
-    except ValueError:
-        raise ValueError(f"LPCORE_PARALLEL_MIN_SIZE must be an integer, got {v!r}") from None
-
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
 #: sets it (at import); ``python -m benchmarks --scaling`` shows the per-size cost.
-PAR_MIN_SIZE = _min_size()
+PAR_MIN_SIZE = env_number("LPCORE_PARALLEL_MIN_SIZE", 1 << 15, int)
 
 #: Elements per task along a group.  Fits L1/L2 so a task's second pass over
 #: its chunk (after the max pass) hits cache.
