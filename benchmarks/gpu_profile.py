@@ -11,7 +11,7 @@ import numpy as np
 from numba import cuda
 
 import lpcore
-from lpcore.kernels.cuda import reduce as R
+from lpcore.kernels.cuda import norm as R
 from lpcore.kernels.cuda._launch import flags
 
 

@@ -21,8 +21,9 @@ _threads.preload_tbb()  # before any kernel: Numba then picks TBB by its own def
 from .ball import project_ball  # noqa: E402
 from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
                     p_for_sparsity)
-from .hoyer import fan_in_axes, hoyer, hoyer_layer, hoyer_network
-from .norms import all_finite, norm, normalize, to_groups
+from .hoyer import hoyer, hoyer_layer, hoyer_network
+from .layout import fan_in_axes, to_groups
+from .norms import all_finite, norm, normalize
 from .optim import LpSGD, LpSGDState
 from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual

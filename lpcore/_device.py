@@ -160,9 +160,6 @@ def empty(shape, dtype):
     return cuda().device_array(tuple(shape), dtype=np.dtype(dtype))
 
 
-def to_host(a):
-    return a.copy_to_host()
-
 
 # --------------------------------------------------------------------------
 # DLPack (unversioned DLManagedTensor, as every producer returns from

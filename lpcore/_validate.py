@@ -1,9 +1,7 @@
-"""Argument checking and the (groups, n) view shared by the public functions.
+"""Argument checking shared by the public functions: numbers, dtypes, RNGs.
 
-Kernels see C-contiguous 2-D arrays of shape ``(groups, n)`` in float32 or
-float64.  :class:`Groups` maps an array and a NumPy-style ``axis`` (the axes
-*reduced*) to that view and back: when the reduced axes are trailing and the
-array is C-contiguous in the compute dtype, the view costs no copy.
+The array side (layouts, ``out=``, host or GPU) is :mod:`lpcore._backend`;
+the (groups, n) view is :class:`lpcore.layout.Groups`.
 """
 from __future__ import annotations
 
@@ -13,11 +11,6 @@ import numbers
 import numpy as np
 
 from ._device import is_device
-
-try:  # numpy >= 2
-    from numpy.lib.array_utils import normalize_axis_tuple
-except ImportError:  # pragma: no cover - numpy 1.26
-    from numpy.core.numeric import normalize_axis_tuple
 
 
 def check_p(p, fn, *, lo, lo_open=True, allow_inf=True, name="p"):
@@ -55,69 +48,6 @@ def compute_dtype(*arrays, fn, names):
         res = np.dtype(np.float64)
     comp = np.dtype(np.float64) if res == np.float64 else np.dtype(np.float32)
     return comp, res
-
-
-class Groups:
-    """The grouping of an array of ``shape`` induced by reducing ``axis``."""
-
-    def __init__(self, shape, axis, fn):
-        nd = len(shape)
-        if axis is None:
-            red = tuple(range(nd))
-        elif isinstance(axis, (bool, np.bool_)) or (
-                isinstance(axis, (tuple, list)) and any(isinstance(a, (bool, np.bool_))
-                                                        for a in axis)):
-            # True is an int to Python (axis 1): refused, as NumPy's reductions do
-            raise TypeError(f"{fn}: axis must be None, an int or a tuple of ints, got {axis!r}")
-        else:
-            try:
-                red = normalize_axis_tuple(axis, nd, argname="axis")
-            except np.exceptions.AxisError as e:
-                raise np.exceptions.AxisError(f"{fn}: {e}") from None
-            except TypeError:
-                raise TypeError(f"{fn}: axis must be None, an int or a tuple of ints, "
-                                f"got {axis!r}") from None
-        kept = tuple(i for i in range(nd) if i not in red)
-        self.shape = tuple(shape)
-        self.reduced = red
-        self.kept = kept
-        self.perm = kept + tuple(sorted(red))
-        self.inv = tuple(np.argsort(self.perm))
-        self.kept_shape = tuple(shape[i] for i in kept)
-        self.G = math.prod(self.kept_shape)
-        self.n = math.prod(shape[i] for i in red)
-
-    def to2d(self, x, dtype):
-        """C-contiguous (G, n) array of ``dtype`` with x's data (a view when possible)."""
-        with np.errstate(over="ignore"):  # a cast that overflows is reported by the caller
-            return np.ascontiguousarray(x.transpose(self.perm).reshape(self.G, self.n),
-                                        dtype=dtype)
-
-    def from2d(self, r):
-        """Inverse of :meth:`to2d` (a view)."""
-        t = r.reshape(tuple(self.shape[i] for i in self.perm))
-        return t.transpose(self.inv)
-
-    def view2d(self, out):
-        """A (G, n) view of ``out`` the kernels can write into, or None."""
-        t = out.transpose(self.perm)
-        if not t.flags.c_contiguous:
-            return None
-        return t.reshape(self.G, self.n)
-
-    def reduced_result(self, r, keepdims):
-        """Shape a per-group result like NumPy's reductions."""
-        r = r.reshape(self.kept_shape)
-        if keepdims:
-            r = r.reshape(tuple(1 if i in self.reduced else s for i, s in enumerate(self.shape)))
-        return r
-
-    def index(self, i):
-        """The index over the kept axes of group ``i``, for messages."""
-        if not self.kept:
-            return "() (the whole array)"
-        idx = np.unravel_index(int(i), self.kept_shape)
-        return str(tuple(int(v) for v in idx))
 
 
 def as_array(x, fn, name):
@@ -169,55 +99,3 @@ def check_real_array(a, fn, name):
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{fn}: {name} must be a real array, got dtype {a.dtype}")
     return a
-
-
-def check_out(out, shape, res_dtype, fn):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{fn}: out has shape {out.shape}, expected {tuple(shape)}")
-    if not out.flags.writeable:
-        raise ValueError(f"{fn}: out is read-only")
-    if not np.can_cast(res_dtype, out.dtype, casting="same_kind"):
-        raise TypeError(f"{fn}: cannot write a {res_dtype} result into out of dtype {out.dtype}")
-
-
-def first_bad(flags):
-    """Index of the first True in a boolean array."""
-    return int(np.flatnonzero(flags)[0])
-
-
-def same_memory(a, b):
-    """True if a and b are the very same view (pointer, shape and strides)."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
-
-
-def writable_target(out, grp, comp, inputs2d):
-    """Where the writing kernel should write: out's own (G, n) view when that is
-    safe, else None (the caller writes into a fresh buffer and copies)."""
-    if out is None or out.dtype != comp:
-        return None
-    v = grp.view2d(out)
-    if v is None:
-        return None
-    for a in inputs2d:
-        if np.may_share_memory(v, a) and not same_memory(v, a):
-            return None
-    return v
-
-
-def finish(res2d, grp, out, res_dtype, target):
-    """Deliver a (G, n) result: into ``out`` if given, else as a new array."""
-    if out is not None:
-        if target is None:
-            np.copyto(out, grp.from2d(res2d), casting="same_kind")
-        return out
-    r = grp.from2d(res2d)
-    return r if r.dtype == res_dtype else r.astype(res_dtype)
-
-
-def index_of(x, flat):
-    return tuple(int(v) for v in np.unravel_index(flat, x.shape)) if x.ndim else ()
-
-

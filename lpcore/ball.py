@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 
-import numpy as np
-
-from . import kernels as K
-from ._device import backend
-from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
-                        first_bad, writable_target)
+from ._backend import for_arrays
+from ._validate import check_p, compute_dtype
+from .layout import Groups
 
 __all__ = ["project_ball"]
 
@@ -57,27 +54,23 @@ def project_ball(y, p, radius=1.0, axis=None, out=None):
     array([0.6, 0.8])
     """
     fn = "lpcore.project_ball"
-    if backend(fn, y=y, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.project_ball(y, p, radius, axis, out)
+    B = for_arrays(fn, y=y, out=out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
     radius = check_p(radius, fn, lo=0.0, lo_open=False, allow_inf=False, name="radius")
-    y = as_array(y, fn, "y")
+    y = B.as_array(y, fn, "y")
     comp, res = compute_dtype(y, fn=fn, names=("y",))
     if out is not None:
-        check_out(out, y.shape, res, fn)
+        out = B.check_out(out, y.shape, res, fn)
     grp = Groups(y.shape, axis, fn)
-    y2 = grp.to2d(y, comp)
-    m = K.group_max(y2) if grp.n > 0 else np.zeros(grp.G)
-    bad = ~np.isfinite(m)
-    if bad.any():
-        raise ValueError(f"{fn}: y contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    target = writable_target(out, grp, comp, (y2,))
-    dst = target if target is not None else np.empty_like(y2)
+    y2 = B.to2d(grp, y, comp)
+    K = B.kernels
+    m, bad, _ = K.group_max(y2)
+    if bad < grp.G:
+        raise ValueError(f"{fn}: y contains NaN or Inf in group {grp.index(bad)}")
+    tgt = B.target(grp, out, comp, (y2,))
+    dst = tgt if tgt is not None else B.empty(y2.shape, comp)
     if radius == 0.0:
-        dst[...] = 0.0
+        K.fill(dst, 0.0)
     else:
         K.project_ball_rows(y2, m, K.norm_kind(p), p, radius, dst)
-    return finish(dst, grp, out, res, target)
-
-
+    return B.finish(dst, grp, out, res, tgt)

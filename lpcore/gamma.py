@@ -27,7 +27,7 @@ from scipy import optimize, special, stats
 
 from ._validate import check_p
 from .hoyer import hoyer
-from .norms import to_groups
+from .layout import to_groups
 
 __all__ = ["expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
            "p_for_sparsity"]

@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 
-from . import kernels as K
-from ._device import backend, is_device
-from ._validate import Groups, as_array, compute_dtype, first_bad
+from ._backend import for_arrays
+from ._device import is_device
+from ._validate import compute_dtype
+from .layout import Groups, fan_in_axes
 
 __all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes"]
 
@@ -51,26 +52,17 @@ def hoyer(x, axis=None, keepdims=False):
     array([0., 1.])
     """
     fn = "lpcore.hoyer"
-    if backend(fn, x=x) == "cuda":
-        from . import _gpu
-        return _gpu.hoyer(x, axis, keepdims)
-    x = as_array(x, fn, "x")
+    B = for_arrays(fn, x=x)
+    x = B.as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
     grp = Groups(x.shape, axis, fn)
     if grp.n < 2:
         raise ValueError(f"{fn}: groups have length {grp.n}; Hoyer sparsity needs at least "
                          "2 entries per group")
-    h = K.hoyer_sums(grp.to2d(x, comp))
-    bad = np.isnan(h)
-    if bad.any():
-        raise ValueError(f"{fn}: x contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    r = grp.reduced_result(h.astype(res), keepdims)
-    return r[()] if r.ndim == 0 else r
-
-
-def fan_in_axes(w):
-    """The axes of one output unit's fan-in for a Linear/Conv weight: all but dim 0."""
-    return tuple(range(1, w.ndim if is_device(w) else np.ndim(w)))
+    h, bad = B.kernels.hoyer_sums(B.to2d(grp, x, comp), res)
+    if bad < grp.G:
+        raise ValueError(f"{fn}: x contains NaN or Inf in group {grp.index(bad)}")
+    return B.reduced(grp, h, keepdims)
 
 
 def hoyer_layer(w, axis="fan_in"):
@@ -86,13 +78,12 @@ def hoyer_layer(w, axis="fan_in"):
     >>> round(lpcore.hoyer_layer(np.array([[1.0, 0.0], [1.0, 1.0]])), 12)
     0.5
     """
-    if backend("lpcore.hoyer_layer", w=w) != "cuda":
-        w = as_array(w, "lpcore.hoyer_layer", "w")
+    fn = "lpcore.hoyer_layer"
+    B = for_arrays(fn, w=w)
+    w = B.as_array(w, fn, "w")
     ax = fan_in_axes(w) if isinstance(axis, str) and axis == "fan_in" else axis
-    h = hoyer(w, axis=ax)
-    if is_device(h):  # G values, not the weights, come to the host
-        h = h.copy_to_host()
-    return float(np.mean(h))
+    # G values, not the weights, come to the host
+    return float(np.mean(B.to_numpy(hoyer(w, axis=ax))))
 
 
 def hoyer_network(weights, axes="fan_in"):

@@ -1,14 +1,11 @@
 """Lp norms and the radial projection onto the unit Lp sphere."""
 from __future__ import annotations
 
-
 import numpy as np
 
-from . import kernels as K
-from ._device import backend
-from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
-                        first_bad, writable_target)
-
+from ._backend import for_arrays
+from ._validate import check_p, compute_dtype
+from .layout import Groups, to_groups
 
 __all__ = ["norm", "normalize", "all_finite", "to_groups"]
 
@@ -58,26 +55,15 @@ def norm(x, p, axis=None, keepdims=False):
     array([2., 2.])
     """
     fn = "lpcore.norm"
-    if backend(fn, x=x) == "cuda":
-        from . import _gpu
-        return _gpu.norm(x, p, axis, keepdims)
+    B = for_arrays(fn, x=x)
     p = check_p(p, fn, lo=0.0)
-    x = as_array(x, fn, "x")
+    x = B.as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
     grp = Groups(x.shape, axis, fn)
-    x2 = grp.to2d(x, comp)
-    r = K.group_norms(x2, p)
-    bad = ~np.isfinite(r)
-    if bad.any():
-        i = first_bad(bad)
-        raise ValueError(_bad_norm_message(fn, "x", grp, i, r[i], p, comp))
-    with np.errstate(over="ignore"):
-        rr = r.astype(res)
-    if res != r.dtype and np.isinf(rr).any():
-        i = first_bad(np.isinf(rr))
-        raise ValueError(_bad_norm_message(fn, "x", grp, i, np.inf, p, res))
-    r = grp.reduced_result(rr, keepdims)
-    return r[()] if r.ndim == 0 else r
+    r, bad, _ = B.kernels.group_norms(B.to2d(grp, x, comp), p, res)
+    if bad < grp.G:
+        raise ValueError(_bad_norm_message(fn, "x", grp, bad, B.value(r, bad), p, res))
+    return B.reduced(grp, r, keepdims)
 
 
 def normalize(x, p, axis=None, out=None, zero="raise"):
@@ -120,18 +106,16 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
            [0. , 1. ]])
     """
     fn = "lpcore.normalize"
-    if backend(fn, x=x, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.normalize(x, p, axis, out, zero)
+    B = for_arrays(fn, x=x, out=out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
     if zero not in ("raise", "keep"):
         raise ValueError(f"{fn}: zero must be 'raise' or 'keep', got {zero!r}")
-    x = as_array(x, fn, "x")
+    x = B.as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
     if out is not None:
-        check_out(out, x.shape, res, fn)
+        out = B.check_out(out, x.shape, res, fn)
     grp = Groups(x.shape, axis, fn)
-    return _normalize2d(grp.to2d(x, comp), grp, p, out, res, zero, fn, "x")
+    return _normalize2d(B, B.to2d(grp, x, comp), grp, p, out, res, zero, fn, "x")
 
 
 def _bad_norm_message(fn, name, grp, i, value, p, dtype):
@@ -142,30 +126,23 @@ def _bad_norm_message(fn, name, grp, i, value, p, dtype):
             f"{grp.index(i)} (the data are finite)")
 
 
-def _normalize2d(x2, grp, p, out, res, zero, fn, name):
-    nrm = K.group_norms(x2, p)
-    bad = np.isnan(nrm)
-    if bad.any():
-        raise ValueError(f"{fn}: {name} contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    huge = np.isinf(nrm)
-    if huge.any():
-        # finite data whose norm overflows: the direction is still defined;
-        # normalise the max-scaled rows instead (rare, NumPy)
-        xs = np.ascontiguousarray(x2[huge])
-        K.scale_rows(xs, K.group_max(xs), xs)
-        x2 = x2.copy()
-        x2[huge] = xs
-        nrm[huge] = K.group_norms(xs, p)
-    isz = nrm == 0.0
-    if isz.any() and zero == "raise" and grp.n > 0:
-        raise ValueError(f"{fn}: {name} is all zero in group {grp.index(first_bad(isz))}; "
+def _normalize2d(B, x2, grp, p, out, res, zero, fn, name):
+    K = B.kernels
+    nrm, bad, zi = K.group_norms(x2, p)
+    if bad < grp.G and np.isinf(B.value(nrm, bad)):
+        # finite data whose norm overflows float64: the direction is still
+        # defined; normalise the max-scaled rows instead (rare; bad data stays bad)
+        x2 = K.scale_rows(x2, K.group_max(x2)[0], B.empty(x2.shape, x2.dtype))
+        nrm, bad, zi = K.group_norms(x2, p)
+    if bad < grp.G:
+        raise ValueError(f"{fn}: {name} contains NaN or Inf in group {grp.index(bad)}")
+    if zi < grp.G and zero == "raise" and grp.n > 0:
+        raise ValueError(f"{fn}: {name} is all zero in group {grp.index(zi)}; "
                          "it has no direction (pass zero='keep' to leave such groups zero)")
-    target = writable_target(out, grp, x2.dtype, (x2,))
-    dst = target if target is not None else np.empty_like(x2)
+    tgt = B.target(grp, out, x2.dtype, (x2,))
+    dst = tgt if tgt is not None else B.empty(x2.shape, x2.dtype)
     K.scale_rows(x2, nrm, dst)
-    return finish(dst, grp, out, res, target)
-
-
+    return B.finish(dst, grp, out, res, tgt)
 
 
 def all_finite(x):
@@ -181,31 +158,11 @@ def all_finite(x):
     >>> lpcore.all_finite(np.array([1.0, -2.0])), lpcore.all_finite(np.array([1.0, np.nan]))
     (True, False)
     """
-    if backend("lpcore.all_finite", x=x) == "cuda":
-        from . import _gpu
-        return _gpu.all_finite(x)
-    x = as_array(x, "lpcore.all_finite", "x")
-    comp, _ = compute_dtype(x, fn="lpcore.all_finite", names=("x",))
+    fn = "lpcore.all_finite"
+    B = for_arrays(fn, x=x)
+    x = B.as_array(x, fn, "x")
+    comp, _ = compute_dtype(x, fn=fn, names=("x",))
     if x.size == 0:
         return True
-    flat = np.ascontiguousarray(x, dtype=comp).reshape(1, -1)
-    return bool(np.isfinite(K.group_max(flat)[0]))
-
-
-def to_groups(x, axis=None):
-    """The C-contiguous ``(groups, n)`` layout lpcore's kernels and
-    :class:`LpSGDState` arrays use: one row per index over the kept axes, the
-    reduced axes flattened in order.  A view when ``axis`` is trailing and ``x``
-    is C-contiguous, else a copy.
-
-    Examples
-    --------
-    >>> import numpy as np, lpcore
-    >>> lpcore.to_groups(np.arange(6).reshape(2, 3), axis=0)
-    array([[0, 3],
-           [1, 4],
-           [2, 5]])
-    """
-    x = np.asarray(x)
-    grp = Groups(x.shape, axis, "lpcore.to_groups")
-    return grp.to2d(x, x.dtype)
+    _, bad, _ = B.kernels.group_max(B.to2d(Groups(x.shape, None, fn), x, comp))
+    return bad >= 1

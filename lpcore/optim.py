@@ -16,9 +16,11 @@ import numpy as np
 
 
 from . import _device as D
-from ._validate import Groups, as_array, check_p
+from ._backend import for_arrays
+from ._validate import check_p
 from .kernels import lpsgd as _k
-from .norms import normalize, to_groups
+from .layout import Groups
+from .norms import normalize
 from .sphere import to_dual
 
 __all__ = ["LpSGD", "LpSGDState"]
@@ -232,21 +234,31 @@ class LpSGD:
         float64 ndarray.
         """
         fn = "lpcore.LpSGD.init"
-        w = self._check_weight(w, fn)
+        B = for_arrays(fn, w=w)
+        w = self._check_weight(B, w, fn)
         grp = Groups(w.shape, axis, fn)
         normalize(w, self.p, axis=axis, out=w, zero="keep")
         dual = None
         if self.variant == "dual":
-            if D.is_device(w):
-                from ._gpu import to2d
-                dual = to_dual(to2d(grp, w, w.dtype), self.p)
-            else:
-                dual = to_dual(to_groups(w, axis), self.p)
+            dual = to_dual(B.to2d(grp, w, w.dtype), self.p)
         return LpSGDState(step=0, shape=w.shape, axis=grp.reduced if axis is not None else None,
                           dual=dual)
 
-    def step(self, w, grad, state):
+    def step(self, w, grad, state, lr=None):
         """One in-place step on ``w`` and ``state`` (one fused kernel call); returns ``state``.
+
+        Parameters
+        ----------
+        w : ndarray or GPU array
+            The weight (float32 or float64), updated in place.
+        grad : array_like or GPU array
+            Its gradient, w's shape (on w's device).
+        state : LpSGDState
+            From :meth:`init`; updated in place.
+        lr : float, optional
+            This step's step size, in place of ``lr_at(state.step)`` (for a
+            caller that runs its own schedule, e.g. a torch LR scheduler);
+            the same bounds as the constructor's ``lr``.
 
         Raises
         ------
@@ -255,11 +267,11 @@ class LpSGD:
             in the gradient, momentum buffer, weights or dual state (the
             message names the group).  Nothing is written when it raises.
         """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.step")
+        call = self._bind(w, grad, state, "lpcore.LpSGD.step", lr)
         call.check(call.kernel.run("step"))
         return call.commit()
 
-    def prepare(self, w, grad, state):
+    def prepare(self, w, grad, state, lr=None):
         """Phase 1 of a step: read and validate, write nothing.
 
         Returns a handle for :meth:`apply`.  Use the pair to step several
@@ -267,9 +279,9 @@ class LpSGD:
         nothing anywhere was written), then apply all.  The passes over
         memory are those of :meth:`step`; only the kernel call is split.
         Between ``prepare`` and ``apply``, ``w``, ``grad`` and the state must
-        not change.
+        not change.  ``lr`` as in :meth:`step`.
         """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare")
+        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare", lr)
         call.check(call.kernel.run("phase1"))
         return call
 
@@ -286,8 +298,10 @@ class LpSGD:
         calls = [self.prepare(w, g, s) for w, g, s in zip(ws, grads, states, strict=True)]
         return [self.apply(c) for c in calls]
 
-    def _bind(self, w, grad, state, fn):
-        w = self._check_weight(w, fn)
+    def _bind(self, w, grad, state, fn, lr=None):
+        B = for_arrays(fn, w=w, grad=grad, **{f"state.{k}": getattr(state, k, None)
+                                               for k in ("dual", "momentum_buffer")})
+        w = self._check_weight(B, w, fn)
         if not isinstance(state, LpSGDState):
             raise TypeError(f"{fn}: state must be an LpSGDState (from init), "
                             f"got {type(state).__name__}")
@@ -297,9 +311,8 @@ class LpSGD:
         st = state.step
         if isinstance(st, (bool, np.bool_)) or not isinstance(st, numbers.Integral) or st < 0:
             raise ValueError(f"{fn}: state.step must be an integer >= 0, got {st!r}")
-        dev = D.backend(fn, w=w, grad=grad, **{f"state.{k}": getattr(state, k)
-                                                for k in ("dual", "momentum_buffer")}) == "cuda"
-        grad = D.as_device(grad, fn, "grad") if dev else as_array(grad, fn, "grad")
+        eta = self.lr_at(st) if lr is None else _check_lr(lr, self.variant, fn)
+        grad = B.as_array(grad, fn, "grad")
         if grad.shape != w.shape:
             raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape {w.shape}")
         if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
@@ -318,15 +331,14 @@ class LpSGD:
                                  "place); pass a writable copy")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
-        return (_DeviceCall if dev else _Call)(self, fn, w, grad, state, grp)
+        return _Call(B, self, fn, w, grad, state, grp, eta)
 
     # ------------------------------------------------------------------
-    def _culprit(self, code, i, g2, state, grad=None, grp=None):
+    def _culprit(self, code, i, g2, state, grad, grp, B):
         """What made group ``i``'s step non-finite, as the start of the message."""
         if code == _k.BAD_DIRECTION:
             if not _row_finite(g2, i):
-                if grad is not None and grad.dtype != g2.dtype and _row_finite(
-                        grp.to2d(grad, grad.dtype), i):
+                if grad.dtype != g2.dtype and _row_finite(B.to2d(grp, grad, grad.dtype), i):
                     return (f"grad is finite in {grad.dtype} but overflows w's dtype "
                             f"{g2.dtype}")
                 return "grad contains NaN or Inf"
@@ -339,94 +351,68 @@ class LpSGD:
                 else "w contains NaN or Inf")
 
     @staticmethod
-    def _check_weight(w, fn):
-        if D.is_device(w):
-            w = D.as_device(w, fn, "w")
-            if w.dtype not in (np.float32, np.float64):
-                raise TypeError(f"{fn}: w must be float32 or float64, got {w.dtype}")
-            return w
-        if not isinstance(w, np.ndarray):
+    def _check_weight(B, w, fn):
+        if B.name == "cpu" and not isinstance(w, np.ndarray):
             raise TypeError(f"{fn}: w must be a numpy.ndarray or a GPU array updated in place, "
                             f"got {type(w).__name__}")
+        w = B.as_array(w, fn, "w")
         if w.dtype not in (np.float32, np.float64):
             raise TypeError(f"{fn}: w must be float32 or float64, got {w.dtype}")
-        if not w.flags.writeable:
+        if isinstance(w, np.ndarray) and not w.flags.writeable:
             raise ValueError(f"{fn}: w is read-only")
         return w
 
 
+def _check_lr(lr, variant, fn):
+    """A step size given at step time: the constructor's bounds for ``lr``."""
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) \
+            or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{fn}: lr must be a finite number > 0, got {lr!r}")
+    if variant != "riemannian" and lr > 1:
+        raise ValueError(f"{fn}: lr={lr} > 1; the {variant} update (1 - lr) x - lr u needs "
+                         "0 < lr <= 1")
+    return float(lr)
 
 
 class _Call:
     """One tensor's step in flight: the (G, n) views, the kernel arguments and
-    what to do once the kernel has run."""
+    what to do once the kernel has run (either backend)."""
 
-    def __init__(self, opt, fn, w, grad, state, grp):
+    def __init__(self, B, opt, fn, w, grad, state, grp, eta):
         dt = w.dtype
-        self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
+        self.B, self.opt, self.fn, self.w, self.state, self.grp = B, opt, fn, w, state, grp
         self.grad = grad
         self.done = False
-        w2 = grp.view2d(w)
+        w2 = B.view2d(grp, w, dt)
         self.direct = w2 is not None
-        self.w2 = w2 if self.direct else grp.to2d(w, dt).copy()
-        self.g2 = grp.to2d(grad, dt)
+        # a weight whose groups are not trailing and contiguous is stepped on a copy
+        self.w2 = w2 if self.direct else B.to2d(grp, w, dt).copy() if B.name == "cpu" \
+            else B.to2d(grp, w, dt)
+        self.g2 = B.to2d(grp, grad, dt)
         self.first = opt.momentum > 0 and state.momentum_buffer is None
         self.buf = None
         if opt.momentum > 0:
-            self.buf = (np.zeros((grp.G, grp.n), dtype=dt) if self.first
-                        else state.momentum_buffer)
-        self.kernel = _k.StepCall(self.w2, self.g2, self.buf, state.dual, opt.weight_decay,
-                                  opt.momentum, opt.dampening, opt.nesterov, self.first,
-                                  _VARIANTS[opt.variant], opt.p, opt.lr_at(state.step))
+            self.buf = B.zeros((grp.G, grp.n), dt) if self.first else state.momentum_buffer
+        self.kernel = B.kernels.StepCall(self.w2, self.g2, self.buf, state.dual,
+                                         opt.weight_decay, opt.momentum, opt.dampening,
+                                         opt.nesterov, self.first, _VARIANTS[opt.variant],
+                                         opt.p, eta)
 
     def check(self, result):
         bad, code = result
         if bad >= 0:
-            why = self.opt._culprit(code, bad, self.g2, self.state, self.grad, self.grp)
+            why = self.opt._culprit(code, bad, self.g2, self.state, self.grad, self.grp, self.B)
             raise ValueError(f"{self.fn}: {why} in group {self.grp.index(bad)}; "
                              "nothing was updated")
 
-    def write_back(self):
-        """Copy the updated (G, n) rows into w when they were a copy of it."""
-        np.copyto(self.w, self.grp.from2d(self.w2))
-
     def commit(self):
-        if not self.direct:
-            self.write_back()
+        if not self.direct:  # the updated rows were a copy of w's
+            self.B.write(self.grp, self.w2, self.w)
         if self.first:
             self.state.momentum_buffer = self.buf
         self.state.step += 1
         self.done = True
         return self.state
-
-
-class _DeviceCall(_Call):
-    """:class:`_Call` for GPU arrays: the same views and bookkeeping, the CUDA kernels."""
-
-    def __init__(self, opt, fn, w, grad, state, grp):
-        from . import _gpu
-        from .kernels.cuda import fill
-        from .kernels.cuda.lpsgd import StepCall
-        dt = w.dtype
-        self.opt, self.fn, self.w, self.state, self.grp = opt, fn, w, state, grp
-        self.grad = None  # the device path converts no dtype: grad's own message
-        self.done = False
-        w2 = _gpu.view2d(grp, w, dt) if w.size else None
-        self.direct = w2 is not None
-        self.w2 = w2 if self.direct else _gpu.to2d(grp, w, dt)
-        self.g2 = _gpu.to2d(grp, grad, dt)
-        self.first = opt.momentum > 0 and state.momentum_buffer is None
-        self.buf = None
-        if opt.momentum > 0:
-            self.buf = (fill(D.empty((grp.G, grp.n), dt), 0.0) if self.first
-                        else state.momentum_buffer)
-        self.kernel = StepCall(self.w2, self.g2, self.buf, state.dual, opt.weight_decay,
-                               opt.momentum, opt.dampening, opt.nesterov, self.first,
-                               _VARIANTS[opt.variant], opt.p, opt.lr_at(state.step))
-
-    def write_back(self):
-        from . import _gpu
-        _gpu.write(self.grp, self.w2, self.w)
 
 
 def _row_finite(a, i):

@@ -31,8 +31,7 @@ import math
 import numpy as np
 
 from ._validate import as_array, check_real_array
-from .hoyer import fan_in_axes
-from .norms import to_groups
+from .layout import fan_in_axes, to_groups
 
 __all__ = ["ramanujan_gap", "weighted_spectral_gap", "top_singular_values"]
 

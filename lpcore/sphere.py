@@ -1,12 +1,9 @@
 """Geometry of the unit Lp sphere: tangent projection, retraction, duality map."""
 from __future__ import annotations
 
-import numpy as np
-
-from . import kernels as K
-from ._device import backend
-from ._validate import (Groups, as_array, check_out, check_p, compute_dtype, finish,
-                        first_bad, index_of, writable_target)
+from ._backend import for_arrays
+from ._validate import check_p, compute_dtype
+from .layout import Groups, index_of
 from .norms import _normalize2d
 
 __all__ = ["project_tangent", "retract", "to_dual", "from_dual"]
@@ -51,38 +48,34 @@ def project_tangent(w, g, p, axis=None, out=None):
     array([0., 4.])
     """
     fn = "lpcore.project_tangent"
-    if backend(fn, w=w, g=g, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.project_tangent(w, g, p, axis, out)
+    B = for_arrays(fn, w=w, g=g, out=out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
-    w = as_array(w, fn, "w")
-    g = as_array(g, fn, "g")
+    w = B.as_array(w, fn, "w")
+    g = B.as_array(g, fn, "g")
     if g.shape != w.shape:
         raise ValueError(f"{fn}: g has shape {g.shape}, expected w's shape {w.shape}")
     comp, res = compute_dtype(w, g, fn=fn, names=("w", "g"))
     if out is not None:
-        check_out(out, w.shape, res, fn)
+        out = B.check_out(out, w.shape, res, fn)
     grp = Groups(w.shape, axis, fn)
-    w2 = grp.to2d(w, comp)
-    g2 = grp.to2d(g, comp)
+    w2 = B.to2d(grp, w, comp)
+    g2 = B.to2d(grp, g, comp)
     if grp.n == 0 or grp.G == 0:
-        return finish(g2.copy(), grp, out, res, None)
-    mw = K.group_max(w2)
-    bad = ~np.isfinite(mw)
-    if bad.any():
-        raise ValueError(f"{fn}: w contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    if (mw == 0).any():
-        raise ValueError(f"{fn}: w is all zero in group {grp.index(first_bad(mw == 0))}; "
+        return B.finish(B.empty(g2.shape, comp), grp, out, res, None)
+    K = B.kernels
+    mw, bad, zi = K.group_max(w2)
+    if bad < grp.G:
+        raise ValueError(f"{fn}: w contains NaN or Inf in group {grp.index(bad)}")
+    if zi < grp.G:
+        raise ValueError(f"{fn}: w is all zero in group {grp.index(zi)}; "
                          "the normal direction is undefined there")
-    a, b = K.tangent_sums(w2, g2, mw, p)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise ValueError(f"{fn}: g contains NaN or Inf in group {grp.index(first_bad(bad))}")
-    coef = a / b
-    target = writable_target(out, grp, comp, (w2, g2))
-    dst = target if target is not None else np.empty_like(g2)
+    coef, bad = K.tangent_coef(w2, g2, mw, p)
+    if bad < grp.G:
+        raise ValueError(f"{fn}: g contains NaN or Inf in group {grp.index(bad)}")
+    tgt = B.target(grp, out, comp, (w2, g2))
+    dst = tgt if tgt is not None else B.empty(g2.shape, comp)
     K.tangent_write(w2, g2, mw, coef, p, dst)
-    return finish(dst, grp, out, res, target)
+    return B.finish(dst, grp, out, res, tgt)
 
 
 def retract(w, xi, p, axis=None, out=None):
@@ -103,38 +96,34 @@ def retract(w, xi, p, axis=None, out=None):
     array([0.5, 0.5])
     """
     fn = "lpcore.retract"
-    if backend(fn, w=w, xi=xi, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.retract(w, xi, p, axis, out)
+    B = for_arrays(fn, w=w, xi=xi, out=out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
-    w = as_array(w, fn, "w")
-    xi = as_array(xi, fn, "xi")
+    w = B.as_array(w, fn, "w")
+    xi = B.as_array(xi, fn, "xi")
     if xi.shape != w.shape:
         raise ValueError(f"{fn}: xi has shape {xi.shape}, expected w's shape {w.shape}")
     comp, res = compute_dtype(w, xi, fn=fn, names=("w", "xi"))
     if out is not None:
-        check_out(out, w.shape, res, fn)
+        out = B.check_out(out, w.shape, res, fn)
     grp = Groups(w.shape, axis, fn)
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below as Inf in w + xi
-        y = grp.to2d(w, comp) + grp.to2d(xi, comp)
-    return _normalize2d(y, grp, p, out, res, "raise", fn, "w + xi")
+    y = B.kernels.add(B.to2d(grp, w, comp), B.to2d(grp, xi, comp), B.empty((grp.G, grp.n), comp))
+    return _normalize2d(B, y, grp, p, out, res, "raise", fn, "w + xi")
 
 
-def _signed_power(x, e, out, fn, name):
-    x = as_array(x, fn, name)
+def _signed_power(B, x, e, out, fn, name):
+    x = B.as_array(x, fn, name)
     comp, res = compute_dtype(x, fn=fn, names=(name,))
     if out is not None:
-        check_out(out, x.shape, res, fn)
-    flat = np.ascontiguousarray(x, dtype=comp).reshape(-1)
-    r = np.empty_like(flat)
-    if not K.signed_pow(flat, e, r):
-        i = int(np.flatnonzero(~np.isfinite(flat))[0])
-        raise ValueError(f"{fn}: {name} contains NaN or Inf (first at index {index_of(x, i)})")
-    r = r.reshape(x.shape)
-    if out is not None:
-        np.copyto(out, r, casting="same_kind")
-        return out
-    return r if r.dtype == res else r.astype(res)
+        out = B.check_out(out, x.shape, res, fn)
+    grp = Groups(x.shape, None, fn)
+    x2 = B.to2d(grp, x, comp)
+    r2 = B.empty(x2.shape, comp)
+    if x.size:
+        bad = B.kernels.signed_pow(B.flat(x2), e, B.flat(r2))
+        if bad >= 0:
+            raise ValueError(f"{fn}: {name} contains NaN or Inf (first at index "
+                             f"{index_of(x.shape, bad)})")
+    return B.finish(r2, grp, out, res, None)
 
 
 def to_dual(w, p, out=None):
@@ -155,11 +144,9 @@ def to_dual(w, p, out=None):
     array([-0.0625,  1.    ])
     """
     fn = "lpcore.to_dual"
-    if backend(fn, w=w, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.to_dual(w, p, out)
+    B = for_arrays(fn, w=w, out=out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
-    return _signed_power(w, p - 1.0, out, fn, "w")
+    return _signed_power(B, w, p - 1.0, out, fn, "w")
 
 
 def from_dual(v, p, out=None):
@@ -179,8 +166,6 @@ def from_dual(v, p, out=None):
     array([-0.25,  1.  ])
     """
     fn = "lpcore.from_dual"
-    if backend(fn, v=v, out=out) == "cuda":
-        from . import _gpu
-        return _gpu.from_dual(v, p, out)
+    B = for_arrays(fn, v=v, out=out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
-    return _signed_power(v, 1.0 / (p - 1.0), out, fn, "v")
+    return _signed_power(B, v, 1.0 / (p - 1.0), out, fn, "v")

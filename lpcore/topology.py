@@ -28,9 +28,10 @@ import numbers
 import numpy as np
 
 from . import kernels as K
-from ._validate import (Groups, as_array, check_p, check_real, check_real_array, check_rng,
-                        compute_dtype, first_bad)
+from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
+                        compute_dtype)
 from .kernels.topology import drop_rows
+from .layout import Groups
 from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
@@ -110,12 +111,11 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     w2 = grp.to2d(w, comp)
     m2 = grp.to2d(m, np.bool_)
     out = np.empty_like(m2)
-    tau = drop_rows(w2, m2, h, out, revive=bool(revive))
-    bad = np.isnan(tau)
-    if bad.any():
+    _, bad = drop_rows(w2, m2, h, out, revive=bool(revive))
+    if bad < grp.G:
         which = "weights" if revive else "active weights"
         raise ValueError(f"{fn}: w contains NaN or Inf among the {which} of group "
-                         f"{grp.index(first_bad(bad))}")
+                         f"{grp.index(bad)}")
     new = np.ascontiguousarray(grp.from2d(out))
     return new, int(np.count_nonzero(m & ~new))
 
@@ -170,7 +170,7 @@ def grow_by_score(score, mask, k, axis=None):
     if not all_finite(a):
         raise ValueError(f"{fn}: score contains NaN or Inf")
     grp = Groups(score.shape, axis, fn)
-    mean = K.group_norms(grp.to2d(a, comp), 1.0) / max(grp.n, 1)
+    mean = K.group_norms(grp.to2d(a, comp), 1.0)[0] / max(grp.n, 1)
     mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(mean_full > 0, a / mean_full, 0.0)

@@ -15,9 +15,82 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=40
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("dev", deadline=None, max_examples=400,
                           suppress_health_check=[HealthCheck.too_slow])
+# "sim": the CUDA simulator runs each thread of each block as a Python thread
+# (~0.15 s per block): a few deterministic examples per property
+settings.register_profile("sim", derandomize=True, deadline=None,
+                          max_examples=int(os.environ.get("LPCORE_CUDA_EXAMPLES", 5)),
+                          suppress_health_check=list(HealthCheck), print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# ---------------------------------------------------------------------------
+# the backend fixture: one test, every array family the public API takes
+class Backend:
+    """Moves test arrays to a backend and results back: ``put`` keeps the
+    shape, dtype and strides (F-ordered and strided device arrays too)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def put(self, x):
+        if self.name == "numpy" or not isinstance(x, np.ndarray):
+            return x
+        from numba import cuda
+
+        from lpcore import _device as D
+        if x.flags.c_contiguous:
+            return cuda.to_device(x)
+        span = D.extent(x)
+        base = np.lib.stride_tricks.as_strided(x, (span,), (x.dtype.itemsize,)).copy()
+        return D.view(cuda.to_device(base), x.shape, x.strides)
+
+    @staticmethod
+    def get(r):
+        return r.copy_to_host() if hasattr(r, "copy_to_host") else np.asarray(r)
+
+    def __call__(self, f, *arrays, **kw):
+        """``f`` on the arrays moved to this backend (array keyword arguments
+        too); the result back on the host."""
+        kw = {k: self.put(v) for k, v in kw.items()}
+        return self.get(f(*[self.put(a) for a in arrays], **kw))
+
+    def __repr__(self):
+        return self.name
+
+
+def _cuda_params():
+    try:
+        from numba import cuda
+        if not cuda.is_available():
+            raise ImportError
+    except ImportError:
+        if os.environ.get("LPCORE_REQUIRE_CUDA"):  # the simulator step: never skip silently
+            raise RuntimeError("LPCORE_REQUIRE_CUDA is set but numba.cuda has no GPU or "
+                               "simulator") from None
+        return []
+    from numba import config
+    # under the simulator tiny blocks only (small inputs then span several
+    # slices and grid-stride rounds); on a GPU also the default geometry
+    geoms = ["tiny"] if config.ENABLE_CUDASIM else ["tiny", "default"]
+    return [pytest.param(("cuda", g), marks=pytest.mark.cuda, id=f"cuda-{g}") for g in geoms]
+
+
+BACKENDS = [pytest.param(("numpy", None), id="numpy")] + _cuda_params()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """``numpy`` always; ``cuda`` on a GPU or under the CUDA simulator
+    (``NUMBA_ENABLE_CUDASIM=1``), marked ``cuda``."""
+    name, geom = request.param
+    if geom == "tiny":
+        from lpcore.kernels.cuda import launch_config
+        with launch_config(threads=4, items=2, max_blocks=4):
+            yield Backend(name)
+    else:
+        yield Backend(name)

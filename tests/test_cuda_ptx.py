@@ -22,7 +22,8 @@ if config.ENABLE_CUDASIM:
 
 from numba import cuda, types as T  # noqa: E402
 
-from lpcore.kernels.cuda import ball as B, elementwise as E, lpsgd as L, reduce as R  # noqa: E402
+from lpcore.kernels.cuda import ball as B, dual as Du, hoyer as H, layout as La, lpsgd as L  # noqa: E402
+from lpcore.kernels.cuda import norm as N, tangent as T_  # noqa: E402
 
 f8, i8, b1 = T.float64, T.int64, T.boolean
 
@@ -38,19 +39,19 @@ def A2(t):
 def signatures(dt):
     tup = T.UniTuple(i8, 3)
     return {
-        R._k_powsum: (A2(dt), i8, dt, b1, i8, A1(f8), A1(f8)),
-        R._k_norm_combine: (A1(f8), A1(f8), i8, i8, i8, f8, A1(dt), A1(i8)),
-        R._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8)),
-        R._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, i8, A1(dt), A1(i8)),
-        R._k_tangent: (A2(dt), A2(dt), A1(f8), dt, i8, A1(f8), A1(f8)),
-        R._k_tangent_combine: (A1(f8), A1(f8), i8, i8, A1(f8), A1(i8)),
-        E._k_scale: (A2(dt), A1(f8), A2(dt), i8),
-        E._k_tangent_write: (A2(dt), A2(dt), A1(f8), A1(f8), dt, A2(dt), i8),
-        E._k_signed_pow: (A1(dt), dt, A1(dt), A1(i8)),
-        E._k_add: (A2(dt), A2(dt), A2(dt), i8),
-        E._k_fill: (A2(dt), dt, i8),
-        E._k_gather: (A1(T.int32), tup, tup, A2(dt)),
-        E._k_scatter: (A2(dt), A1(dt), tup, tup),
+        N._k_powsum: (A2(dt), i8, dt, b1, i8, A1(f8), A1(f8)),
+        N._k_norm_combine: (A1(f8), A1(f8), i8, i8, i8, f8, A1(dt), A1(i8)),
+        H._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8)),
+        H._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, i8, A1(dt), A1(i8)),
+        T_._k_tangent: (A2(dt), A2(dt), A1(f8), dt, i8, A1(f8), A1(f8)),
+        T_._k_tangent_combine: (A1(f8), A1(f8), i8, i8, A1(f8), A1(i8)),
+        N._k_scale: (A2(dt), A1(f8), A2(dt), i8),
+        T_._k_tangent_write: (A2(dt), A2(dt), A1(f8), A1(f8), dt, A2(dt), i8),
+        Du._k_signed_pow: (A1(dt), dt, A1(dt), A1(i8)),
+        La._k_add: (A2(dt), A2(dt), A2(dt), i8),
+        La._k_fill: (A2(dt), dt, i8),
+        La._k_gather: (A1(T.int32), tup, tup, A2(dt)),
+        La._k_scatter: (A2(dt), A1(dt), tup, tup),
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
         L._k_p1: (A2(dt),) * 4 + (f8,) * 5 + (dt, dt, i8, b1, i8, A2(f8)),
         L._k_c1: (A2(f8), i8, i8, i8, f8, A2(f8), A1(i8)),
@@ -87,7 +88,7 @@ def test_every_kernel_compiles_for_sm90(compile_for_sm90, dtype):
 
 
 def test_float32_powers_stay_float32(compile_for_sm90):
-    ptx = compile_for_sm90(E._k_signed_pow, signatures(T.float32)[E._k_signed_pow])
+    ptx = compile_for_sm90(Du._k_signed_pow, signatures(T.float32)[Du._k_signed_pow])
     assert ".f64" not in ptx
 
 

@@ -102,29 +102,30 @@ def _fake_device_array(shape, strides, dtype):
 
 
 def test_real_device_array_views_for_the_grouped_layout():
-    from lpcore import _gpu
-    from lpcore._validate import Groups
+    from lpcore._backend import Cuda
+    from lpcore.layout import Groups
+    B = Cuda()
     # a C-contiguous (6, 3, 2, 2) float32 conv weight, groups over axes (1, 2, 3)
     a, mem = _fake_device_array((6, 3, 2, 2), (48, 16, 8, 4), np.float32)
     assert D.is_device(a) and D.as_device(a, "f", "x") is a
     grp = Groups(a.shape, (1, 2, 3), "f")
-    v = _gpu.to2d(grp, a, np.float32)  # free view, no copy kernel
+    v = B.to2d(grp, a, np.float32)  # free view, no copy kernel
     assert v.shape == (6, 12) and v.strides == (48, 4) and v.gpu_data is mem
-    assert _gpu.view2d(grp, a, np.float32).strides == (48, 4)
-    assert _gpu.view2d(grp, a, np.float64) is None  # other dtype: written via scatter
+    assert B.view2d(grp, a, np.float32).strides == (48, 4)
+    assert B.view2d(grp, a, np.float64) is None  # other dtype: written via scatter
     assert D.flat(a).shape == (72,) and D.extent(a) == 72
     # a (G, n) result seen in the original axis order (reduced axis 0 leading):
     # the same view NumPy's transpose gives
     grp0 = Groups((4, 5), 0, "f")
     r, _ = _fake_device_array((5, 4), (32, 8), np.float64)
-    out = _gpu.from2d(grp0, r, np.float64)
+    out = B.finish(r, grp0, None, np.float64, None)
     want = np.empty((5, 4)).T
     assert out.shape == want.shape and out.strides == want.strides
     # per-group results: kept shape, keepdims, and a 0-d result for axis=None
     g1, _ = _fake_device_array((5,), (8,), np.float64)
-    assert _gpu.reduced(grp0, g1, True).shape == (1, 5)
+    assert B.reduced(grp0, g1, True).shape == (1, 5)
     s, _ = _fake_device_array((1,), (8,), np.float64)
-    assert _gpu.reduced(Groups((4, 5), None, "f"), s, False).shape == ()
+    assert B.reduced(Groups((4, 5), None, "f"), s, False).shape == ()
 
 
 def test_negative_strides_are_refused():

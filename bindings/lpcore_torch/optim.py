@@ -382,7 +382,7 @@ def _layout_key(layout):
 
 def _layout_shape(layout):
     """The (G, n) shape of a constrained parameter's LpSGD state."""
-    from lpcore._validate import Groups
+    from lpcore.layout import Groups
     grp = Groups(layout[0], layout[1], "lpcore_torch.LpSGD")
     return (grp.G, grp.n)
 

@@ -1,23 +1,54 @@
 """Numba kernels.  Internal: they compute and never validate.
 
-Every kernel works on C-contiguous 2-D arrays of shape ``(groups, n)`` (one
-group = one neuron's fan-in) in float32 or float64, so each compiles exactly
-one signature per dtype.  Long groups are cut into ``CHUNK``-element tasks so
-that ``axis=None`` on a big tensor still uses every core; each task writes its
-own partial results (no atomics, no races) and a serial pass merges them.
+The kernel contract, shared by these CPU kernels and their CUDA twins in
+:mod:`lpcore.kernels.cuda` (same module names, function names, arguments and
+return conventions; the public functions call ``backend.kernels.<name>``):
 
-Each kernel exists as a ``parallel=True`` dispatcher and a serial one built
-from the same task function; :func:`pick` chooses by problem size.
+Arrays are C-contiguous 2-D ``(G, n)`` views (one group = one row = one
+neuron's fan-in) in float32 or float64; per-group results are 1-D.  Each
+kernel compiles one signature per dtype.
+
+``norm.group_norms(x, p, out_dtype=None) -> (norms, first_bad, first_zero)``
+    Lp norms of the rows (max-scaled), NaN for a row holding NaN/Inf and Inf
+    for one whose norm overflows ``out_dtype``; ``first_bad`` is the first row
+    with a non-finite norm, ``first_zero`` the first zero norm, ``G`` for
+    none.  ``out_dtype=None``: float64 norms for the caller's own use (a
+    scratch buffer on the GPU, valid until the thread's next call).
+``norm.group_max(x) -> (max |x| per row as float64, first_bad, first_zero)``
+``norm.scale_rows(x, nrm, out)``
+    ``out = x / nrm[:, None]`` (0 where nrm is 0); ``out`` may be ``x``.
+``hoyer.hoyer_sums(x, out_dtype) -> (hoyer, first_bad)``   rows of n >= 2.
+``tangent.tangent_coef(w, g, mw, p) -> (coef, first_bad)``
+    ``<nu, g> / <nu, nu>`` with ``nu = sign(w) (|w| / mw)^(p-1)`` (``mw > 0``).
+``tangent.tangent_write(w, g, mw, coef, p, out)``   ``out = g - coef * nu``.
+``dual.signed_pow(x, e, out) -> first flat index holding NaN/Inf, or -1``
+    ``out = sign(x) |x|^e`` on 1-D contiguous arrays.
+``ball.project_ball_rows(y, m, kind, p, r, out)``   rows of max |y| = m.
+``lpsgd.StepCall(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta)``
+    one tensor's fused LpSGD step, ``.run("step" | "phase1" | "phase2")
+    -> (-1, None) or (first bad group, status)``.
+``layout.add(a, b, out)``, ``layout.fill(out, v)``
+
+Writing kernels run only after the reductions that validate their inputs.
+Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
+big tensor still uses every core; each task writes its own partial results
+(no atomics, no races) and a serial pass merges them.  Each CPU kernel exists
+as a ``parallel=True`` dispatcher and a serial one built from the same task
+function; :func:`_dispatch.pick` chooses by problem size (one rule,
+:func:`_dispatch.use_parallel`).
 """
-from .reduce import (KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN,
-                     group_norms, group_max, hoyer_sums, tangent_sums,
-                     powsum_chunks, norm_kind)
 from ._dispatch import CHUNK, PAR_MIN_SIZE
-from .elementwise import scale_rows, tangent_write, signed_pow
 from .ball import project_ball_rows
+from .dual import signed_pow
+from .hoyer import hoyer_sums
+from .layout import add, fill
+from .lpsgd import StepCall
+from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
+                   scale_rows)
+from .tangent import tangent_coef, tangent_write
 
 __all__ = [
-    "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "PAR_MIN_SIZE", "CHUNK", "norm_kind",
-    "group_norms", "group_max", "hoyer_sums", "tangent_sums", "powsum_chunks",
-    "scale_rows", "tangent_write", "signed_pow", "project_ball_rows",
+    "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
+    "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
+    "signed_pow", "project_ball_rows", "add", "fill", "StepCall",
 ]

@@ -58,6 +58,16 @@ def _ol_lift(a, tiny):
     return impl
 
 
+def first_flags(r):
+    """(first index of a non-finite value, first index of a zero) of a 1-D
+    per-group result, ``len(r)`` where there is none: the CPU side of the
+    kernels' error contract (the CUDA kernels find the same two on the device)."""
+    G = r.size
+    bad = np.flatnonzero(~np.isfinite(r))
+    zero = np.flatnonzero(r == 0)
+    return (int(bad[0]) if bad.size else G), (int(zero[0]) if zero.size else G)
+
+
 def n_chunks(n):
     return max(1, -(-n // CHUNK))
 

@@ -28,7 +28,7 @@ from numba import njit, prange
 
 
 from ._dispatch import use_parallel
-from .reduce import KIND_INF, KIND_ONE, KIND_TWO
+from .norm import KIND_INF, KIND_ONE, KIND_TWO
 
 _MAXIT_INNER = 200
 _MAXIT_OUTER = 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import use_parallel
+from ._dispatch import first_flags, use_parallel
 from ._pow32 import FASTMATH
 
 _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -53,9 +53,10 @@ def drop_rows(w, m, h, out, revive=False):
     """out = m & (|w| >= h * mean of the active |w|) per row (with ``revive``,
     inactive entries at or above the threshold come back too; rows with no
     active entry are copied); returns the thresholds (NaN for rows with a
-    non-finite weight taking part, whose out row is unset)."""
-    tau = np.empty(w.shape[0])
+    non-finite weight taking part, whose out row is unset) and the first such
+    row (or G)."""
+    tau = np.zeros(w.shape[0])
     if w.size:
         (_drop_par if use_parallel(w.size, w.shape[0]) else _drop_ser)(
             w, m, float(h), bool(revive), out, tau)
-    return tau
+    return tau, first_flags(tau)[0]

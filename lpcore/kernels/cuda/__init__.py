@@ -1,17 +1,21 @@
-"""numba.cuda kernels: the GPU twins of ``lpcore.kernels``.  Internal.
+"""numba.cuda kernels: the GPU twins of :mod:`lpcore.kernels`.  Internal.
 
-Same contracts as the CPU kernels (C-contiguous (G, n) float32/float64
-device arrays; they compute and never validate), imported only when a device
-array reaches the public API.  Launch geometry: :mod:`._launch`
-(:func:`launch_config` changes it).  Reductions: :mod:`.reduce`; writing
-passes and layout copies: :mod:`.elementwise`; the ball projection:
-:mod:`.ball`; the fused LpSGD step: :mod:`.lpsgd`.
+The same kernel contract (module names, function names, arguments and return
+conventions; documented once in :mod:`lpcore.kernels`), on C-contiguous
+(G, n) float32/float64 device arrays; imported only when a device array
+reaches the public API.  Launch geometry: :mod:`._launch`
+(:func:`launch_config` changes it).  Besides the shared kernels, the layout
+module has ``gather`` and ``scatter``, the strided copies NumPy does on the host.
 """
 from ._launch import config, launch_config
 from .ball import project_ball_rows
-from .elementwise import add, fill, gather, scale_rows, scatter, signed_pow, tangent_write
-from .reduce import group_max, group_norms, hoyer_sums, tangent_coef
+from .dual import signed_pow
+from .hoyer import hoyer_sums
+from .layout import add, fill, gather, scatter
+from .lpsgd import StepCall
+from .norm import group_max, group_norms, norm_kind, scale_rows
+from .tangent import tangent_coef, tangent_write
 
-__all__ = ["config", "launch_config", "project_ball_rows", "add", "fill", "gather", "scale_rows",
-           "scatter", "signed_pow", "tangent_write", "group_max", "group_norms", "hoyer_sums",
-           "tangent_coef"]
+__all__ = ["config", "launch_config", "project_ball_rows", "signed_pow", "hoyer_sums", "add",
+           "fill", "gather", "scatter", "StepCall", "group_max", "group_norms", "norm_kind",
+           "scale_rows", "tangent_coef", "tangent_write"]

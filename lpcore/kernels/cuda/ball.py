@@ -24,7 +24,7 @@ import math
 from numba import cuda, float64
 
 from ..ball import _MAXIT_OUTER, FAR, bracket_step, inner_solve
-from ..reduce import KIND_INF, KIND_ONE, KIND_TWO
+from ..norm import KIND_INF, KIND_ONE, KIND_TWO
 from ._launch import MAXT, bsum, config, threads_for
 
 #: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU

@@ -1,6 +1,6 @@
-"""Per-group reductions on the GPU: max-scaled r-norms, Hoyer sums, tangent sums.
+"""Lp norms of the rows on the GPU, and the scaling by a norm (``kernels/norm.py``).
 
-Contract as ``lpcore/kernels/reduce.py``: (G, n) C-contiguous float32/float64
+Contract as ``lpcore/kernels/norm.py``: (G, n) C-contiguous float32/float64
 device arrays in, float64 per-group results out, NaN for a group holding NaN
 or Inf; additionally the index of the first such group (and of the first
 all-zero group) is recorded on the device with an atomic max of ``G - i``
@@ -22,12 +22,14 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ..reduce import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
+from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
 from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
-                      read_flags, scratch, split)
+                      read_flags, rows_grid, scratch, split)
 
 INF = math.inf
 NAN = math.nan
+TINY = 2.2250738585072014e-308  # the smallest normal float64
+
 
 
 @cuda.jit(device=True)
@@ -161,14 +163,14 @@ def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
         i += cuda.gridDim.x
 
 
-def group_norms(x, p, out_dtype=np.float64, internal=False):
+def group_norms(x, p, out_dtype=None):
     """Lp norms of the rows of a (G, n) device array: (device array of G norms,
     first group with NaN/Inf data or an overflowing norm (its norm is then NaN
-    or Inf respectively) or G, first zero group or G).  ``internal``: the
-    norms are used within the caller only (a float64 scratch buffer, valid
-    until this thread's next call)."""
+    or Inf respectively) or G, first zero group or G).  ``out_dtype=None``:
+    the norms are used within the caller only (a float64 scratch buffer,
+    valid until this thread's next call)."""
     G, n = x.shape
-    out = scratch("norm.out", (G,)) if internal else cuda.device_array(G, dtype=out_dtype)
+    out = scratch("norm.out", (G,)) if out_dtype is None else cuda.device_array(G, dtype=out_dtype)
     if G == 0:
         return out, G, G
     if n == 0:
@@ -189,154 +191,32 @@ def group_norms(x, p, out_dtype=np.float64, internal=False):
 
 def group_max(x):
     """Row maxima of |x| (float64 scratch, device) and the first bad / zero group."""
-    return group_norms(x, math.inf, internal=True)
+    return group_norms(x, math.inf)
 
 
-# ---------------------------------------------------------------------------
-# Hoyer: per slice Mb, S1 = sum |x|/Mb, S2 = sum (x/Mb)^2 (float32: unscaled)
+
+# The per-row writing kernels run one block per slice of a row (as the
+# reductions do), so the row index is known per block: no division per element.
 @cuda.jit(cache=True)
-def _k_hoyer(x, scaled, nsplit, Mb, S1, S2):
-    sh = cuda.shared.array(MAXT, float64)
-    g, j0, j1 = _slice(x.shape[1], nsplit)
-    if g >= x.shape[0]:
+def _k_scale(x, nrm, out, nsplit):
+    """out[i, :] = x[i, :] * (1 / nrm[i]) (0 for a zero group), formed in float64."""
+    i, j0, j1 = _slice(x.shape[1], nsplit)
+    if i >= x.shape[0]:
         return
-    tid = cuda.threadIdx.x
-    b = cuda.blockIdx.x
-    m = 1.0
-    if scaled:
-        m = _slice_max(x, g, j0, j1, sh)
-        if not (0.0 < m < INF):
-            if tid == 0:
-                Mb[b] = m
-                S1[b] = 0.0 if m == 0.0 else NAN
-                S2[b] = S1[b]
-            return
-    mt = x.dtype.type(m)
-    s1 = 0.0
-    s2 = 0.0
-    j = j0 + tid
-    while j < j1:
-        d = float64(abs(x[g, j]) / mt)
-        s1 += d
-        s2 += d * d
-        j += cuda.blockDim.x
-    t1 = bsum(sh, s1)
-    t2 = bsum(sh, s2)
-    if tid == 0:
-        Mb[b] = m
-        S1[b] = t1
-        S2[b] = t2
-
-
-@cuda.jit(cache=True)
-def _k_hoyer_combine(Mb, S1, S2, G, nsplit, n, out, flag):
-    sh = cuda.shared.array(MAXT, float64)
-    tid = cuda.threadIdx.x
-    i = cuda.blockIdx.x
-    while i < G:
-        c0, c1 = i * nsplit, (i + 1) * nsplit
-        m, bad = _slices_max(Mb, S1, S2, c0, c1, sh)
-        if bad > 0.0:
-            if tid == 0:
-                out[i] = NAN
-                cuda.atomic.max(flag, 0, G - i)
-        else:
-            s1 = 0.0
-            s2 = 0.0
-            if m > 0.0:
-                c = c0 + tid
-                while c < c1:
-                    r = Mb[c] / m
-                    s1 += S1[c] * r
-                    s2 += S2[c] * r * r
-                    c += cuda.blockDim.x
-            s1 = bsum(sh, s1)
-            s2 = bsum(sh, s2)
-            if tid == 0:
-                if s2 == 0.0:
-                    out[i] = 1.0  # all-zero group: a dead neuron, maximally sparse
-                else:
-                    sn = math.sqrt(float64(n))
-                    h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
-                    out[i] = min(1.0, max(0.0, h))
-        i += cuda.gridDim.x
-
-
-def hoyer_sums(x, out_dtype):
-    """Hoyer sparsity of the rows of a (G, n >= 2) device array; (result, first bad group)."""
-    G, n = x.shape
-    out = cuda.device_array(G, dtype=out_dtype)
-    if G == 0:
-        return out, G
-    fl = flags()
-    nt, nsplit = split(n)
-    Mb = scratch("hoyer.M", (G * nsplit,))
-    S1 = scratch("hoyer.S1", (G * nsplit,))
-    S2 = scratch("hoyer.S2", (G * nsplit,))
-    _k_hoyer[G * nsplit, nt](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
-    bl, t = combine_grid(G, nsplit)
-    _k_hoyer_combine[bl, t](Mb, S1, S2, G, nsplit, n, out, fl)
-    return out, read_flags(fl, G)[0]
-
-
-# ---------------------------------------------------------------------------
-# tangent sums with nu' = sign(w) (|w| / mw)^(p-1):  A = <nu', g>, B = <nu', nu'>
-@cuda.jit(cache=True)
-def _k_tangent(w, g, mw, e, nsplit, A, B):
-    sh = cuda.shared.array(MAXT, float64)
-    i, j0, j1 = _slice(w.shape[1], nsplit)
-    if i >= w.shape[0]:
-        return
-    mt = w.dtype.type(mw[i])
-    a = 0.0
-    bb = 0.0
+    s = nrm[i]
+    # a subnormal norm has no finite reciprocal: lift both by 2**1074 (exact)
+    tiny = s < TINY
+    f = 1.0 / (math.ldexp(s, 1074) if tiny else s) if s != 0.0 else 0.0
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        wj = w[i, j]
-        nu = float64(math.pow(abs(wj) / mt, e))
-        if wj < 0:
-            nu = -nu
-        a += nu * float64(g[i, j])
-        bb += nu * nu
+        v = float64(x[i, j])
+        out[i, j] = (math.ldexp(v, 1074) if tiny else v) * f
         j += cuda.blockDim.x
-    ta = bsum(sh, a)
-    tb = bsum(sh, bb)
-    if cuda.threadIdx.x == 0:
-        A[cuda.blockIdx.x] = ta
-        B[cuda.blockIdx.x] = tb
 
 
-@cuda.jit(cache=True)
-def _k_tangent_combine(A, B, G, nsplit, coef, flag):
-    sh = cuda.shared.array(MAXT, float64)
-    tid = cuda.threadIdx.x
-    i = cuda.blockIdx.x
-    while i < G:
-        a = 0.0
-        b = 0.0
-        c = i * nsplit + tid
-        while c < (i + 1) * nsplit:
-            a += A[c]
-            b += B[c]
-            c += cuda.blockDim.x
-        a = bsum(sh, a)
-        b = bsum(sh, b)
-        if tid == 0:
-            if not (abs(a) < INF):
-                cuda.atomic.max(flag, 0, G - i)
-            coef[i] = a / b
-        i += cuda.gridDim.x
-
-
-def tangent_coef(w, g, mw, p):
-    """``<nu', g> / <nu', nu'>`` per row (device) and the first group where g is bad."""
-    G, n = w.shape
-    coef = scratch("tangent.coef", (G,))
-    fl = flags()
-    nt, nsplit = split(n)
-    A = scratch("tangent.A", (G * nsplit,))
-    B = scratch("tangent.B", (G * nsplit,))
-    _k_tangent[G * nsplit, nt](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
-    bl, t = combine_grid(G, nsplit)
-    _k_tangent_combine[bl, t](A, B, G, nsplit, coef, fl)
-    return coef, read_flags(fl, G)[0]
+def scale_rows(x, nrm, out):
+    """``out = x / nrm[:, None]`` (rows with nrm == 0 become 0); ``out`` may be ``x``."""
+    if x.size:
+        bl, t, ns = rows_grid(*x.shape)
+        _k_scale[bl, t](x, nrm, out, ns)
+    return out

@@ -1,12 +1,11 @@
-"""Per-group reductions: max-scaled r-norms, Hoyer sums, tangent inner products.
+"""Lp norms of the rows: max-scaled power sums, and the scaling by a norm.
 
 The max pass runs on the integer view of the data (``xb``: int32 for float32,
 int64 for float64): with the sign bit masked off, IEEE floats order like their
 bit patterns, and NaN and Inf are above every finite value.  So one integer
 max reduction, which LLVM vectorises (a float max reduction without the
 ``nnan`` flag it does not), gives both the group maximum and whether the group
-holds NaN or Inf.  A group with non-finite data gets a NaN result; the public
-layer raises.
+holds NaN or Inf.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._dispatch import CHUNK, TINY, lift, log2_for, n_chunks, pick, scaled_pow
+from ._dispatch import CHUNK, TINY, first_flags, lift, log2_for, n_chunks, pick, scaled_pow
 from ._pow32 import FASTMATH, float_from_bits
 
 KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN = 0, 1, 2, 3
@@ -162,159 +161,63 @@ def powsum_chunks(x, p):
     return Mc, Sc, nch
 
 
-def group_norms(x, p):
-    """float64 Lp norms of the rows of ``x`` (NaN for rows with NaN/Inf)."""
+def group_norms(x, p, out_dtype=None):
+    """Lp norms of the rows of a C-contiguous (G, n) array: ``(norms, first
+    bad group, first zero group)``, ``G`` where there is none.  A group whose
+    data hold NaN or Inf has a NaN norm, one whose norm overflows
+    ``out_dtype`` an Inf norm; both count as bad.  ``out_dtype=None``: float64
+    norms for the caller's own use."""
     G, n = x.shape
     out = np.zeros(G)
-    if n == 0 or G == 0:
-        return out
-    Mc, Sc, nch = powsum_chunks(x, p)
-    _combine_norms(Mc, Sc, nch, norm_kind(p), float(p), out)
-    return out
+    if n and G:
+        Mc, Sc, nch = powsum_chunks(x, p)
+        _combine_norms(Mc, Sc, nch, norm_kind(p), float(p), out)
+    if out_dtype is not None and np.dtype(out_dtype) != out.dtype:
+        with np.errstate(over="ignore"):
+            out = out.astype(out_dtype)
+    return (out,) + first_flags(out)
 
 
 def group_max(x):
-    """float64 max |x| of the rows (NaN for rows with NaN/Inf)."""
+    """Row maxima of |x| (float64; NaN for a row with NaN/Inf), the first bad
+    and the first zero row."""
     return group_norms(x, math.inf)
 
 
-# --------------------------------------------------------------------------
-# Hoyer: s1 = sum |x|/M, s2 = sum (x/M)^2 per chunk.  float32 data need no
-# scaling (squares of float32 cannot overflow or underflow in float64), so
-# that path is a single memory-bound pass; float64 data are max-scaled.
+# out[i, :] = x[i, :] / nrm[i] (0 for a zero group), formed in float64 (a
+# float32 group whose norm is subnormal has a scale beyond float32's range; a
+# float64 one has no finite reciprocal at all: both sides are lifted by 2**1074)
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2):
+def _scale_task(x, nrm, out, t, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
-    inv = 1.0
-    m = 1.0
-    tiny = False
-    if scaled:
-        m = _max_abs(xb, i, j0, j1, mask)
-        if not (0.0 < m < np.inf):
-            Mc[t] = m
-            bad = 0.0 if m == 0.0 else np.nan
-            S1[t] = bad
-            S2[t] = bad
-            return
-        tiny = m < TINY
-        inv = 1.0 / lift(m, tiny)
-    seg = x[i, j0:j1]
-    s1 = 0.0
-    s2 = 0.0
-    for j in range(seg.size):
-        d = lift(np.float64(abs(seg[j])), tiny) * inv
-        s1 += d
-        s2 += d * d
-    Mc[t] = m
-    S1[t] = s1
-    S2[t] = s2
+    s = nrm[i]
+    tiny = s < TINY
+    f = 1.0 / lift(s, tiny) if s != 0.0 else 0.0
+    xs = x[i, j0:j1]
+    os = out[i, j0:j1]
+    for j in range(xs.size):
+        os[j] = lift(np.float64(xs[j]), tiny) * f
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _hoyer_par(x, xb, mask, nch, scaled, Mc, S1, S2):
-    for t in prange(Mc.size):
-        _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2)
+def _scale_par(x, nrm, out, nch):
+    for t in prange(x.shape[0] * nch):
+        _scale_task(x, nrm, out, t, nch)
 
 
 @njit(cache=True, error_model="numpy")
-def _hoyer_ser(x, xb, mask, nch, scaled, Mc, S1, S2):
-    for t in range(Mc.size):
-        _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2)
+def _scale_ser(x, nrm, out, nch):
+    for t in range(x.shape[0] * nch):
+        _scale_task(x, nrm, out, t, nch)
 
 
-@njit(cache=True, error_model="numpy")
-def _combine_hoyer(Mc, S1, S2, nch, n, out):
-    sn = math.sqrt(n)
-    for i in range(out.size):
-        m = 0.0
-        bad = 0.0
-        for c in range(i * nch, (i + 1) * nch):
-            m = max(m, Mc[c])
-            bad += (S1[c] + S2[c]) * 0.0
-        if bad != 0.0 or not (m < np.inf):
-            out[i] = np.nan
-            continue
-        s1 = 0.0
-        s2 = 0.0
-        if m > 0.0:
-            tiny = m < TINY
-            im = 1.0 / lift(m, tiny)
-            for c in range(i * nch, (i + 1) * nch):
-                r = lift(Mc[c], tiny) * im
-                s1 += S1[c] * r
-                s2 += S2[c] * r * r
-        if s2 == 0.0:
-            out[i] = 1.0  # all-zero group: a dead neuron, maximally sparse
-        else:
-            # sqrt(s1^2/s2) rounds to exactly sqrt(n) for equal magnitudes more
-            # often than s1/sqrt(s2) does
-            h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
-            out[i] = min(1.0, max(0.0, h))
-
-
-def hoyer_sums(x):
-    """Hoyer sparsity of each row of a C-contiguous (G, n) array, n >= 2 (NaN if bad)."""
+def scale_rows(x, nrm, out):
+    """``out = x / nrm[:, None]`` (rows with nrm == 0 become 0); ``out`` may be ``x``."""
     G, n = x.shape
-    out = np.empty(G)
-    if G == 0:
+    if x.size == 0:
         return out
     nch = n_chunks(n)
-    Mc = np.empty(G * nch)
-    S1 = np.empty(G * nch)
-    S2 = np.empty(G * nch)
-    kern = pick(_hoyer_par, _hoyer_ser, x.size, G * nch)
-    xb, mask = int_view(x)
-    kern(x, xb, mask, nch, x.dtype != np.float32, Mc, S1, S2)
-    _combine_hoyer(Mc, S1, S2, nch, n, out)
+    pick(_scale_par, _scale_ser, x.size, G * nch)(x, nrm, out, nch)
     return out
-
-
-# --------------------------------------------------------------------------
-# tangent projection sums with nu' = sign(w) (|w| / Mw)^(p-1):
-#   A = <nu', g>,  B = <nu', nu'>
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _tangent_task(w, g, t, nch, mw, e, A, B):
-    i = t // nch
-    j0 = (t - i * nch) * CHUNK
-    j1 = min(w.shape[1], j0 + CHUNK)
-    m = mw[i]
-    tiny = m < TINY
-    inv = 1.0 / lift(m, tiny)
-    l2m = log2_for(m, w)
-    ws = w[i, j0:j1]
-    gs = g[i, j0:j1]
-    a = 0.0
-    b = 0.0
-    for j in range(ws.size):
-        wj = ws[j]
-        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
-        nu = -nu if wj < 0 else nu
-        a += nu * np.float64(gs[j])
-        b += nu * nu
-    A[t] = a
-    B[t] = b
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _tangent_par(w, g, nch, mw, e, A, B):
-    for t in prange(A.size):
-        _tangent_task(w, g, t, nch, mw, e, A, B)
-
-
-@njit(cache=True, error_model="numpy")
-def _tangent_ser(w, g, nch, mw, e, A, B):
-    for t in range(A.size):
-        _tangent_task(w, g, t, nch, mw, e, A, B)
-
-
-def tangent_sums(w, g, mw, p):
-    """Per-group ``<nu', g>`` and ``<nu', nu'>`` (float64) for groups with mw > 0."""
-    G, n = w.shape
-    nch = n_chunks(n)
-    A = np.empty(G * nch)
-    B = np.empty(G * nch)
-    kern = pick(_tangent_par, _tangent_ser, w.size, G * nch)
-    kern(w, g, nch, mw, float(p) - 1.0, A, B)
-    return A.reshape(G, nch).sum(axis=1), B.reshape(G, nch).sum(axis=1)

@@ -1,0 +1,100 @@
+"""The tangent projection of the rows on the GPU (``kernels/tangent.py``):
+the sums A = <nu', g>, B = <nu', nu'> with nu' = sign(w) (|w| / mw)^(p-1),
+their combine into the coefficient, and the writing pass."""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64
+
+from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, read_flags,
+                      rows_grid, scratch, split)
+
+INF = math.inf
+
+
+@cuda.jit(cache=True)
+def _k_tangent(w, g, mw, e, nsplit, A, B):
+    sh = cuda.shared.array(MAXT, float64)
+    i, j0, j1 = _slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    mt = w.dtype.type(mw[i])
+    a = 0.0
+    bb = 0.0
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        wj = w[i, j]
+        nu = float64(math.pow(abs(wj) / mt, e))
+        if wj < 0:
+            nu = -nu
+        a += nu * float64(g[i, j])
+        bb += nu * nu
+        j += cuda.blockDim.x
+    ta = bsum(sh, a)
+    tb = bsum(sh, bb)
+    if cuda.threadIdx.x == 0:
+        A[cuda.blockIdx.x] = ta
+        B[cuda.blockIdx.x] = tb
+
+
+@cuda.jit(cache=True)
+def _k_tangent_combine(A, B, G, nsplit, coef, flag):
+    sh = cuda.shared.array(MAXT, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x
+    while i < G:
+        a = 0.0
+        b = 0.0
+        c = i * nsplit + tid
+        while c < (i + 1) * nsplit:
+            a += A[c]
+            b += B[c]
+            c += cuda.blockDim.x
+        a = bsum(sh, a)
+        b = bsum(sh, b)
+        if tid == 0:
+            if not (abs(a) < INF):
+                cuda.atomic.max(flag, 0, G - i)
+            coef[i] = a / b
+        i += cuda.gridDim.x
+
+
+def tangent_coef(w, g, mw, p):
+    """``<nu', g> / <nu', nu'>`` per row (device) and the first group where g is bad."""
+    G, n = w.shape
+    coef = scratch("tangent.coef", (G,))
+    fl = flags()
+    nt, nsplit = split(n)
+    A = scratch("tangent.A", (G * nsplit,))
+    B = scratch("tangent.B", (G * nsplit,))
+    _k_tangent[G * nsplit, nt](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
+    bl, t = combine_grid(G, nsplit)
+    _k_tangent_combine[bl, t](A, B, G, nsplit, coef, fl)
+    return coef, read_flags(fl, G)[0]
+
+
+
+@cuda.jit(cache=True)
+def _k_tangent_write(w, g, mw, coef, e, out, nsplit):
+    i, j0, j1 = _slice(w.shape[1], nsplit)
+    if i >= w.shape[0]:
+        return
+    mt = w.dtype.type(mw[i])
+    c = coef[i]
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        wj = w[i, j]
+        nu = float64(math.pow(abs(wj) / mt, e))
+        if wj < 0:
+            nu = -nu
+        out[i, j] = float64(g[i, j]) - c * nu
+        j += cuda.blockDim.x
+
+
+def tangent_write(w, g, mw, coef, p, out):
+    """``out = g - coef[i] * sign(w) (|w| / mw)^(p-1)``."""
+    if w.size:
+        bl, t, ns = rows_grid(*w.shape)
+        _k_tangent_write[bl, t](w, g, mw, coef, w.dtype.type(p - 1.0), out, ns)
+    return out

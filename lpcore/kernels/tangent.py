@@ -1,0 +1,105 @@
+"""The tangent projection of the rows: its inner products and its writing pass."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._dispatch import CHUNK, TINY, first_flags, lift, log2_for, n_chunks, pick, scaled_pow
+from ._pow32 import FASTMATH
+
+
+# tangent projection sums with nu' = sign(w) (|w| / Mw)^(p-1):
+#   A = <nu', g>,  B = <nu', nu'>
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _tangent_task(w, g, t, nch, mw, e, A, B):
+    i = t // nch
+    j0 = (t - i * nch) * CHUNK
+    j1 = min(w.shape[1], j0 + CHUNK)
+    m = mw[i]
+    tiny = m < TINY
+    inv = 1.0 / lift(m, tiny)
+    l2m = log2_for(m, w)
+    ws = w[i, j0:j1]
+    gs = g[i, j0:j1]
+    a = 0.0
+    b = 0.0
+    for j in range(ws.size):
+        wj = ws[j]
+        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
+        nu = -nu if wj < 0 else nu
+        a += nu * np.float64(gs[j])
+        b += nu * nu
+    A[t] = a
+    B[t] = b
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _tangent_par(w, g, nch, mw, e, A, B):
+    for t in prange(A.size):
+        _tangent_task(w, g, t, nch, mw, e, A, B)
+
+
+@njit(cache=True, error_model="numpy")
+def _tangent_ser(w, g, nch, mw, e, A, B):
+    for t in range(A.size):
+        _tangent_task(w, g, t, nch, mw, e, A, B)
+
+
+def tangent_coef(w, g, mw, p):
+    """``<nu', g> / <nu', nu'>`` per row of (G, n) arrays with row maxima
+    ``mw > 0`` of |w| (float64), and the first group whose inner product is
+    not finite (g holds NaN/Inf there) or G."""
+    G, n = w.shape
+    nch = n_chunks(n)
+    A = np.empty(G * nch)
+    B = np.empty(G * nch)
+    kern = pick(_tangent_par, _tangent_ser, w.size, G * nch)
+    kern(w, g, nch, mw, float(p) - 1.0, A, B)
+    a = A.reshape(G, nch).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        coef = a / B.reshape(G, nch).sum(axis=1)
+    return coef, first_flags(a)[0]
+
+# out = g - coef[i] * nu'   with nu' = sign(w) (|w| / mw)^(p-1)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
+    i = t // nch
+    j0 = (t - i * nch) * CHUNK
+    j1 = min(w.shape[1], j0 + CHUNK)
+    m = mw[i]  # > 0: zero groups of w were rejected before this pass
+    c = coef[i]
+    tiny = m < TINY
+    inv = 1.0 / lift(m, tiny)
+    l2m = log2_for(m, w)
+    ws = w[i, j0:j1]
+    gs = g[i, j0:j1]
+    os = out[i, j0:j1]
+    for j in range(ws.size):
+        wj = ws[j]
+        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
+        nu = -nu if wj < 0 else nu
+        os[j] = np.float64(gs[j]) - c * nu
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _tangent_write_par(w, g, mw, coef, e, out, nch):
+    for t in prange(w.shape[0] * nch):
+        _tangent_write_task(w, g, mw, coef, e, out, t, nch)
+
+
+@njit(cache=True, error_model="numpy")
+def _tangent_write_ser(w, g, mw, coef, e, out, nch):
+    for t in range(w.shape[0] * nch):
+        _tangent_write_task(w, g, mw, coef, e, out, t, nch)
+
+
+def tangent_write(w, g, mw, coef, p, out):
+    """``out = g - coef[i] * sign(w) (|w| / mw)^(p-1)``; ``out`` may be ``g``."""
+    G, n = w.shape
+    if w.size == 0:
+        return out
+    nch = n_chunks(n)
+    kern = pick(_tangent_write_par, _tangent_write_ser, w.size, G * nch)
+    kern(w, g, mw, coef, float(p) - 1.0, out, nch)
+    return out
+
