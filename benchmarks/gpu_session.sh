@@ -47,9 +47,9 @@ PYEOF
 cat "$OUT/env.txt"
 
 if [ "$what" = all ] || [ "$what" = tests ]; then
-    HYPOTHESIS_PROFILE=dev LPCORE_CUDA_EXAMPLES=${LPCORE_CUDA_EXAMPLES:-25} LPCORE_REQUIRE_CUDA=1 \
+    HYPOTHESIS_PROFILE=sim LPCORE_CUDA_EXAMPLES=${LPCORE_CUDA_EXAMPLES:-100} LPCORE_REQUIRE_CUDA=1 \
         LPCORE_REQUIRE_GPU=1 timeout "${TEST_TIMEOUT:-280}" \
-        $PY -m pytest tests/test_cuda_gpu.py tests/test_cuda.py -q -p no:cacheprovider \
+        $PY -m pytest tests -m cuda -q -p no:cacheprovider \
         --durations=15 > "$OUT/tests.txt" 2>&1
     echo "tests rc=$?" >> "$OUT/tests.txt"
     tail -n 40 "$OUT/tests.txt"

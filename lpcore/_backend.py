@@ -27,7 +27,30 @@ def for_arrays(fn, **arrays):
     return HOST
 
 
-class Host:
+class _Backend:
+    def target(self, grp, out, dtype, inputs2d):
+        """Where a writing kernel may write directly: out's (G, n) view, unless
+        it overlaps an input other than as the very same view."""
+        if out is None:
+            return None
+        v = self.view2d(grp, out, dtype)
+        if v is None:
+            return None
+        if any(self.aliased(v, a) for a in inputs2d):
+            return None
+        return v
+
+    def finish(self, dst, grp, out, res_dtype, tgt):
+        """Deliver a (G, n) result: into ``out`` (unless it was written in
+        place, ``tgt``), else as an array of the original shape."""
+        if out is not None:
+            if tgt is None:
+                self.write(grp, dst, out)
+            return out
+        return self.result(dst, grp, res_dtype)
+
+
+class Host(_Backend):
     """NumPy arrays on the host; NumPy does the layout work."""
 
     name = "cpu"
@@ -59,18 +82,10 @@ class Host:
             return None
         return grp.view2d(a)
 
-    def target(self, grp, out, dtype, inputs2d):
-        """Where a writing kernel may write directly: out's (G, n) view, unless
-        it overlaps an input other than as the very same view."""
-        if out is None:
-            return None
-        v = self.view2d(grp, out, dtype)
-        if v is None:
-            return None
-        for a in inputs2d:
-            if np.may_share_memory(v, a) and not _same_view(v, a):
-                return None
-        return v
+    @staticmethod
+    def aliased(v, a):
+        """v and a share memory other than as the very same view."""
+        return np.may_share_memory(v, a) and not _same_view(v, a)
 
     @staticmethod
     def write(grp, src2d, out):
@@ -78,13 +93,9 @@ class Host:
         np.copyto(out, grp.from2d(src2d), casting="same_kind")
         return out
 
-    def finish(self, dst, grp, out, res_dtype, tgt):
-        """Deliver a (G, n) result: into ``out`` (unless it was written in
-        place, ``tgt``), else as an array of the original shape."""
-        if out is not None:
-            if tgt is None:
-                self.write(grp, dst, out)
-            return out
+    @staticmethod
+    def result(dst, grp, res_dtype):
+        """A (G, n) result as an array of the original shape and ``res_dtype``."""
         r = grp.from2d(dst)
         return r if r.dtype == res_dtype else r.astype(res_dtype)
 
@@ -115,7 +126,7 @@ class Host:
         return float(a[i])
 
 
-class Cuda:
+class Cuda(_Backend):
     """GPU arrays: numba device arrays viewing the caller's memory; the
     layout copies are the gather/scatter kernels, and only the integers
     that decide an error (and, on an error path, one value) reach the host."""
@@ -161,16 +172,9 @@ class Cuda:
             return None
         return D.view(a, (grp.G, grp.n), (grp.n * it, it))
 
-    def target(self, grp, out, dtype, inputs2d):
-        if out is None:
-            return None
-        v = self.view2d(grp, out, dtype)
-        if v is None:
-            return None
-        for a in inputs2d:
-            if a.size and D.overlaps(v, a) and not D.same_view(v, a):
-                return None
-        return v
+    @staticmethod
+    def aliased(v, a):
+        return a.size and D.overlaps(v, a) and not D.same_view(v, a)
 
     def write(self, grp, src2d, out):
         if out.size:
@@ -179,11 +183,7 @@ class Cuda:
                                  tuple(s // out.dtype.itemsize for s in pst))
         return out
 
-    def finish(self, dst, grp, out, res_dtype, tgt):
-        if out is not None:
-            if tgt is None:
-                self.write(grp, dst, out)
-            return out
+    def result(self, dst, grp, res_dtype):
         res_dtype = np.dtype(res_dtype)
         if dst.dtype != res_dtype or dst.size == 0:
             return self.write(grp, dst, D.empty(grp.shape, res_dtype))

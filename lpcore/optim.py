@@ -201,13 +201,7 @@ class LpSGD:
         if variant not in _VARIANTS:
             raise ValueError(f"{fn}: variant must be one of {sorted(_VARIANTS)}, got {variant!r}")
         self.variant = variant
-        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) \
-                or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"{fn}: lr must be a finite number > 0, got {lr!r}")
-        if variant != "riemannian" and lr > 1:
-            raise ValueError(f"{fn}: lr={lr} > 1; the {variant} update (1 - lr) x - lr u needs "
-                             "0 < lr <= 1")
-        self.lr = float(lr)
+        self.lr = _check_lr(lr, variant, fn)
         self.momentum = _nonneg(momentum, "momentum", fn)
         self.dampening = _nonneg(dampening, "dampening", fn)
         self.weight_decay = _nonneg(weight_decay, "weight_decay", fn)
@@ -230,8 +224,19 @@ class LpSGD:
     def init(self, w, axis=None):
         """Project ``w`` onto the unit sphere in place (per group) and return its state.
 
-        All-zero groups stay zero.  ``w`` must be a writable float32 or
-        float64 ndarray.
+        Parameters
+        ----------
+        w : ndarray or GPU array
+            A writable float32 or float64 weight; all-zero groups stay zero.
+        axis : None, int or tuple of ints
+            The axes of one group (``axis=1`` for a Linear weight, ``(1, 2,
+            3)`` for a Conv2d one); None: the whole tensor is one group.
+
+        Returns
+        -------
+        LpSGDState
+            Step 0; for the ``dual`` variant the dual vector ``D_p(w)`` in the
+            (groups, n) layout, on w's device.
         """
         fn = "lpcore.LpSGD.init"
         B = for_arrays(fn, w=w)
@@ -364,7 +369,8 @@ class LpSGD:
 
 
 def _check_lr(lr, variant, fn):
-    """A step size given at step time: the constructor's bounds for ``lr``."""
+    """``lr`` as a float: finite and > 0, and <= 1 for the convex-combination
+    variants (the constructor's and a step-time ``lr``)."""
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) \
             or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"{fn}: lr must be a finite number > 0, got {lr!r}")

@@ -50,14 +50,7 @@ def project_tangent(w, g, p, axis=None, out=None):
     fn = "lpcore.project_tangent"
     B = for_arrays(fn, w=w, g=g, out=out)
     p = check_p(p, fn, lo=1.0, allow_inf=False)
-    w = B.as_array(w, fn, "w")
-    g = B.as_array(g, fn, "g")
-    if g.shape != w.shape:
-        raise ValueError(f"{fn}: g has shape {g.shape}, expected w's shape {w.shape}")
-    comp, res = compute_dtype(w, g, fn=fn, names=("w", "g"))
-    if out is not None:
-        out = B.check_out(out, w.shape, res, fn)
-    grp = Groups(w.shape, axis, fn)
+    w, g, comp, res, out, grp = _pair(B, w, g, ("w", "g"), axis, out, fn)
     w2 = B.to2d(grp, w, comp)
     g2 = B.to2d(grp, g, comp)
     if grp.n == 0 or grp.G == 0:
@@ -81,7 +74,18 @@ def project_tangent(w, g, p, axis=None, out=None):
 def retract(w, xi, p, axis=None, out=None):
     """Radial retraction ``R_w(xi) = (w + xi) / ||w + xi||_p`` per group.
 
-    ``R_w(0) = w`` for ``w`` on the sphere.  ``p >= 1`` or ``inf``.
+    ``R_w(0) = w`` for ``w`` on the sphere.
+
+    Parameters
+    ----------
+    w, xi : array_like
+        Same shape: a point and a step (normally a tangent vector at ``w``).
+    p : float
+        ``p >= 1`` or ``numpy.inf``.
+    axis : None, int or tuple of ints
+        The axes of one group.
+    out : ndarray, optional
+        Result buffer; may be ``w`` or ``xi``.
 
     Raises
     ------
@@ -98,16 +102,23 @@ def retract(w, xi, p, axis=None, out=None):
     fn = "lpcore.retract"
     B = for_arrays(fn, w=w, xi=xi, out=out)
     p = check_p(p, fn, lo=1.0, lo_open=False)
-    w = B.as_array(w, fn, "w")
-    xi = B.as_array(xi, fn, "xi")
-    if xi.shape != w.shape:
-        raise ValueError(f"{fn}: xi has shape {xi.shape}, expected w's shape {w.shape}")
-    comp, res = compute_dtype(w, xi, fn=fn, names=("w", "xi"))
-    if out is not None:
-        out = B.check_out(out, w.shape, res, fn)
-    grp = Groups(w.shape, axis, fn)
+    w, xi, comp, res, out, grp = _pair(B, w, xi, ("w", "xi"), axis, out, fn)
     y = B.kernels.add(B.to2d(grp, w, comp), B.to2d(grp, xi, comp), B.empty((grp.G, grp.n), comp))
     return _normalize2d(B, y, grp, p, out, res, "raise", fn, "w + xi")
+
+
+def _pair(B, a, b, names, axis, out, fn):
+    """The checks of a function of two same-shape arrays: both as arrays of
+    the backend, shapes, dtypes, ``out``, the grouping."""
+    a = B.as_array(a, fn, names[0])
+    b = B.as_array(b, fn, names[1])
+    if b.shape != a.shape:
+        raise ValueError(f"{fn}: {names[1]} has shape {b.shape}, expected {names[0]}'s shape "
+                         f"{a.shape}")
+    comp, res = compute_dtype(a, b, fn=fn, names=names)
+    if out is not None:
+        out = B.check_out(out, a.shape, res, fn)
+    return a, b, comp, res, out, Groups(a.shape, axis, fn)
 
 
 def _signed_power(B, x, e, out, fn, name):
@@ -132,6 +143,15 @@ def to_dual(w, p, out=None):
     Maps the unit Lp sphere onto the unit Lq sphere, ``q = p/(p-1)``;
     :func:`from_dual` is its inverse.
 
+    Parameters
+    ----------
+    w : array_like
+        Real data (any shape; the map is elementwise).
+    p : float
+        ``1 < p < inf``.
+    out : ndarray, optional
+        Result buffer (w's shape); may be ``w``.
+
     Raises
     ------
     ValueError
@@ -153,6 +173,15 @@ def from_dual(v, p, out=None):
     """Inverse duality map ``D_q(v) = sign(v) |v|^(1/(p-1))``, ``1 < p < inf``.
 
     Note that ``p`` is the *primal* exponent: ``from_dual(to_dual(w, p), p) == w``.
+
+    Parameters
+    ----------
+    v : array_like
+        Real data (elementwise).
+    p : float
+        The primal exponent, ``1 < p < inf``.
+    out : ndarray, optional
+        Result buffer (v's shape); may be ``v``.
 
     Raises
     ------

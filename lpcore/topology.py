@@ -183,7 +183,26 @@ def grow_by_score(score, mask, k, axis=None):
 
 def drop_smallest(w, mask, k):
     """Drop the ``k`` active connections with the smallest ``|w|`` (over the whole
-    tensor; ties towards the lower flat index).  Returns (new_mask, dropped flat indices).
+    tensor; ties towards the lower flat index).
+
+    Parameters
+    ----------
+    w : array_like
+        Real weights (their magnitudes rank the active connections).
+    mask : array_like of bool
+        w's shape; True = active.
+    k : int
+        How many to drop, ``0 <= k <=`` the number of active connections.
+
+    Returns
+    -------
+    (ndarray of bool, ndarray of int)
+        The new mask and the dropped flat indices (sorted).
+
+    Raises
+    ------
+    ValueError
+        k out of range, a mask of another shape, NaN/Inf among the active weights.
 
     Examples
     --------
@@ -210,8 +229,26 @@ def drop_smallest(w, mask, k):
 def grow_random(mask, k, rng):
     """Activate ``k`` inactive connections chosen uniformly at random (SET).
 
-    ``rng`` is a ``numpy.random.Generator`` (seeded by the caller), an
-    integer seed, or None (fresh entropy).  Returns (new_mask, grown flat indices).
+    Parameters
+    ----------
+    mask : array_like of bool
+        True = active.
+    k : int
+        How many to grow, ``0 <= k <=`` the number of inactive connections.
+    rng : numpy.random.Generator, int or None
+        The caller's generator, an integer seed, or None (fresh entropy).
+
+    Returns
+    -------
+    (ndarray of bool, ndarray of int)
+        The new mask and the grown flat indices (sorted).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> m, idx = lpcore.grow_random(np.array([True, False, False]), 1, rng=0)
+    >>> int(m.sum()), idx.size
+    (2, 1)
     """
     fn = "lpcore.grow_random"
     rng = check_rng(rng, fn)
@@ -229,7 +266,22 @@ def grow_random(mask, k, rng):
 
 
 def random_mask(shape, sparsity, rng):
-    """A boolean mask with exactly ``round(sparsity * size)`` zeros at random places."""
+    """A boolean mask with exactly ``round(sparsity * size)`` zeros at random places.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    sparsity : float
+        The fraction of zeros, in [0, 1].
+    rng : numpy.random.Generator, int or None
+        The caller's generator, an integer seed, or None (fresh entropy).
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> int((~lpcore.random_mask((4, 5), 0.75, rng=1)).sum())
+    15
+    """
     fn = "lpcore.random_mask"
     sparsity = check_real(sparsity, fn, "sparsity", 0.0, 1.0)
     rng = check_rng(rng, fn)

@@ -11,10 +11,12 @@ from hypothesis import HealthCheck, settings
 
 # "ci": deterministic and bounded (CI and the README test command);
 # "dev": many more random examples for local runs:  HYPOTHESIS_PROFILE=dev pytest
+# (the backend fixture is function-scoped on purpose: one backend per test,
+# shared by that test's examples)
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=40,
-                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("dev", deadline=None, max_examples=400,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("dev", deadline=None, max_examples=400, suppress_health_check=_QUIET)
 # "sim": the CUDA simulator runs each thread of each block as a Python thread
 # (~0.15 s per block): a few deterministic examples per property
 settings.register_profile("sim", derandomize=True, deadline=None,
@@ -36,6 +38,8 @@ class Backend:
 
     def __init__(self, name):
         self.name = name
+        #: strategy keywords: small arrays on the GPU (the simulator pays per block)
+        self.small = dict(max_dims=3, max_side=5) if name == "cuda" else {}
 
     def put(self, x):
         if self.name == "numpy" or not isinstance(x, np.ndarray):

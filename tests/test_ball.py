@@ -12,8 +12,8 @@ REFS = {1.0: project_l1_ref, 2.0: project_l2_ref, np.inf: project_linf_ref}
 
 @given(lst.float_arrays(shape=(3, 7), scales=(1e-3, 1.0, 1e3)),
        st.sampled_from([1.0, 2.0, np.inf]), st.floats(0.05, 5.0))
-def test_closed_forms(y, p, r):
-    x = lpcore.project_ball(y, p, radius=r, axis=1)
+def test_closed_forms(backend, y, p, r):
+    x = backend(lpcore.project_ball, y, p, radius=r, axis=1)
     assert x.dtype == y.dtype
     tol = 1e-5 if y.dtype == np.float32 else 1e-12
     for i in range(y.shape[0]):
@@ -24,8 +24,8 @@ def test_closed_forms(y, p, r):
 @given(lst.float_arrays(dtype=np.float64, shape=(2, 6), scales=(1e-3, 1.0, 1e3)),
        st.one_of(st.floats(1.0005, 1.3), st.floats(1.3, 2.5), st.floats(2.5, 30.0)),
        st.floats(0.05, 5.0))
-def test_general_p_is_feasible_optimal_and_idempotent(y, p, r):
-    x = lpcore.project_ball(y, p, radius=r, axis=1)
+def test_general_p_is_feasible_optimal_and_idempotent(backend, y, p, r):
+    x = backend(lpcore.project_ball, y, p, radius=r, axis=1)
     scale = max(1.0, float(np.abs(y).max()))
     for i in range(y.shape[0]):
         gap, nx = ball_certificate(y[i], x[i], p, r)
@@ -43,7 +43,7 @@ def test_general_p_is_feasible_optimal_and_idempotent(y, p, r):
             assert np.all(x[i][y[i] == 0] == 0)
         else:
             np.testing.assert_array_equal(x[i], y[i])
-    np.testing.assert_allclose(lpcore.project_ball(x, p, radius=r, axis=1), x,
+    np.testing.assert_allclose(backend(lpcore.project_ball, x, p, radius=r, axis=1), x,
                                rtol=1e-9, atol=1e-12 * scale)
 
 

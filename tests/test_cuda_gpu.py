@@ -6,7 +6,7 @@ PyTorch / CuPy device memory through ``__cuda_array_interface__`` and DLPack.
 Skipped under the CUDA simulator and without a GPU (the simulator cannot run
 these sizes, nor wrap foreign device memory).  On a GPU::
 
-    python -m pytest tests/test_cuda.py tests/test_cuda_gpu.py
+    HYPOTHESIS_PROFILE=sim LPCORE_CUDA_EXAMPLES=100 python -m pytest tests -m cuda
 """
 import os
 
@@ -24,6 +24,8 @@ if D.simulated() or not cuda.is_available():
     if os.environ.get("LPCORE_REQUIRE_GPU"):
         raise RuntimeError("LPCORE_REQUIRE_GPU is set but numba.cuda sees no real GPU")
     pytest.skip("needs a real CUDA GPU", allow_module_level=True)
+
+pytestmark = pytest.mark.cuda
 
 DTYPES = [np.float32, np.float64]
 PS = [1.0, 1.3, 2.0, 3.0, np.inf]

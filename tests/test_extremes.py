@@ -7,26 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from numba import cuda
 
 import lpcore
 from naive import ball_certificate
 
-BACKENDS = ["cpu"] + (["cuda"] if cuda.is_available() else [])
 
-
-@pytest.fixture(params=BACKENDS)
-def on(request):
-    """Run a public function on the backend; return a host result."""
-    def call(f, *arrays, **kw):
-        if request.param == "cuda":
-            arrays = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray)
-                      else a for a in arrays]
-        r = f(*arrays, **kw)
-        if request.param == "cuda" and hasattr(r, "copy_to_host"):
-            r = r.copy_to_host()
-        return np.asarray(r)
-    return call
+@pytest.fixture
+def on(backend):
+    """Run a public function on the backend (``tests/conftest.py``); a host result."""
+    return backend
 
 
 SUB = [np.array([1e-310, 1e-310]), np.array([3e-310, -4e-310, 0.0, 5e-324]),

@@ -20,7 +20,6 @@ Memory traffic per step (``dual`` with momentum): g, buf and v are read twice
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -66,15 +65,32 @@ def _renormalize(x, i, mx, p):
         x[i, j] = np.float64(x[i, j]) * f
 
 
-@njit(inline="always", **_JIT)
-def _direction(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
-    """(d, new momentum buffer) for one entry: ``buf' = bmu * buf + bd * d``,
-    ``d' = c1 * d + c2 * buf'`` (torch.optim.SGD's rules as coefficients)."""
-    d = np.float64(gj) + wd * np.float64(wj)
+def direction(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
+    """(d, new momentum buffer) for one entry, in float64: ``buf' = bmu * buf +
+    bd * d``, ``d' = c1 * d + c2 * buf'`` (torch.optim.SGD's rules as
+    coefficients, see :func:`coefficients`).
+
+    Plain Python source compiled twice: by ``njit`` here and as a CUDA device
+    function in ``lpcore/kernels/cuda/lpsgd.py``."""
+    d = float(gj) + wd * float(wj)
     if has_mom:
-        nb = bmu * np.float64(bj) + bd * d
+        nb = bmu * float(bj) + bd * d
         return c1 * d + c2 * nb, nb
     return d, 0.0
+
+
+_direction = njit(inline="always", **_JIT)(direction)
+
+
+def coefficients(mu, damp, nest, first, has_mom):
+    """``(bmu, bd, c1, c2)`` of :func:`direction` for torch.optim.SGD's
+    momentum, dampening and Nesterov (the first momentum step copies d into
+    the buffer); all zero without momentum.  Shared by both StepCalls."""
+    if not has_mom:
+        return 0.0, 0.0, 0.0, 0.0
+    bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
+    c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
+    return bmu, bd, c1, c2
 
 
 @njit(**_JIT)
@@ -223,7 +239,7 @@ def _build(variant, has_mom):
     combination caches under its own key); the phase functions take them as
     literals and are compiled once per combination, so the per-entry loops
     carry no branches on them.  Dampening, Nesterov and the first momentum
-    step are branch-free runtime coefficients (see :func:`_direction`).
+    step are branch-free runtime coefficients (see :func:`direction`).
     """
     V = int(variant)
     M = bool(has_mom)
@@ -312,11 +328,8 @@ class StepCall:
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
         dummy = np.zeros((1, n), dtype=w.dtype)
-        if has_mom:
-            bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
-            c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
-        else:
-            bmu = bd = c1 = c2 = 0.0
+        bmu, bd, c1, c2 = coefficients(mu, damp, nest, first, has_mom)
+        if not has_mom:
             buf = dummy
         self.st = np.zeros(G, dtype=np.int8)
         self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),

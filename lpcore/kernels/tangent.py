@@ -8,6 +8,20 @@ from ._dispatch import CHUNK, TINY, first_flags, lift, log2_for, n_chunks, pick,
 from ._pow32 import FASTMATH
 
 
+@njit(fastmath=FASTMATH, cache=True, inline="always", error_model="numpy")
+def _nu(wj, tiny, inv, l2m, e):
+    """sign(w_j) (|w_j| / m)^e in float64 given the row's scaling (see _scaling)."""
+    nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
+    return -nu if wj < 0 else nu
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always", error_model="numpy")
+def _scaling(m, w):
+    """(tiny, 1 / lift(m), log2 m) of a row maximum m > 0, for _nu."""
+    tiny = m < TINY
+    return tiny, 1.0 / lift(m, tiny), log2_for(m, w)
+
+
 # tangent projection sums with nu' = sign(w) (|w| / Mw)^(p-1):
 #   A = <nu', g>,  B = <nu', nu'>
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -15,18 +29,13 @@ def _tangent_task(w, g, t, nch, mw, e, A, B):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
-    m = mw[i]
-    tiny = m < TINY
-    inv = 1.0 / lift(m, tiny)
-    l2m = log2_for(m, w)
+    tiny, inv, l2m = _scaling(mw[i], w)
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
     a = 0.0
     b = 0.0
     for j in range(ws.size):
-        wj = ws[j]
-        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
-        nu = -nu if wj < 0 else nu
+        nu = _nu(ws[j], tiny, inv, l2m, e)
         a += nu * np.float64(gs[j])
         b += nu * nu
     A[t] = a
@@ -66,19 +75,13 @@ def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
-    m = mw[i]  # > 0: zero groups of w were rejected before this pass
     c = coef[i]
-    tiny = m < TINY
-    inv = 1.0 / lift(m, tiny)
-    l2m = log2_for(m, w)
+    tiny, inv, l2m = _scaling(mw[i], w)  # mw > 0: zero groups of w were rejected
     ws = w[i, j0:j1]
     gs = g[i, j0:j1]
     os = out[i, j0:j1]
     for j in range(ws.size):
-        wj = ws[j]
-        nu = scaled_pow(lift(abs(wj), tiny), inv, l2m, e)
-        nu = -nu if wj < 0 else nu
-        os[j] = np.float64(gs[j]) - c * nu
+        os[j] = np.float64(gs[j]) - c * _nu(ws[j], tiny, inv, l2m, e)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

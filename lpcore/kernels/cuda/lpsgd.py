@@ -31,20 +31,16 @@ import math
 
 from numba import cuda, float64
 
-from ..lpsgd import BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN
+from ..lpsgd import (BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN, coefficients,
+                     direction)
 from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
                       read_flags, scratch, split)
 
 INF = math.inf
 
 
-@cuda.jit(device=True)
-def _dir(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
-    d = float64(gj) + wd * float64(wj)
-    if has_mom:
-        nb = bmu * float64(bj) + bd * d
-        return c1 * d + c2 * nb, nb
-    return d, 0.0
+#: the update direction, the CPU kernel's own source compiled for the GPU
+_dir = cuda.jit(device=True)(direction)
 
 
 @cuda.jit(cache=True)
@@ -285,11 +281,8 @@ class StepCall:
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
         dummy = scratch("lpsgd.unused", (1, max(n, 1)), w.dtype)  # never written
-        if has_mom:
-            bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
-            c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
-        else:
-            bmu = bd = c1 = c2 = 0.0
+        bmu, bd, c1, c2 = coefficients(mu, damp, nest, first, has_mom)
+        if not has_mom:
             buf = dummy
         if v is None:
             v = dummy if variant != DUAL else v

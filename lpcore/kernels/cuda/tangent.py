@@ -13,6 +13,13 @@ from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, re
 INF = math.inf
 
 
+@cuda.jit(device=True)
+def _nu(wj, mt, e):
+    """sign(w_j) (|w_j| / m)^e, the power in w's precision, as float64."""
+    nu = float64(math.pow(abs(wj) / mt, e))
+    return -nu if wj < 0 else nu
+
+
 @cuda.jit(cache=True)
 def _k_tangent(w, g, mw, e, nsplit, A, B):
     sh = cuda.shared.array(MAXT, float64)
@@ -24,10 +31,7 @@ def _k_tangent(w, g, mw, e, nsplit, A, B):
     bb = 0.0
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        wj = w[i, j]
-        nu = float64(math.pow(abs(wj) / mt, e))
-        if wj < 0:
-            nu = -nu
+        nu = _nu(w[i, j], mt, e)
         a += nu * float64(g[i, j])
         bb += nu * nu
         j += cuda.blockDim.x
@@ -84,11 +88,7 @@ def _k_tangent_write(w, g, mw, coef, e, out, nsplit):
     c = coef[i]
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        wj = w[i, j]
-        nu = float64(math.pow(abs(wj) / mt, e))
-        if wj < 0:
-            nu = -nu
-        out[i, j] = float64(g[i, j]) - c * nu
+        out[i, j] = float64(g[i, j]) - c * _nu(w[i, j], mt, e)
         j += cuda.blockDim.x
 
 
