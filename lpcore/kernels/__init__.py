@@ -32,10 +32,10 @@ kernel compiles one signature per dtype.
 Writing kernels run only after the reductions that validate their inputs.
 Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
 big tensor still uses every core; each task writes its own partial results
-(no atomics, no races) and a serial pass merges them.  Each CPU kernel exists
-as a ``parallel=True`` dispatcher and a serial one built from the same task
-function; :func:`_dispatch.pick` chooses by problem size (one rule,
-:func:`_dispatch.use_parallel`).
+(no atomics, no races) and a serial pass merges them.  Each CPU kernel is a
+task function made into a ``parallel=True`` driver and a serial one by
+:class:`_dispatch.TaskKernel`, which chooses between them by problem size
+(one rule, :func:`_dispatch.use_parallel`).
 """
 from ._dispatch import CHUNK, PAR_MIN_SIZE
 from .ball import project_ball_rows

@@ -1,11 +1,12 @@
 """Serial/parallel selection and dtype-specialised scalar helpers."""
 from __future__ import annotations
 
-import numpy as np
-from numba import types
-from numba.extending import overload
-
 import math
+import sys
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
 from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled, pow32_scaled2
@@ -28,9 +29,49 @@ def use_parallel(size, ntasks, min_size=None):
         and parallel_ok()
 
 
-def pick(par, ser, size, ntasks):
-    """The parallel dispatcher for big problems with >1 task, else the serial one."""
-    return par if use_parallel(size, ntasks) else ser
+_DRIVER = """
+def {name}(ntasks, args):
+    for t in {loop}(ntasks):
+        task(np.int64(t), *args)
+"""
+
+
+class TaskKernel:
+    """A task function ``task(t, *args)`` (one row, or one chunk of a row) run
+    over ``t = 0 .. ntasks - 1`` by a ``parallel=True`` driver or a serial one,
+    chosen by :func:`use_parallel` (the one size rule; ``min_size`` for tasks
+    that cost much more than a pass per element)::
+
+        _scale = TaskKernel(_scale_task)
+        _scale(ntasks, x.size, x, nrm, out, nch)   # task(t, x, nrm, out, nch) for every t
+
+    The two drivers are made here for every task, not written by hand.  They
+    are compiled from source attributed to the task's own module (so that
+    numba's on-disk cache, keyed by that file, is reused by later processes
+    and invalidated when the module changes: a driver closing over the task
+    instead is a new function to the cache in every process) and call the
+    task with an int64 index in both (one compiled signature).
+    """
+
+    def __init__(self, task, min_size=None):
+        mod = sys.modules[task.py_func.__module__]
+        self.min_size = min_size
+        self.par, self.ser = (self._driver(task, mod, kind, loop, opts) for kind, loop, opts in
+                              (("par", "prange", {"parallel": True}), ("ser", "range", {})))
+
+    @staticmethod
+    def _driver(task, mod, kind, loop, opts):
+        name = f"{task.py_func.__name__}_{kind}"
+        ns = {"task": task, "prange": prange, "np": np}
+        exec(compile(_DRIVER.format(name=name, loop=loop), mod.__file__, "exec"), ns)
+        f = ns[name]
+        f.__module__, f.__qualname__ = mod.__name__, name
+        return njit(cache=True, error_model="numpy", **opts)(f)
+
+    def __call__(self, ntasks, size, *args):
+        """Run the task for ``t < ntasks`` over data of ``size`` elements."""
+        par = use_parallel(size, ntasks, self.min_size)
+        (self.par if par else self.ser)(ntasks, args)
 
 
 #: The smallest normal float64.  A float64 group whose maximum is below it has a

@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-from ._dispatch import use_parallel
+from ._dispatch import TaskKernel
 from .norm import KIND_INF, KIND_ONE, KIND_TWO
 
 _MAXIT_INNER = 200
@@ -177,7 +177,7 @@ def _project_l1(a, m, r, t):
 
 
 @njit(cache=True, error_model="numpy")
-def _ball_row(y, out, i, mrow, kind, p, r):
+def _ball_row(i, y, out, mrow, kind, p, r):
     n = y.shape[1]
     m = mrow[i]
     if m == 0.0:
@@ -226,16 +226,8 @@ def _ball_row(y, out, i, mrow, kind, p, r):
         out[i, j] = -v if y[i, j] < 0 else v
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _ball_par(y, out, mrow, kind, p, r):
-    for i in prange(y.shape[0]):
-        _ball_row(y, out, i, mrow, kind, p, r)
-
-
-@njit(cache=True, error_model="numpy")
-def _ball_ser(y, out, mrow, kind, p, r):
-    for i in range(y.shape[0]):
-        _ball_row(y, out, i, mrow, kind, p, r)
+#: rows are tens of passes each: parallel from 4096 elements
+_ball = TaskKernel(_ball_row, min_size=4096)
 
 
 def project_ball_rows(y, mrow, kind, p, r, out):
@@ -244,6 +236,5 @@ def project_ball_rows(y, mrow, kind, p, r, out):
     if y.size == 0:
         return out
     # each row is many passes of arithmetic: parallelise from a few rows on
-    kern = _ball_par if use_parallel(y.size, G, 4096) else _ball_ser
-    kern(y, out, mrow, kind, float(p), float(r))
+    _ball(G, y.size, y, out, mrow, kind, float(p), float(r))
     return out

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._dispatch import CHUNK, n_chunks, pick, spow
+from ._dispatch import CHUNK, TaskKernel, n_chunks, spow
 from ._pow32 import FASTMATH
 
 
@@ -12,7 +12,7 @@ from ._pow32 import FASTMATH
 # out = sign(x) |x|^e elementwise on flat arrays; returns a per-task flag that
 # is NaN where the input held NaN/Inf.
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _signed_pow_task(x, e, out, bad, t):
+def _signed_pow_task(t, x, e, out, bad):
     j0 = t * CHUNK
     j1 = min(x.size, j0 + CHUNK)
     xs = x[j0:j1]
@@ -27,16 +27,7 @@ def _signed_pow_task(x, e, out, bad, t):
     bad[t] = 0.0 if ok else 1.0
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _signed_pow_par(x, e, out, bad):
-    for t in prange(bad.size):
-        _signed_pow_task(x, e, out, bad, t)
-
-
-@njit(cache=True, error_model="numpy")
-def _signed_pow_ser(x, e, out, bad):
-    for t in range(bad.size):
-        _signed_pow_task(x, e, out, bad, t)
+_signed_pow = TaskKernel(_signed_pow_task)
 
 
 def signed_pow(x, e, out):
@@ -45,7 +36,7 @@ def signed_pow(x, e, out):
     nt = n_chunks(x.size) if x.size else 0
     bad = np.zeros(nt)
     if nt:
-        pick(_signed_pow_par, _signed_pow_ser, x.size, nt)(x, float(e), out, bad)
+        _signed_pow(nt, x.size, x, float(e), out, bad)
     if np.all(bad == 0.0):
         return -1
     return int(np.flatnonzero(~np.isfinite(x))[0])  # the error path only

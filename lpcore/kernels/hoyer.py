@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._dispatch import CHUNK, TINY, first_flags, lift, n_chunks, pick
+from ._dispatch import CHUNK, TINY, TaskKernel, first_flags, lift, n_chunks
 from ._pow32 import FASTMATH
 from .norm import _max_abs, int_view
 
@@ -15,7 +15,7 @@ from .norm import _max_abs, int_view
 # scaling (squares of float32 cannot overflow or underflow in float64), so
 # that path is a single memory-bound pass; float64 data are max-scaled.
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2):
+def _hoyer_task(t, x, xb, mask, nch, scaled, Mc, S1, S2):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
@@ -42,18 +42,6 @@ def _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2):
     Mc[t] = m
     S1[t] = s1
     S2[t] = s2
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _hoyer_par(x, xb, mask, nch, scaled, Mc, S1, S2):
-    for t in prange(Mc.size):
-        _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2)
-
-
-@njit(cache=True, error_model="numpy")
-def _hoyer_ser(x, xb, mask, nch, scaled, Mc, S1, S2):
-    for t in range(Mc.size):
-        _hoyer_task(x, xb, mask, t, nch, scaled, Mc, S1, S2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -86,6 +74,9 @@ def _combine_hoyer(Mc, S1, S2, nch, n, out):
             out[i] = min(1.0, max(0.0, h))
 
 
+_hoyer = TaskKernel(_hoyer_task)
+
+
 def hoyer_sums(x, out_dtype):
     """Hoyer sparsity of each row of a C-contiguous (G, n) array, n >= 2, in
     ``out_dtype``: ``(values, first group with NaN/Inf data or G)``."""
@@ -97,9 +88,8 @@ def hoyer_sums(x, out_dtype):
     Mc = np.empty(G * nch)
     S1 = np.empty(G * nch)
     S2 = np.empty(G * nch)
-    kern = pick(_hoyer_par, _hoyer_ser, x.size, G * nch)
     xb, mask = int_view(x)
-    kern(x, xb, mask, nch, x.dtype != np.float32, Mc, S1, S2)
+    _hoyer(G * nch, x.size, x, xb, mask, nch, x.dtype != np.float32, Mc, S1, S2)
     _combine_hoyer(Mc, S1, S2, nch, n, out)
     return out.astype(out_dtype, copy=False), first_flags(out)[0]
 

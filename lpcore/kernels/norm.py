@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._dispatch import CHUNK, TINY, first_flags, lift, log2_for, n_chunks, pick, scaled_pow
+from ._dispatch import (CHUNK, TINY, TaskKernel, first_flags, lift, log2_for, n_chunks,
+                        scaled_pow)
 from ._pow32 import FASTMATH, float_from_bits
 
 KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN = 0, 1, 2, 3
@@ -59,7 +60,7 @@ def int_view(x):
 # max-scaled power sums:  Mc = max |x| over the chunk,
 #                         Sc = sum (|x| / Mc)^p over the chunk (NaN if bad)
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc):
+def _powsum_task(t, x, xb, mask, nch, kind, p, Mc, Sc):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
@@ -104,18 +105,6 @@ def _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc):
     Sc[t] = s
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _powsum_par(x, xb, mask, nch, kind, p, Mc, Sc):
-    for t in prange(Mc.size):
-        _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc)
-
-
-@njit(cache=True, error_model="numpy")
-def _powsum_ser(x, xb, mask, nch, kind, p, Mc, Sc):
-    for t in range(Mc.size):
-        _powsum_task(x, xb, mask, t, nch, kind, p, Mc, Sc)
-
-
 @njit(cache=True, error_model="numpy")
 def _combine_norms(Mc, Sc, nch, kind, p, out):
     for i in range(out.size):
@@ -149,15 +138,17 @@ def _combine_norms(Mc, Sc, nch, kind, p, out):
                 out[i] = m * s ** (1.0 / p)
 
 
+_powsum = TaskKernel(_powsum_task)
+
+
 def powsum_chunks(x, p):
     """Per-chunk (max, scaled power sum) of a C-contiguous (G, n) array, n >= 1."""
     G, n = x.shape
     nch = n_chunks(n)
     Mc = np.empty(G * nch)
     Sc = np.empty(G * nch)
-    kern = pick(_powsum_par, _powsum_ser, x.size, G * nch)
     xb, mask = int_view(x)
-    kern(x, xb, mask, nch, norm_kind(p), float(p), Mc, Sc)
+    _powsum(G * nch, x.size, x, xb, mask, nch, norm_kind(p), float(p), Mc, Sc)
     return Mc, Sc, nch
 
 
@@ -188,7 +179,7 @@ def group_max(x):
 # float32 group whose norm is subnormal has a scale beyond float32's range; a
 # float64 one has no finite reciprocal at all: both sides are lifted by 2**1074)
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _scale_task(x, nrm, out, t, nch):
+def _scale_task(t, x, nrm, out, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(x.shape[1], j0 + CHUNK)
@@ -201,16 +192,7 @@ def _scale_task(x, nrm, out, t, nch):
         os[j] = lift(np.float64(xs[j]), tiny) * f
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _scale_par(x, nrm, out, nch):
-    for t in prange(x.shape[0] * nch):
-        _scale_task(x, nrm, out, t, nch)
-
-
-@njit(cache=True, error_model="numpy")
-def _scale_ser(x, nrm, out, nch):
-    for t in range(x.shape[0] * nch):
-        _scale_task(x, nrm, out, t, nch)
+_scale = TaskKernel(_scale_task)
 
 
 def scale_rows(x, nrm, out):
@@ -219,5 +201,5 @@ def scale_rows(x, nrm, out):
     if x.size == 0:
         return out
     nch = n_chunks(n)
-    pick(_scale_par, _scale_ser, x.size, G * nch)(x, nrm, out, nch)
+    _scale(G * nch, x.size, x, nrm, out, nch)
     return out

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._dispatch import CHUNK, TINY, first_flags, lift, log2_for, n_chunks, pick, scaled_pow
+from ._dispatch import (CHUNK, TINY, TaskKernel, first_flags, lift, log2_for, n_chunks,
+                        scaled_pow)
 from ._pow32 import FASTMATH
 
 
@@ -25,7 +26,7 @@ def _scaling(m, w):
 # tangent projection sums with nu' = sign(w) (|w| / Mw)^(p-1):
 #   A = <nu', g>,  B = <nu', nu'>
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _tangent_task(w, g, t, nch, mw, e, A, B):
+def _tangent_task(t, w, g, nch, mw, e, A, B):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
@@ -42,16 +43,7 @@ def _tangent_task(w, g, t, nch, mw, e, A, B):
     B[t] = b
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _tangent_par(w, g, nch, mw, e, A, B):
-    for t in prange(A.size):
-        _tangent_task(w, g, t, nch, mw, e, A, B)
-
-
-@njit(cache=True, error_model="numpy")
-def _tangent_ser(w, g, nch, mw, e, A, B):
-    for t in range(A.size):
-        _tangent_task(w, g, t, nch, mw, e, A, B)
+_sums = TaskKernel(_tangent_task)
 
 
 def tangent_coef(w, g, mw, p):
@@ -62,8 +54,7 @@ def tangent_coef(w, g, mw, p):
     nch = n_chunks(n)
     A = np.empty(G * nch)
     B = np.empty(G * nch)
-    kern = pick(_tangent_par, _tangent_ser, w.size, G * nch)
-    kern(w, g, nch, mw, float(p) - 1.0, A, B)
+    _sums(G * nch, w.size, w, g, nch, mw, float(p) - 1.0, A, B)
     a = A.reshape(G, nch).sum(axis=1)
     with np.errstate(invalid="ignore"):
         coef = a / B.reshape(G, nch).sum(axis=1)
@@ -71,7 +62,7 @@ def tangent_coef(w, g, mw, p):
 
 # out = g - coef[i] * nu'   with nu' = sign(w) (|w| / mw)^(p-1)
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
+def _tangent_write_task(t, w, g, mw, coef, e, out, nch):
     i = t // nch
     j0 = (t - i * nch) * CHUNK
     j1 = min(w.shape[1], j0 + CHUNK)
@@ -84,16 +75,7 @@ def _tangent_write_task(w, g, mw, coef, e, out, t, nch):
         os[j] = np.float64(gs[j]) - c * _nu(ws[j], tiny, inv, l2m, e)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _tangent_write_par(w, g, mw, coef, e, out, nch):
-    for t in prange(w.shape[0] * nch):
-        _tangent_write_task(w, g, mw, coef, e, out, t, nch)
-
-
-@njit(cache=True, error_model="numpy")
-def _tangent_write_ser(w, g, mw, coef, e, out, nch):
-    for t in range(w.shape[0] * nch):
-        _tangent_write_task(w, g, mw, coef, e, out, t, nch)
+_write = TaskKernel(_tangent_write_task)
 
 
 def tangent_write(w, g, mw, coef, p, out):
@@ -102,7 +84,6 @@ def tangent_write(w, g, mw, coef, p, out):
     if w.size == 0:
         return out
     nch = n_chunks(n)
-    kern = pick(_tangent_write_par, _tangent_write_ser, w.size, G * nch)
-    kern(w, g, mw, coef, float(p) - 1.0, out, nch)
+    _write(G * nch, w.size, w, g, mw, coef, float(p) - 1.0, out, nch)
     return out
 

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._dispatch import first_flags, use_parallel
+from ._dispatch import TaskKernel, first_flags
 from ._pow32 import FASTMATH
 
 _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def _drop_row(w, m, h, revive, out, tau, i):
+def _drop_row(i, w, m, h, revive, out, tau):
     n = w.shape[1]
     s = 0.0
     c = 0
@@ -37,16 +37,7 @@ def _drop_row(w, m, h, revive, out, tau, i):
         out[i, j] = (m[i, j] or revive) and abs(np.float64(w[i, j])) >= t
 
 
-@njit(parallel=True, **_JIT)
-def _drop_par(w, m, h, revive, out, tau):
-    for i in prange(w.shape[0]):
-        _drop_row(w, m, h, revive, out, tau, np.int64(i))
-
-
-@njit(**_JIT)
-def _drop_ser(w, m, h, revive, out, tau):
-    for i in range(w.shape[0]):
-        _drop_row(w, m, h, revive, out, tau, i)
+_drop = TaskKernel(_drop_row)
 
 
 def drop_rows(w, m, h, out, revive=False):
@@ -57,6 +48,5 @@ def drop_rows(w, m, h, out, revive=False):
     row (or G)."""
     tau = np.zeros(w.shape[0])
     if w.size:
-        (_drop_par if use_parallel(w.size, w.shape[0]) else _drop_ser)(
-            w, m, float(h), bool(revive), out, tau)
+        _drop(w.shape[0], w.size, w, m, float(h), bool(revive), out, tau)
     return tau, first_flags(tau)[0]

@@ -9,7 +9,7 @@ from numba import cuda, float64
 
 from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, read_flags,
                       scratch, split)
-from .norm import _slice_max, _slices_max
+from .norm import _slice_max, group_start
 
 INF = math.inf
 NAN = math.nan
@@ -56,12 +56,8 @@ def _k_hoyer_combine(Mb, S1, S2, G, nsplit, n, out, flag):
     i = cuda.blockIdx.x
     while i < G:
         c0, c1 = i * nsplit, (i + 1) * nsplit
-        m, bad = _slices_max(Mb, S1, S2, c0, c1, sh)
-        if bad > 0.0:
-            if tid == 0:
-                out[i] = NAN
-                cuda.atomic.max(flag, 0, G - i)
-        else:
+        m, bad = group_start(Mb, S1, S2, i, nsplit, G, out, flag, sh)
+        if bad == 0.0:
             s1 = 0.0
             s2 = 0.0
             if m > 0.0:

@@ -115,6 +115,18 @@ def _slices_max(Mb, S1, S2, c0, c1, sh):
     return bmax(sh, m), bmax(sh, bad)
 
 
+@cuda.jit(device=True)
+def group_start(Mb, S1, S2, i, nsplit, G, out, flag, sh):
+    """The start of a combine for group ``i``: (the max over its slices, 1.0
+    if a slice is bad else 0.0); a bad group's result is NaN and it is
+    flagged in ``flag[0]``."""
+    m, bad = _slices_max(Mb, S1, S2, i * nsplit, (i + 1) * nsplit, sh)
+    if bad > 0.0 and cuda.threadIdx.x == 0:
+        out[i] = NAN
+        cuda.atomic.max(flag, 0, G - i)
+    return m, bad
+
+
 @cuda.jit(cache=True)
 def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
     # one block per group: threads stride over its slices, block reductions
@@ -124,12 +136,8 @@ def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
     while i < G:
         c0, c1 = i * nsplit, (i + 1) * nsplit
         # Sb is a sum of non-negative terms or NaN: "not < INF" is "is NaN"
-        m, bad = _slices_max(Mb, Sb, Sb, c0, c1, sh)
-        if bad > 0.0:
-            if tid == 0:
-                out[i] = NAN
-                cuda.atomic.max(flag, 0, G - i)
-        else:
+        m, bad = group_start(Mb, Sb, Sb, i, nsplit, G, out, flag, sh)
+        if bad == 0.0:
             s = 0.0
             if kind != KIND_INF and m > 0.0:
                 c = c0 + tid
