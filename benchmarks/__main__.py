@@ -10,7 +10,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --scaling       # time vs size, 1e3 .. 1e8 elements
     python -m benchmarks --startup       # first-call compile and cached start-up
     python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
-    python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD, ResNet-18 shapes
+    python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD: 8 x Linear(64, 64), ResNet-18
     python -m benchmarks --device cuda   # the CUDA kernels vs PyTorch CUDA (benchmarks/gpu.py)
     python -m benchmarks --json out.json # also write the results as JSON
 """
@@ -245,20 +245,28 @@ def _resnet18(num_classes=1000):
 
 
 def run_torch_step(repeat):
-    """lpcore_torch.LpSGD vs torch.optim.SGD, one step on all of a ResNet-18's parameters."""
+    """lpcore_torch.LpSGD vs torch.optim.SGD, one step on all parameters of 8
+    Linear(64, 64) layers (per-step overhead) and of a ResNet-18 (bandwidth)."""
     if torch is None:
         print("torch not installed: skipping the optimizer-step comparison")
         return None
+    from torch import nn
+
+    mlp = nn.Sequential(*[nn.Linear(64, 64) for _ in range(8)])
+    return _torch_step_table("8 x Linear(64, 64)", mlp, 10 * repeat) + \
+        _torch_step_table("ResNet-18", _resnet18(), repeat)
+
+
+def _torch_step_table(model, net, repeat):
     import lpcore_torch
 
-    net = _resnet18()
     n_params = sum(q.numel() for q in net.parameters())
     gen = torch.Generator().manual_seed(0)
     for q in net.parameters():
         q.grad = torch.randn(q.shape, generator=gen) * 1e-2
     rows = []
-    print(f"\noptimizer step on a ResNet-18-shaped model ({n_params / 1e6:.1f} M parameters, "
-          "float32, CPU, momentum 0.9)")
+    print(f"\noptimizer step on {model} ({n_params / 1e6:.2f} M parameters, float32, CPU, "
+          "momentum 0.9)")
     cases = [("torch.optim.SGD", lambda: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=None", lambda: lpcore_torch.LpSGD(
                  net.parameters(), lr=0.01, momentum=0.9)),
@@ -268,7 +276,8 @@ def run_torch_step(repeat):
         for name, make in cases:
             opt = make()
             t = timeit(opt.step, repeat)
-            rows.append({"optimizer": name, "step_ms": t * 1e3, "params": n_params})
+            rows.append({"model": model, "optimizer": name, "step_ms": t * 1e3,
+                         "params": n_params})
             print(f"  {name:<32}{t * 1e3:>10.2f} ms/step", flush=True)
     base = rows[0]["step_ms"]
     for r in rows:
@@ -389,7 +398,7 @@ def main(argv=None):
     ap.add_argument("--startup", action="store_true", help="compile and cached start-up times")
     ap.add_argument("--optim", action="store_true", help="only the LpSGD step table")
     ap.add_argument("--torch-step", action="store_true",
-                    help="lpcore_torch.LpSGD vs torch.optim.SGD on a ResNet-18-shaped model")
+                    help="lpcore_torch.LpSGD vs torch.optim.SGD on 8 Linear(64, 64) layers and a ResNet-18-shaped model")
     ap.add_argument("--spectral", action="store_true",
                     help="Ramanujan / weighted spectral gap of a 90%%-sparse layer")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")

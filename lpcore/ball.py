@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._backend import for_arrays
 from ._validate import check_p, compute_dtype
-from .layout import Groups
+from .layout import groups
 
 __all__ = ["project_ball"]
 
@@ -61,7 +61,7 @@ def project_ball(y, p, radius=1.0, axis=None, out=None):
     comp, res = compute_dtype(y, fn=fn, names=("y",))
     if out is not None:
         out = B.check_out(out, y.shape, res, fn)
-    grp = Groups(y.shape, axis, fn)
+    grp = groups(y.shape, axis, fn)
     y2 = B.to2d(grp, y, comp)
     K = B.kernels
     m, bad, _ = K.group_max(y2)

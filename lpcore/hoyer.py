@@ -8,7 +8,7 @@ import numpy as np
 from ._backend import for_arrays
 from ._device import is_device
 from ._validate import compute_dtype
-from .layout import Groups, fan_in_axes
+from .layout import groups, fan_in_axes
 
 __all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes"]
 
@@ -55,7 +55,7 @@ def hoyer(x, axis=None, keepdims=False):
     B = for_arrays(fn, x=x)
     x = B.as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
-    grp = Groups(x.shape, axis, fn)
+    grp = groups(x.shape, axis, fn)
     if grp.n < 2:
         raise ValueError(f"{fn}: groups have length {grp.n}; Hoyer sparsity needs at least "
                          "2 entries per group")

@@ -23,6 +23,31 @@ except ImportError:  # pragma: no cover - numpy 1.26
 __all__ = ["to_groups", "fan_in_axes"]
 
 
+_GROUPS = {}
+
+
+def groups(shape, axis, fn):
+    """``Groups(shape, axis, fn)``, shared between calls with the same
+    arguments (a Groups is never modified; the optimizer's step builds one
+    per tensor per step).  The key holds the type of ``axis`` and of its
+    items, so ``True`` or ``1.0`` never reuse the grouping of ``1``; only
+    plain ints and tuples of them are cached, and errors are raised afresh
+    every time."""
+    if axis is None or type(axis) is int:
+        key = (tuple(shape), axis, fn)
+    elif type(axis) is tuple and all(type(a) is int for a in axis):
+        key = (tuple(shape), axis, fn)
+    else:
+        return Groups(shape, axis, fn)
+    grp = _GROUPS.get(key)
+    if grp is None:
+        grp = Groups(shape, axis, fn)
+        if len(_GROUPS) >= 1024:
+            _GROUPS.clear()
+        _GROUPS[key] = grp
+    return grp
+
+
 class Groups:
     """The grouping of an array of ``shape`` induced by reducing ``axis``."""
 
@@ -101,7 +126,7 @@ def to_groups(x, axis=None):
            [2, 5]])
     """
     x = np.asarray(x)
-    grp = Groups(x.shape, axis, "lpcore.to_groups")
+    grp = groups(x.shape, axis, "lpcore.to_groups")
     return grp.to2d(x, x.dtype)
 
 

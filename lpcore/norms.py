@@ -5,9 +5,15 @@ import numpy as np
 
 from ._backend import for_arrays
 from ._validate import check_p, compute_dtype
-from .layout import Groups, to_groups
+from .layout import groups, to_groups
 
 __all__ = ["norm", "normalize", "all_finite", "to_groups"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: all_finite's size up to which numpy.isfinite beats the kernel's call on the
+#: host (measured on 2 cores, float32: 0.8 us vs 14 us at 64 elements, 24 us vs
+#: 41 us at 2**18, 196 us vs 119 us at 2**20)
+_SMALL_FINITE = 1 << 18
 
 
 def norm(x, p, axis=None, keepdims=False):
@@ -59,7 +65,7 @@ def norm(x, p, axis=None, keepdims=False):
     p = check_p(p, fn, lo=0.0)
     x = B.as_array(x, fn, "x")
     comp, res = compute_dtype(x, fn=fn, names=("x",))
-    grp = Groups(x.shape, axis, fn)
+    grp = groups(x.shape, axis, fn)
     r, bad, _ = B.kernels.group_norms(B.to2d(grp, x, comp), p, res)
     if bad < grp.G:
         raise ValueError(_bad_norm_message(fn, "x", grp, bad, B.value(r, bad), p, res))
@@ -114,7 +120,7 @@ def normalize(x, p, axis=None, out=None, zero="raise"):
     comp, res = compute_dtype(x, fn=fn, names=("x",))
     if out is not None:
         out = B.check_out(out, x.shape, res, fn)
-    grp = Groups(x.shape, axis, fn)
+    grp = groups(x.shape, axis, fn)
     return _normalize2d(B, B.to2d(grp, x, comp), grp, p, out, res, zero, fn, "x")
 
 
@@ -159,10 +165,13 @@ def all_finite(x):
     (True, False)
     """
     fn = "lpcore.all_finite"
+    if type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES and x.size <= _SMALL_FINITE:
+        # a small host array: NumPy's two passes cost less than the kernel's call
+        return bool(np.isfinite(x).all())
     B = for_arrays(fn, x=x)
     x = B.as_array(x, fn, "x")
     comp, _ = compute_dtype(x, fn=fn, names=("x",))
     if x.size == 0:
         return True
-    _, bad, _ = B.kernels.group_max(B.to2d(Groups(x.shape, None, fn), x, comp))
+    _, bad, _ = B.kernels.group_max(B.to2d(groups(x.shape, None, fn), x, comp))
     return bad >= 1

@@ -19,7 +19,7 @@ from . import _device as D
 from ._backend import for_arrays
 from ._validate import check_p
 from .kernels import lpsgd as _k
-from .layout import Groups
+from .layout import groups
 from .norms import normalize
 from .sphere import to_dual
 
@@ -241,7 +241,7 @@ class LpSGD:
         fn = "lpcore.LpSGD.init"
         B = for_arrays(fn, w=w)
         w = self._check_weight(B, w, fn)
-        grp = Groups(w.shape, axis, fn)
+        grp = groups(w.shape, axis, fn)
         normalize(w, self.p, axis=axis, out=w, zero="keep")
         dual = None
         if self.variant == "dual":
@@ -322,7 +322,7 @@ class LpSGD:
             raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape {w.shape}")
         if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
             raise TypeError(f"{fn}: grad must be a real array, got dtype {grad.dtype}")
-        grp = Groups(w.shape, state.axis, fn)
+        grp = groups(w.shape, state.axis, fn)
         dt = w.dtype
         G, n = grp.G, grp.n
         for name in ("dual", "momentum_buffer"):

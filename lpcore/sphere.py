@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ._backend import for_arrays
 from ._validate import check_p, compute_dtype
-from .layout import Groups, index_of
+from .layout import groups, index_of
 from .norms import _normalize2d
 
 __all__ = ["project_tangent", "retract", "to_dual", "from_dual"]
@@ -118,7 +118,7 @@ def _pair(B, a, b, names, axis, out, fn):
     comp, res = compute_dtype(a, b, fn=fn, names=names)
     if out is not None:
         out = B.check_out(out, a.shape, res, fn)
-    return a, b, comp, res, out, Groups(a.shape, axis, fn)
+    return a, b, comp, res, out, groups(a.shape, axis, fn)
 
 
 def _signed_power(B, x, e, out, fn, name):
@@ -126,7 +126,7 @@ def _signed_power(B, x, e, out, fn, name):
     comp, res = compute_dtype(x, fn=fn, names=(name,))
     if out is not None:
         out = B.check_out(out, x.shape, res, fn)
-    grp = Groups(x.shape, None, fn)
+    grp = groups(x.shape, None, fn)
     x2 = B.to2d(grp, x, comp)
     r2 = B.empty(x2.shape, comp)
     if x.size:

@@ -31,7 +31,7 @@ from . import kernels as K
 from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
 from .kernels.topology import drop_rows
-from .layout import Groups
+from .layout import groups
 from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
@@ -107,7 +107,7 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     comp, _ = compute_dtype(w, fn=fn, names=("w",))
     m = _mask_like(mask, w.shape, fn)
     h = check_p(h, fn, lo=0.0, lo_open=False, allow_inf=False, name="h")
-    grp = Groups(w.shape, axis, fn)
+    grp = groups(w.shape, axis, fn)
     w2 = grp.to2d(w, comp)
     m2 = grp.to2d(m, np.bool_)
     out = np.empty_like(m2)
@@ -169,7 +169,7 @@ def grow_by_score(score, mask, k, axis=None):
     a = np.abs(score.astype(comp, copy=False))
     if not all_finite(a):
         raise ValueError(f"{fn}: score contains NaN or Inf")
-    grp = Groups(score.shape, axis, fn)
+    grp = groups(score.shape, axis, fn)
     mean = K.group_norms(grp.to2d(a, comp), 1.0)[0] / max(grp.n, 1)
     mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
     with np.errstate(divide="ignore", invalid="ignore"):

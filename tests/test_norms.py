@@ -156,8 +156,9 @@ def test_zero_groups_keep_or_raise():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_all_finite(dtype, rng):
-    x = rng.standard_normal(3 * CHUNK + 5).astype(dtype)
+@pytest.mark.parametrize("size", [5, 3 * CHUNK + 5, (1 << 18) + 7])  # NumPy's side, the kernel's
+def test_all_finite(dtype, size, rng):
+    x = rng.standard_normal(size).astype(dtype)
     assert lpcore.all_finite(x) and lpcore.all_finite(np.zeros(0))
     for bad in (np.nan, np.inf, -np.inf):
         y = x.copy()
@@ -165,3 +166,15 @@ def test_all_finite(dtype, rng):
         assert not lpcore.all_finite(y)
         assert not lpcore.all_finite(y.reshape(-1, 1)[::-1])
     assert lpcore.all_finite(np.arange(5))
+
+
+def test_a_shared_grouping_never_lets_a_bad_axis_through():
+    """The groupings are cached by shape and axis: ``True`` and ``1.0`` equal
+    ``1`` to a dict, and must still be refused after ``axis=1`` was used."""
+    x = np.ones((3, 4))
+    lpcore.norm(x, 2, axis=1)
+    lpcore.norm(x, 2, axis=(1,))
+    for bad in (True, 1.0, (True,), (1.0,)):
+        with pytest.raises(TypeError, match="axis must be"):
+            lpcore.norm(x, 2, axis=bad)
+    assert lpcore.norm(x, 2, axis=[1]).shape == (3,)  # a list is not cached, still works

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -133,6 +134,22 @@ class LpSGD(Optimizer):
         seen = self._seen().get(id(w))
         return seen is not None and seen != _fingerprint(w)
 
+    def _fast(self):
+        """id(weight) -> :class:`_Cached`: the core state of each constrained
+        weight kept between steps (dropped on copy/pickle, like ``_seen``)."""
+        return self.__dict__.setdefault("_fast_map", {})
+
+    def _cached_core(self, group):
+        """The group's ``lpcore.LpSGD``, rebuilt (and so validated) only when
+        its hyperparameters change (an LR scheduler's new lr included)."""
+        key = tuple(group.get(k) for k in ("p", "lr", "momentum", "dampening", "nesterov",
+                                            "weight_decay", "lr_decay", "variant", "maximize"))
+        cores = self.__dict__.setdefault("_core_map", {})
+        hit = cores.get(id(group))
+        if hit is None or hit[0] != key:
+            hit = cores[id(group)] = (key, self._core(group))
+        return hit[1]
+
     def _names(self):
         """id(param) -> the name errors use: the group's ``names`` entry if
         given (``lp_param_groups`` records them), else its position."""
@@ -201,16 +218,28 @@ class LpSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        pending = []  # (core, handle, writeback, param, state)
+        pending = []  # (core, handle, writeback, state, core state, fresh, param, kept)
         plain = []  # (group, params, grads)
-        names = self._names()
+        names = _LazyNames(self)
+        fast = self._fast()
         # phase 1 everywhere: read and validate, write nothing
         for group in self.param_groups:
-            core = self._core(group)
+            core = self._cached_core(group)
             cons = {id(w): layout for w, layout in self._constrained(group)}
             pg, gg = [], []
             for q in group["params"]:
                 if q.grad is None:
+                    continue
+                f = fast.get(id(q))
+                if f is not None and f.valid(q, self.state[q]) and not self._changed(q):
+                    # the cached state of this weight: views of its tensors, kept
+                    # from the last step; only the gradient is new
+                    garr = _grad_array(q, names)
+                    try:
+                        h = core.prepare(f.arr, garr.reshape(f.arr.shape), f.state)
+                    except ValueError as e:
+                        raise ValueError(f"{names[id(q)]}: {e}") from None
+                    pending.append((core, h, None, self.state[q], f.state, False, q, True))
                     continue
                 check_tensor(q.grad, f"the gradient of {names[id(q)]}")
                 if id(q) not in cons:
@@ -251,11 +280,12 @@ class LpSGD(Optimizer):
                     h = core.prepare(arr.reshape(view), garr.reshape(view), cs)
                 except ValueError as e:
                     raise ValueError(f"{names[id(q)]}: {e}") from None
-                pending.append((core, h, back, st, cs, fresh, q))
+                pending.append((core, h, back, st, cs, fresh, q, False))
             if pg:
                 plain.append((group, pg, gg))
         # phase 2: write
-        for core, h, back, st, cs, fresh, q in pending:
+        seen = self._seen()
+        for core, h, back, st, cs, fresh, q, kept in pending:
             core.apply(h)
             if back is not None:
                 back()
@@ -266,7 +296,12 @@ class LpSGD(Optimizer):
                     st["dual"] = torch.from_numpy(cs.dual)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.from_numpy(cs.momentum_buffer)
-            self._seen()[id(q)] = _fingerprint(q)
+            seen[id(q)] = _fingerprint(q)
+            if back is None and not kept:
+                # stepped in place through views of its own memory: keep the
+                # state for the next step (fp16/bf16 and non-contiguous
+                # weights, stepped on copies, take the full path every step)
+                fast[id(q)] = _Cached(q, st, cs, h.w)
         for group, pg, gg in plain:
             self._plain_sgd(group, pg, gg)
         return loss
@@ -360,6 +395,48 @@ class LpSGD(Optimizer):
                         st[k] = exact[(id(q), k)].detach().to(
                             device=q.device, dtype=_state_dtype(q), copy=True).contiguous()
         self.accept_weights()  # the loaded state belongs to the weights as they are now
+
+
+class _Cached:
+    """A constrained weight's step state kept between steps: the NumPy view of
+    the weight in its (G, n)-grouped shape and the core ``LpSGDState`` whose
+    arrays are views of the optimizer's state tensors.  Valid while the
+    weight object, its storage, its state tensors and step count are the
+    ones it was made from."""
+
+    __slots__ = ("ref", "ptr", "dual", "buf", "state", "arr")
+
+    def __init__(self, q, st, cs, arr):
+        self.ref = weakref.ref(q)
+        self.ptr = q.data_ptr()
+        self.dual, self.buf = st.get("dual"), st.get("momentum_buffer")
+        self.state, self.arr = cs, arr
+
+    def valid(self, q, st):
+        return (self.ref() is q and q.data_ptr() == self.ptr and st.get("dual") is self.dual
+                and st.get("momentum_buffer") is self.buf and st.get("step") == self.state.step)
+
+
+class _LazyNames:
+    """The parameter names of error messages, computed on first use only."""
+
+    def __init__(self, opt):
+        self._opt, self._map = opt, None
+
+    def __getitem__(self, key):
+        if self._map is None:
+            self._map = self._opt._names()
+        return self._map[key]
+
+
+def _grad_array(q, names):
+    """q's gradient as a NumPy array of q's dtype (a view when it is one)."""
+    g = q.grad
+    if g.layout is torch.strided and g.dtype is q.dtype and g.device.type == "cpu" \
+            and not g.is_quantized:
+        return np.from_dlpack(g.detach())
+    check_tensor(g, f"the gradient of {names[id(q)]}")
+    return float32_copy(g) if g.dtype in _HALF else to_numpy(g)
 
 
 def _fingerprint(w):
