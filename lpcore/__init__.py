@@ -9,7 +9,8 @@ ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
-             :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`, schedules
+             :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
+             :func:`adjust_to_sparsity`, schedules
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
@@ -27,7 +28,7 @@ from .norms import all_finite, norm, normalize
 from .optim import LpSGD, LpSGDState
 from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
-from .topology import (drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
+from .topology import (adjust_to_sparsity, drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
                        grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
                        sparsity_schedule, threshold_gain)
 
@@ -40,6 +41,6 @@ __all__ = [
     "p_for_sparsity",
     "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
-    "mask_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
+    "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule",
 ]

@@ -64,6 +64,7 @@ HOST_ONLY = {
     "drop_by_threshold": "masks live on the host", "grow_by_score": "masks live on the host",
     "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
     "random_mask": "masks live on the host", "mask_sparsity": "masks live on the host",
+    "adjust_to_sparsity": "masks live on the host",
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
     "regrow_ratio": "a schedule (scalars)", "threshold_gain": "a schedule (scalars)",
     "sparsity_schedule": "a schedule (scalars)",

@@ -167,3 +167,82 @@ def test_bad_inputs_leave_inputs_alone():
         lpcore.grow_by_score(np.ones((2, 3)), m, -1)
     assert_unchanged(w0, w)
     assert_unchanged(m0, m)
+
+
+# ------------------------------------------------------------ adjust_to_sparsity
+def adjust_ref(masks, drops, grows, target):
+    """The trainer's former exact adjustment: one Python list of (key, layer,
+    index) over every candidate connection, sorted."""
+    total = sum(m.size for m in masks)
+    diff = int(round(target * total)) - sum(int((~m).sum()) for m in masks)
+    flat = []
+    for i, m in enumerate(masks):
+        mf = m.reshape(-1)
+        if diff > 0:
+            key = np.abs(drops[i].reshape(-1).astype(np.float64))
+        else:
+            key = (np.zeros(m.size) if grows[i] is None
+                   else np.abs(grows[i].reshape(-1).astype(np.float64)))
+        for j in np.flatnonzero(mf if diff > 0 else ~mf):
+            flat.append((float(key[j]) if diff > 0 else -float(key[j]), i, int(j)))
+    flat.sort()
+    new = [m.copy() for m in masks]
+    for _, i, j in flat[:abs(diff)]:
+        new[i].reshape(-1)[j] = diff < 0
+    return new
+
+
+@st.composite
+def layers(draw):
+    out = []
+    for _ in range(draw(st.integers(1, 4))):
+        shape = (draw(st.integers(1, 5)), draw(st.integers(1, 7)))
+        # few distinct magnitudes, so that ties across layers are common
+        vals = st.sampled_from([0.0, -0.5, 0.5, 1.0, 2.0, -3.0, 1e-30])
+        size = shape[0] * shape[1]
+        w = np.array(draw(st.lists(vals, min_size=size, max_size=size))).reshape(shape)
+        g = np.array(draw(st.lists(vals, min_size=size, max_size=size))).reshape(shape)
+        m = np.array(draw(st.lists(st.booleans(), min_size=size, max_size=size))).reshape(shape)
+        out.append((m, w.astype(draw(st.sampled_from([np.float32, np.float64]))),
+                    None if draw(st.booleans()) else g))
+    return out
+
+
+@given(layers(), st.floats(0.0, 1.0))
+def test_adjust_to_sparsity_matches_the_sorted_reference(ls, target):
+    masks = [m for m, _, _ in ls]
+    drops = [w for _, w, _ in ls]
+    grows = [g for _, _, g in ls]
+    before = [m.copy() for m in masks]
+    new, changed = lpcore.adjust_to_sparsity(masks, drops, grows, target)
+    ref = adjust_ref(masks, drops, grows, target)
+    for a, b, m0, m, c in zip(new, ref, before, masks, changed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(m, m0)  # the inputs are not modified
+        np.testing.assert_array_equal(c, np.flatnonzero(a.reshape(-1) != m0.reshape(-1)))
+    total = sum(m.size for m in masks)
+    assert sum(int((~a).sum()) for a in new) == int(round(target * total))
+
+
+def test_adjust_to_sparsity_refuses_bad_input_and_writes_nothing():
+    m = [np.ones((2, 3), bool), np.zeros(4, bool)]
+    w = [np.ones((2, 3)), np.ones(4)]
+    w[0][1, 2] = np.nan
+    m0 = [x.copy() for x in m]
+    with pytest.raises(ValueError, match=r"drop_scores\[0\] contains NaN"):
+        lpcore.adjust_to_sparsity(m, w, [None, None], 0.9)
+    with pytest.raises(ValueError, match=r"grow_scores\[1\] has shape \(3,\)"):
+        lpcore.adjust_to_sparsity(m, w, [None, np.ones(3)], 0.1)
+    with pytest.raises(ValueError, match="target"):
+        lpcore.adjust_to_sparsity(m, w, [None, None], 1.5)
+    with pytest.raises(ValueError, match="3 entries for 2 masks"):
+        lpcore.adjust_to_sparsity(m, w + [w[1]], [None, None], 0.5)
+    with pytest.raises(TypeError, match=r"masks\[1\] must be a boolean"):
+        lpcore.adjust_to_sparsity([m[0], np.zeros(4)], w, [None, None], 0.5)
+    for a, b in zip(m, m0):
+        np.testing.assert_array_equal(a, b)
+    # NaN where it is not ranked (an inactive weight when dropping) is no error
+    new, _ = lpcore.adjust_to_sparsity([~np.eye(2, dtype=bool)], [np.array([[np.nan, 1.0],
+                                                                           [2.0, np.nan]])],
+                                       [None], 0.75)
+    np.testing.assert_array_equal(new[0], [[False, False], [True, False]])

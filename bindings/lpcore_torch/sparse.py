@@ -310,34 +310,19 @@ class SparseTrainer:
             self._commit(it, m, new, np.union1d(grown, revived))
 
     def _finalize(self):
-        """Adjust the masks once, to exactly the target sparsity overall."""
-        total = sum(it.weight.numel() for it in self.items)
-        want_zero = int(round(self.target * total))
-        have_zero = sum(int((~it.mask.numpy()).sum()) for it in self.items)
-        diff = want_zero - have_zero
-        if diff == 0:
-            return
-        # one global ranking over all sparse weights: |w| to drop, |grad| to grow
-        flat = []
-        for n_it, it in enumerate(self.items):
-            m = it.mask.numpy().reshape(-1)
-            key = (np.abs(it.weight.detach().numpy().reshape(-1)) if diff > 0 else
-                   (np.zeros(m.size) if it.dense_grad is None
-                    else np.abs(it.dense_grad.numpy().reshape(-1))))
-            cand = np.flatnonzero(m if diff > 0 else ~m)
-            flat += [(float(key[j]) if diff > 0 else -float(key[j]), n_it, int(j)) for j in cand]
-        flat.sort()
-        chosen = flat[:abs(diff)]
-        per = {}
-        for _, n_it, j in chosen:
-            per.setdefault(n_it, []).append(j)
-        for n_it, js in per.items():
-            it = self.items[n_it]
-            m = it.mask.numpy().reshape(-1)
-            new = m.copy()
-            new[js] = diff < 0
-            self._commit(it, m.reshape(it.layout[0]), new.reshape(it.layout[0]),
-                         np.array(sorted(js)) if diff < 0 else np.zeros(0, np.intp))
+        """Adjust the masks once, to exactly the target sparsity overall: one
+        global ranking, |w| to drop and |dense gradient| to grow
+        (:func:`lpcore.adjust_to_sparsity`)."""
+        old = [it.mask.numpy() for it in self.items]
+        new, changed = lpcore.adjust_to_sparsity(
+            old, [it.weight.detach().numpy() for it in self.items],
+            [None if it.dense_grad is None else it.dense_grad.numpy() for it in self.items],
+            self.target)
+        grow = sum(int(n.sum()) for n in new) > sum(int(m.sum()) for m in old)
+        for it, m, n, c in zip(self.items, old, new, changed):
+            if c.size:
+                self._commit(it, m.reshape(it.layout[0]), n.reshape(it.layout[0]),
+                             c if grow else np.zeros(0, np.intp))
 
     def _commit(self, it, old, new, grown):
         """Install a new mask; reset optimizer state of changed connections."""
