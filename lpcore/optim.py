@@ -249,7 +249,7 @@ class LpSGD:
         return LpSGDState(step=0, shape=w.shape, axis=grp.reduced if axis is not None else None,
                           dual=dual)
 
-    def step(self, w, grad, state, lr=None):
+    def step(self, w, grad, state, lr=None, mask=None):
         """One in-place step on ``w`` and ``state`` (one fused kernel call); returns ``state``.
 
         Parameters
@@ -264,6 +264,14 @@ class LpSGD:
             This step's step size, in place of ``lr_at(state.step)`` (for a
             caller that runs its own schedule, e.g. a torch LR scheduler);
             the same bounds as the constructor's ``lr``.
+        mask : bool array, optional
+            w's shape, on w's device; True = active.  The masked entries of
+            ``w`` are written as exact zeros and each group's active entries
+            put on the unit sphere (a group with no active non-zero entry
+            becomes zero); for the ``dual`` variant the dual state keeps
+            every entry (semi-pruning: a masked connection's latent value
+            goes on evolving).  A group the step does not move is masked and
+            renormalised only if the mask zeroes one of its entries.
 
         Raises
         ------
@@ -272,11 +280,11 @@ class LpSGD:
             in the gradient, momentum buffer, weights or dual state (the
             message names the group).  Nothing is written when it raises.
         """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.step", lr)
+        call = self._bind(w, grad, state, "lpcore.LpSGD.step", lr, mask)
         call.check(call.kernel.run("step"))
         return call.commit()
 
-    def prepare(self, w, grad, state, lr=None):
+    def prepare(self, w, grad, state, lr=None, mask=None):
         """Phase 1 of a step: read and validate, write nothing.
 
         Returns a handle for :meth:`apply`.  Use the pair to step several
@@ -284,9 +292,9 @@ class LpSGD:
         nothing anywhere was written), then apply all.  The passes over
         memory are those of :meth:`step`; only the kernel call is split.
         Between ``prepare`` and ``apply``, ``w``, ``grad`` and the state must
-        not change.  ``lr`` as in :meth:`step`.
+        not change.  ``lr`` and ``mask`` as in :meth:`step`.
         """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare", lr)
+        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare", lr, mask)
         call.check(call.kernel.run("phase1"))
         return call
 
@@ -303,9 +311,10 @@ class LpSGD:
         calls = [self.prepare(w, g, s) for w, g, s in zip(ws, grads, states, strict=True)]
         return [self.apply(c) for c in calls]
 
-    def _bind(self, w, grad, state, fn, lr=None):
-        B = for_arrays(fn, w=w, grad=grad, **{f"state.{k}": getattr(state, k, None)
-                                               for k in ("dual", "momentum_buffer")})
+    def _bind(self, w, grad, state, fn, lr=None, mask=None):
+        B = for_arrays(fn, w=w, grad=grad, mask=mask,
+                       **{f"state.{k}": getattr(state, k, None)
+                          for k in ("dual", "momentum_buffer")})
         w = self._check_weight(B, w, fn)
         if not isinstance(state, LpSGDState):
             raise TypeError(f"{fn}: state must be an LpSGDState (from init), "
@@ -336,7 +345,12 @@ class LpSGD:
                                  "place); pass a writable copy")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
-        return _Call(B, self, fn, w, grad, state, grp, eta)
+        if mask is not None:
+            mask = B.as_array(mask, fn, "mask")
+            if mask.dtype != np.bool_ or mask.shape != w.shape:
+                raise ValueError(f"{fn}: mask must be a boolean array of w's shape {w.shape}, "
+                                 f"got dtype {mask.dtype} and shape {mask.shape}")
+        return _Call(B, self, fn, w, grad, state, grp, eta, mask)
 
     # ------------------------------------------------------------------
     def _culprit(self, code, i, g2, state, grad, grp, B):
@@ -384,7 +398,7 @@ class _Call:
     """One tensor's step in flight: the (G, n) views, the kernel arguments and
     what to do once the kernel has run (either backend)."""
 
-    def __init__(self, B, opt, fn, w, grad, state, grp, eta):
+    def __init__(self, B, opt, fn, w, grad, state, grp, eta, mask=None):
         dt = w.dtype
         self.B, self.opt, self.fn, self.w, self.state, self.grp = B, opt, fn, w, state, grp
         self.grad = grad
@@ -402,7 +416,8 @@ class _Call:
         self.kernel = B.kernels.StepCall(self.w2, self.g2, self.buf, state.dual,
                                          opt.weight_decay, opt.momentum, opt.dampening,
                                          opt.nesterov, self.first, _VARIANTS[opt.variant],
-                                         opt.p, eta)
+                                         opt.p, eta,
+                                         None if mask is None else B.to2d(grp, mask, np.bool_))
 
     def check(self, result):
         bad, code = result

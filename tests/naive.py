@@ -132,7 +132,11 @@ class LpSGDRef:
         self.t = 0
         return self.w.copy()
 
-    def step(self, g):
+    def step(self, g, mask=None):
+        """One step; ``mask`` (bool, w's shape): then the masked entries of w
+        are zeroed and each row's active entries renormalised (a row the
+        step did not move only if the mask zeroed one of its entries); the
+        dual state keeps every entry."""
         p, q = self.p, self.q
         d = np.asarray(g, dtype=np.float64) + self.wd * self.w
         if self.mu:
@@ -140,7 +144,10 @@ class LpSGDRef:
             d = d + self.mu * self.buf if self.nest else self.buf
         eta = self.lr / (1 + self.decay * self.t)
         for i in range(d.shape[0]):
-            if not np.any(d[i]) or not np.any(self.w[i]):
+            s = self.v[i] if self.variant == "dual" else self.w[i]
+            if not np.any(d[i]) or not np.any(s):
+                if mask is not None and np.any(self.w[i][~mask[i]]):
+                    self._mask_row(i, mask[i])
                 continue
             gh = d[i] / norm_ref(d[i], q)
             if self.variant == "dual":
@@ -154,5 +161,12 @@ class LpSGDRef:
             else:
                 y = self.w[i] - eta * tangent_ref(self.w[i:i + 1], d[i:i + 1], p)[0]
                 self.w[i] = y / norm_ref(y, p)
+            if mask is not None:
+                self._mask_row(i, mask[i])
         self.t += 1
         return self.w.copy()
+
+    def _mask_row(self, i, m):
+        w = np.where(m, self.w[i], 0.0)
+        n = norm_ref(w, self.p)
+        self.w[i] = w / n if n > 0 else w

@@ -55,9 +55,9 @@ def signatures(dt):
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
         L._k_p1: (A2(dt),) * 4 + (f8,) * 5 + (dt, dt, i8, b1, i8, A2(f8)),
         L._k_c1: (A2(f8), i8, i8, i8, f8, A2(f8), A1(i8)),
-        L._k_p2a: (A2(dt),) * 4 + (f8,) * 7 + (dt, dt, dt, i8, b1, i8, A2(f8), A2(f8)),
-        L._k_c2: (A2(f8), i8, i8, f8, A2(f8), A1(f8)),
-        L._k_p2b: (A2(dt), A2(dt), A1(f8), dt, i8, i8),
+        L._k_p2a: (A2(dt),) * 4 + (f8,) * 7 + (dt, dt, dt, i8, b1, i8, A2(f8), A2(f8), A2(b1), b1),
+        L._k_c2: (A2(f8), i8, i8, f8, f8, b1, b1, A2(f8), A2(f8)),
+        L._k_p2b: (A2(dt), A2(dt), A2(f8), dt, i8, i8, A2(f8), A2(b1), b1),
     }
 
 

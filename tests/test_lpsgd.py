@@ -336,3 +336,55 @@ def test_prepare_apply_equals_step_and_step_many_is_atomic(rng):
     opt.apply(h)
     with pytest.raises(ValueError, match="once"):
         opt.apply(h)
+
+
+# ------------------------------------------------------------ the masked step
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_step_matches_the_reference(backend, variant, dtype, rng):
+    """``step(..., mask=m)``: masked entries exact zeros, each group's active
+    entries on the sphere, the dual state untouched by the mask; rows: a
+    random mask, a zero-gradient row (not moved: masked and renormalised
+    only when the mask zeroes an entry), an all-masked row; the mask
+    changes between steps (a connection comes back)."""
+    kw = dict(p=1.3, lr=0.2, momentum=0.9, variant=variant)
+    w0 = rng.standard_normal((3, 9))
+    w = backend.put(w0.astype(dtype))
+    opt = lpcore.LpSGD(**kw)
+    state = opt.init(w, axis=1)
+    ref = LpSGDRef(**kw)
+    ref.init(w0.astype(dtype).astype(np.float64))
+    masks = [rng.random((3, 9)) < 0.6 for _ in range(2)]
+    for m in masks:
+        m[0, :2] = (True, False)
+        m[1] = True
+        m[1, 4] = False
+        m[2] = False
+    masks[1][0, 1] = True  # comes back at the second step
+    for m in masks:
+        g = rng.standard_normal((3, 9)).astype(dtype)
+        g[1] = 0
+        opt.step(w, backend.put(g), state, mask=backend.put(m))
+        ref.step(g.astype(np.float64), mask=m)
+        got = backend.get(w)
+        assert np.all(got[~m] == 0)
+        np.testing.assert_allclose(got, ref.w, atol=50 * np.finfo(dtype).eps)
+        np.testing.assert_allclose(lpcore.norm(got[:2], 1.3, axis=1), 1.0,
+                                   rtol=10 * np.finfo(dtype).eps)
+        if variant == "dual":
+            np.testing.assert_allclose(backend.get(state.dual), ref.v,
+                                       atol=50 * np.finfo(dtype).eps)
+            assert np.all(backend.get(state.dual)[2] != 0)  # the latent values stay
+
+
+def test_masked_step_refuses_a_bad_mask_and_writes_nothing(rng):
+    opt = lpcore.LpSGD(p=1.3, lr=0.1, momentum=0.9)
+    w = rng.standard_normal((3, 4))
+    state = opt.init(w, axis=1)
+    w0, d0 = w.copy(), state.dual.copy()
+    for bad in (np.ones((3, 4)), np.ones((4, 3), bool)):
+        with pytest.raises(ValueError, match="mask must be a boolean array of w's shape"):
+            opt.step(w, np.ones_like(w), state, mask=bad)
+    assert_unchanged(w0, w)
+    assert_unchanged(d0, state.dual)
+    assert state.step == 0

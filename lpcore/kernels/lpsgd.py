@@ -149,9 +149,28 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
 
 
 @njit(**_JIT)
-def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
+def _mask_row(w, i, mk):
+    """Zero w[i]'s masked entries; if any was non-zero, put the rest back on
+    the unit sphere (a row the mask leaves alone is not touched)."""
+    n = w.shape[1]
+    hit = False
+    mbx = _absbits(0.0)
+    for j in range(n):
+        if not mk[i, j]:
+            if w[i, j] != 0.0:
+                hit = True
+            w[i, j] = 0.0
+        else:
+            b = _absbits(w[i, j])
+            mbx = b if b > mbx else mbx
+    return hit, _from_bits(mbx)
+
+
+@njit(**_JIT)
+def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mom, masked):
     literally(variant)
     literally(has_mom)
+    literally(masked)
     n = w.shape[1]
     bi = i if has_mom else 0
     md = S[i, 0]
@@ -163,6 +182,10 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
             for j in range(n):
                 _, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
                 buf[i, j] = nb
+        if masked:
+            hit, mx = _mask_row(w, i, mk)
+            if hit and mx > 0.0:
+                _renormalize(w, i, mx, p)
         return
     keep = 1.0 - eta
     a = 1.0 / (p - 1.0)
@@ -188,13 +211,21 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
         inv = 1.0 / mx
         l2m = log2_for(mx, v)
         acc = 0.0
+        act = 0.0  # masked: the active entries' share, sum (|w_j| / scale)^p
         for j in range(n):
             x = v[i, j]
             ra, rq = scaled_pow2(abs(x), inv, l2m, a, q)
             acc += rq
+            if masked:
+                if mk[i, j]:
+                    act += rq
+                else:
+                    ra = 0.0
             w[i, j] = -ra if x < 0 else ra
         rel = acc ** (1.0 / q)  # ||v||_q / mx
         fw = (1.0 / rel) ** a
+        if masked:  # the active entries of w on the unit sphere: sum_active |w|^p = 1
+            fw = act ** (-1.0 / p) if act > 0.0 else 0.0
         fv = 1.0 / (mx * rel)
         for j in range(n):
             w[i, j] = np.float64(w[i, j]) * fw
@@ -211,7 +242,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
                 buf[i, j] = nb
             u = scaled_pow_like(abs(d), w, invd, l2d, a) * ud
             u = -u if d < 0 else u
-            w[i, j] = keep * np.float64(w[i, j]) - eta * u
+            w[i, j] = keep * np.float64(w[i, j]) - eta * u if not masked or mk[i, j] else 0.0
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     else:
@@ -224,7 +255,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
             wj = w[i, j]
             nu = scaled_pow(abs(wj), invs, l2s, p - 1.0)
             nu = -nu if wj < 0 else nu
-            w[i, j] = np.float64(wj) - eta * (d - c2s * nu)
+            w[i, j] = np.float64(wj) - eta * (d - c2s * nu) if not masked or mk[i, j] else 0.0
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     mx = _from_bits(mbx)
@@ -232,7 +263,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, variant, has_mom):
         _renormalize(w, i, mx, p)
 
 
-def _build(variant, has_mom):
+def _build(variant, has_mom, masked):
     """The step drivers for one (variant, momentum on/off) combination.
 
     ``variant`` and ``has_mom`` are closure constants (plain ints, so each
@@ -243,9 +274,10 @@ def _build(variant, has_mom):
     """
     V = int(variant)
     M = bool(has_mom)
+    K = bool(masked)
 
     @njit(parallel=True, **_JIT)
-    def step_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def step_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         G = w.shape[0]
         for i in prange(G):
             _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
@@ -253,11 +285,11 @@ def _build(variant, has_mom):
             if st[i] != OK:
                 return i
         for i in prange(G):
-            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
         return -1
 
     @njit(**_JIT)
-    def step_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def step_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         G = w.shape[0]
         for i in range(G):
             _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
@@ -265,13 +297,13 @@ def _build(variant, has_mom):
             if st[i] != OK:
                 return i
         for i in range(G):
-            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
         return -1
 
     # the two phases as separate calls, for multi-tensor steps that validate
     # every tensor before writing any (same passes over memory)
     @njit(parallel=True, **_JIT)
-    def phase1_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def phase1_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         for i in prange(w.shape[0]):
             _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
         for i in range(w.shape[0]):
@@ -280,7 +312,7 @@ def _build(variant, has_mom):
         return -1
 
     @njit(**_JIT)
-    def phase1_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def phase1_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         for i in range(w.shape[0]):
             _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
         for i in range(w.shape[0]):
@@ -289,15 +321,15 @@ def _build(variant, has_mom):
         return -1
 
     @njit(parallel=True, **_JIT)
-    def phase2_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def phase2_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         for i in prange(w.shape[0]):
-            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
         return -1
 
     @njit(**_JIT)
-    def phase2_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S):
+    def phase2_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
         for i in range(w.shape[0]):
-            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, V, M)
+            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
         return -1
 
     return {"step": (step_par, step_ser), "phase1": (phase1_par, phase1_ser),
@@ -305,10 +337,11 @@ def _build(variant, has_mom):
 
 
 _KERNELS = {}
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)  # never read: the unmasked drivers ignore it
 
 
-def _kernels(variant, has_mom):
-    key = (int(variant), bool(has_mom))
+def _kernels(variant, has_mom, masked):
+    key = (int(variant), bool(has_mom), bool(masked))
     if key not in _KERNELS:
         _KERNELS[key] = _build(*key)
     return _KERNELS[key]
@@ -320,10 +353,13 @@ class StepCall:
 
     ``buf`` (momentum buffer; zeros on the first momentum step) is None
     without momentum, ``v`` (dual state) None for the primal variants.  All
-    arrays are C-contiguous (G, n) of one dtype.
+    arrays are C-contiguous (G, n) of one dtype.  ``mask`` (None, or a
+    C-contiguous (G, n) bool array, True = active): phase 2 writes the masked
+    entries of ``w`` as zeros and puts each group's active entries on the
+    unit sphere; the dual state keeps every entry.
     """
 
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None):
         G, n = w.shape
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
@@ -333,8 +369,9 @@ class StepCall:
             buf = dummy
         self.st = np.zeros(G, dtype=np.int8)
         self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),
-                     float(eta), self.st, np.empty((G, 4)))
-        self.kernels = _kernels(variant, has_mom)
+                     float(eta), self.st, np.empty((G, 4)),
+                     _NO_MASK if mask is None else mask)
+        self.kernels = _kernels(variant, has_mom, mask is not None)
         self.par = use_parallel(w.size, G)
 
     def run(self, what="step"):

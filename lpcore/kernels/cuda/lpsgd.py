@@ -156,9 +156,28 @@ def _k_c1(P, G, nsplit, variant, p, S, flag):
         i += cuda.gridDim.x
 
 
+@cuda.jit(device=True)
+def _slice_norm_terms(sh, x, i, j0, j1, e):
+    """The slice's max |x[i]| and sum (|x| / max)^e (block reductions)."""
+    mx = 0.0
+    j = j0 + cuda.threadIdx.x
+    while j < j1:
+        mx = maxnan(mx, abs(float64(x[i, j])))
+        j += cuda.blockDim.x
+    mx = bmax(sh, mx)
+    acc = 0.0
+    if mx > 0.0:
+        mxt = x.dtype.type(mx)
+        j = j0 + cuda.threadIdx.x
+        while j < j1:
+            acc += float64(math.pow(abs(x[i, j]) / mxt, e))
+            j += cuda.blockDim.x
+    return mx, bsum(sh, acc)
+
+
 @cuda.jit(cache=True)
 def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_mom,
-           nsplit, S, Q):
+           nsplit, S, Q, mk, masked):
     sh = cuda.shared.array(MAXT, float64)
     i, j0, j1 = _slice(w.shape[1], nsplit)
     if i >= w.shape[0]:
@@ -172,9 +191,23 @@ def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_m
                 _, nb = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
                 buf[i, j] = nb
                 j += cuda.blockDim.x
+        mx = 0.0
+        acc = 0.0
+        hit = 0.0
+        if masked:  # zero the masked entries; the Lp terms of the rest, in case one was not zero
+            j = j0 + cuda.threadIdx.x
+            while j < j1:
+                if not mk[i, j]:
+                    if w[i, j] != 0:
+                        hit = 1.0
+                    w[i, j] = 0
+                j += cuda.blockDim.x
+            hit = bmax(sh, hit)
+            mx, acc = _slice_norm_terms(sh, w, i, j0, j1, w.dtype.type(p))
         if cuda.threadIdx.x == 0:
-            Q[b, 0] = 0.0
-            Q[b, 1] = 0.0
+            Q[b, 0] = mx
+            Q[b, 1] = acc
+            Q[b, 2] = hit
         return
     md = S[i, 0]
     ms = S[i, 1]
@@ -205,68 +238,96 @@ def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_m
                 if wj < 0:
                     nu = -nu
                 x = float64(wj) - eta * (d - c2s * nu)
-            xv = w.dtype.type(x)
+            xv = w.dtype.type(x) if not masked or mk[i, j] else w.dtype.type(0)
             w[i, j] = xv
         mx = maxnan(mx, abs(float64(xv)))
         j += cuda.blockDim.x
     mx = bmax(sh, mx)
     acc = 0.0
+    act = 0.0  # dual and masked: the active entries' terms (their share of ||w||_p^p)
     if mx > 0.0:
         mxt = w.dtype.type(mx)
         j = j0 + cuda.threadIdx.x
         while j < j1:
             xv = v[i, j] if dual else w[i, j]
-            acc += float64(math.pow(abs(xv) / mxt, re))
+            t = float64(math.pow(abs(xv) / mxt, re))
+            acc += t
+            if masked and mk[i, j]:
+                act += t
             j += cuda.blockDim.x
     acc = bsum(sh, acc)
+    act = bsum(sh, act)
     if cuda.threadIdx.x == 0:
         Q[b, 0] = mx
         Q[b, 1] = acc
+        Q[b, 2] = act
 
 
 @cuda.jit(cache=True)
-def _k_c2(Q, G, nsplit, r, S, N):
-    """Combine phase 2, one block per group: N[i] = the r-norm of the new state."""
+def _k_c2(Q, G, nsplit, r, p, dual, masked, S, N):
+    """Combine phase 2, one block per group: N[i, 0] = the r-norm of the new
+    state; masked: N[i, 1] = the factor putting w's active entries on the
+    sphere (dual), and for a group the step did not move the Lp norm of its
+    masked w if the mask zeroed an entry (else 0: left as it is)."""
     sh = cuda.shared.array(MAXT, float64)
     tid = cuda.threadIdx.x
     i = cuda.blockIdx.x
     while i < G:
         c0, c1 = i * nsplit, (i + 1) * nsplit
+        moved = S[i, 3] != 0.0
+        e = r if moved else p
         mx = 0.0
+        hit = 0.0
         c = c0 + tid
         while c < c1:
             mx = max(mx, Q[c, 0])
+            hit = max(hit, Q[c, 2])
             c += cuda.blockDim.x
         mx = bmax(sh, mx)
+        hit = bmax(sh, hit)
+        use = mx > 0.0 and (moved or (masked and hit > 0.0))
         acc = 0.0
-        if S[i, 3] != 0.0 and mx > 0.0:
+        act = 0.0
+        if use:
             c = c0 + tid
             while c < c1:
                 if Q[c, 0] > 0.0:
-                    acc += Q[c, 1] * (Q[c, 0] / mx) ** r
+                    sc = (Q[c, 0] / mx) ** e
+                    acc += Q[c, 1] * sc
+                    act += Q[c, 2] * sc
                 c += cuda.blockDim.x
         acc = bsum(sh, acc)
+        act = bsum(sh, act)
         if tid == 0:
-            N[i] = 0.0 if (S[i, 3] == 0.0 or mx == 0.0) else mx * acc ** (1.0 / r)
+            N[i, 0] = mx * acc ** (1.0 / e) if use else 0.0
+            N[i, 1] = 1.0
+            if masked and dual and moved and use:
+                N[i, 1] = (act / acc) ** (-1.0 / p) if act > 0.0 else 0.0
         i += cuda.gridDim.x
 
 
 @cuda.jit(cache=True)
-def _k_p2b(w, v, N, ae, variant, nsplit):
+def _k_p2b(w, v, N, ae, variant, nsplit, S, mk, masked):
     i, j0, j1 = _slice(w.shape[1], nsplit)
     if i >= w.shape[0]:
         return
-    nv = N[i]
+    nv = N[i, 0]
     if not nv > 0.0:
         return
     f = 1.0 / nv
+    fw = N[i, 1]
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        if variant == DUAL:
+        if variant == DUAL and S[i, 3] != 0.0:
             x = v.dtype.type(float64(v[i, j]) * f)
             v[i, j] = x
-            r = math.pow(abs(x), ae)
-            w[i, j] = -r if x < 0 else r
+            if masked and not mk[i, j]:
+                w[i, j] = 0
+            else:
+                r = math.pow(abs(x), ae)
+                if masked:
+                    r = w.dtype.type(float64(r) * fw)
+                w[i, j] = -r if x < 0 else r
         else:
             w[i, j] = float64(w[i, j]) * f
         j += cuda.blockDim.x
@@ -276,7 +337,7 @@ class StepCall:
     """The GPU twin of :class:`lpcore.kernels.lpsgd.StepCall` (same arguments,
     device arrays): ``run("step" | "phase1" | "phase2")``."""
 
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta):
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None):
         G, n = w.shape
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
@@ -287,6 +348,8 @@ class StepCall:
         if v is None:
             v = dummy if variant != DUAL else v
         self.w, self.g, self.buf, self.v = w, g, buf, v
+        self.masked = mask is not None
+        self.mask = mask if self.masked else scratch("lpsgd.nomask", (1, 1), "bool")
         self.coef = (float(wd), bmu, bd, c1, c2)
         self.variant, self.has_mom, self.p, self.eta = int(variant), has_mom, float(p), float(eta)
         self.G = G
@@ -317,14 +380,15 @@ class StepCall:
         p = self.p
         a = 1.0 / (p - 1.0)
         r = p / (p - 1.0) if self.variant == DUAL else p
-        Q = scratch("lpsgd.Q", (G * nsplit, 2))
+        Q = scratch("lpsgd.Q", (G * nsplit, 3))
         _k_p2a[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
                                     dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
-                                    nsplit, self.S, Q)
-        N = scratch("lpsgd.N", (G,))
+                                    nsplit, self.S, Q, self.mask, self.masked)
+        N = scratch("lpsgd.N", (G, 2))
         bl, t = combine_grid(G, nsplit)
-        _k_c2[bl, t](Q, G, nsplit, r, self.S, N)
-        _k_p2b[G * nsplit, self.nt](self.w, self.v, N, dt(a), self.variant, nsplit)
+        _k_c2[bl, t](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
+        _k_p2b[G * nsplit, self.nt](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
+                                    self.mask, self.masked)
 
     def run(self, what="step"):
         """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or
