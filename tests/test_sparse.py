@@ -287,3 +287,61 @@ def test_masking_does_not_count_as_a_change_of_the_weights():
     dual = opt.state[it.weight]["dual"].reshape(-1)[torch.from_numpy(it.pos)]
     off = ~it.mask.reshape(-1)
     assert off.any() and (dual[off] != 0).any()  # latent values survive
+
+
+def test_the_masked_step_equals_masking_and_renormalising_after_each_step():
+    """With LpSGD the trainer no longer re-normalises after every step: the
+    optimizer's masked step does it.  Same weights as the former rule (step
+    unmasked, then w *= mask and each group back on the sphere)."""
+    import copy
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(),
+                        nn.Linear(48, 4))
+    opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.05, momentum=0.9)
+    tr = lpcore_torch.SparseTrainer(net, opt, method="static", target_sparsity=0.8)
+    assert tr._masked_step
+    # the former rule, on a copy whose optimizer has no masks registered
+    net2 = copy.deepcopy(net)
+    opt2 = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net2, p=1.3), lr=0.05, momentum=0.9)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    mods2 = dict(net2.named_modules())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        x = torch.randn(32, 20, generator=g)
+        y = torch.randint(0, 4, (32,), generator=g)
+        for n_, o in ((net, opt), (net2, opt2)):
+            o.zero_grad()
+            nn.functional.cross_entropy(n_(x), y).backward()
+        opt.step()
+        for it in tr.items:  # what the trainer's gradient hook does for net
+            mods2[it.name].weight.grad.mul_(it.mask)
+        opt2.step()
+        with opt2.keep_state():
+            for it in tr.items:
+                w2 = mods2[it.name].weight
+                with torch.no_grad():
+                    w2.mul_(it.mask.to(w2.dtype))
+                    lpcore.normalize(w2.numpy(), 1.3, axis=1, out=w2.numpy(), zero="keep")
+        tr.step()
+        for it in tr.items:
+            w, w2 = it.weight.detach(), mods2[it.name].weight.detach()
+            assert (w[~it.mask] == 0).all()
+            torch.testing.assert_close(w, w2, rtol=0, atol=1e-5)
+
+
+def test_lpss_weights_are_masked_and_on_the_sphere_after_every_optimizer_step():
+    net, opt, tr = _setup("lpss")
+    g = torch.Generator().manual_seed(2)
+    for _ in range(40):  # topology updates every 5 steps from step 10
+        x = torch.randn(32, 20, generator=g)
+        y = torch.randint(0, 4, (32,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        for it in tr.items:  # before the trainer's step: the optimizer's own doing
+            w = it.weight.detach().numpy()
+            assert (w[~it.mask.numpy()] == 0).all()
+            n = lpcore.norm(w, 1.3, axis=1)
+            assert np.allclose(n[n > 0], 1.0, atol=1e-5)
+        tr.step()
+    assert 0.2 < tr.sparsity < 0.8

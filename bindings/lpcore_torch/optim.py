@@ -134,6 +134,41 @@ class LpSGD(Optimizer):
         seen = self._seen().get(id(w))
         return seen is not None and seen != _fingerprint(w)
 
+    def set_mask(self, param, mask):
+        """Step the constrained weight ``param`` masked (semi-pruning, in the
+        fused kernel): its masked entries are written as exact zeros and each
+        group's active entries put on the unit sphere at every step, while
+        the dual state keeps every entry (see ``lpcore.LpSGD.step``).
+
+        ``mask``: a bool tensor of ``param``'s shape and device, or a
+        callable returning one at each step (e.g. ``lambda: module.weight_mask``,
+        a buffer that ``model.to()`` may replace); None removes it.  The
+        masks are not part of ``state_dict()`` (the model's buffers hold
+        them) nor of a copy of the optimizer: the owner registers them again.
+        :class:`lpcore_torch.SparseTrainer` does this for its weights.
+        """
+        if not any(param is w for w in self._all_constrained()):
+            raise ValueError("lpcore_torch.LpSGD.set_mask: param is not a constrained weight "
+                             "of this optimizer")
+        masks = self.__dict__.setdefault("_mask_map", {})
+        if mask is None:
+            masks.pop(id(param), None)
+        else:
+            masks[id(param)] = (weakref.ref(param), mask)
+
+    def _mask_of(self, q, name):
+        """q's registered mask as a NumPy bool array of q's shape, or None."""
+        hit = self.__dict__.get("_mask_map", {}).get(id(q))
+        if hit is None or hit[0]() is not q:
+            return None
+        m = hit[1]() if callable(hit[1]) else hit[1]
+        if not isinstance(m, torch.Tensor) or m.dtype is not torch.bool or m.shape != q.shape \
+                or m.device != q.device:
+            raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {name} must be a bool "
+                             f"tensor of its shape {tuple(q.shape)} on {q.device}; nothing was "
+                             "updated")
+        return np.from_dlpack(m.detach())
+
     def _fast(self):
         """id(weight) -> :class:`_Cached`: the core state of each constrained
         weight kept between steps (dropped on copy/pickle, like ``_seen``)."""
@@ -235,8 +270,10 @@ class LpSGD(Optimizer):
                     # the cached state of this weight: views of its tensors, kept
                     # from the last step; only the gradient is new
                     garr = _grad_array(q, names)
+                    mk = self._mask_of(q, names[id(q)])
                     try:
-                        h = core.prepare(f.arr, garr.reshape(f.arr.shape), f.state)
+                        h = core.prepare(f.arr, garr.reshape(f.arr.shape), f.state,
+                                         mask=None if mk is None else mk.reshape(f.arr.shape))
                     except ValueError as e:
                         raise ValueError(f"{names[id(q)]}: {e}") from None
                     pending.append((core, h, None, self.state[q], f.state, False, q, True))
@@ -276,8 +313,10 @@ class LpSGD(Optimizer):
                         step=int(st["step"]), shape=view, axis=axis,
                         dual=_state_array(st, "dual"),
                         momentum_buffer=_state_array(st, "momentum_buffer"))
+                mk = self._mask_of(q, names[id(q)])
                 try:
-                    h = core.prepare(arr.reshape(view), garr.reshape(view), cs)
+                    h = core.prepare(arr.reshape(view), garr.reshape(view), cs,
+                                     mask=None if mk is None else mk.reshape(view))
                 except ValueError as e:
                     raise ValueError(f"{names[id(q)]}: {e}") from None
                 pending.append((core, h, back, st, cs, fresh, q, False))

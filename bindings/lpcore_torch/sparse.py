@@ -171,10 +171,16 @@ class SparseTrainer:
                                  "(weight_mask): another SparseTrainer owns this model; "
                                  "a model takes one trainer")
         start = {"lpss": self.s0, "magnitude": 0.0}.get(method, self.target)
+        # LpSGD steps its constrained weights masked (the fused kernel zeroes the
+        # masked entries and renormalises the rest): no per-step pass here
+        self._masked_step = isinstance(optimizer, LpSGD) and all(
+            self._p(it) is not None for it in self.items)
         for it in self.items:
             m = lpcore.random_mask(tuple(it.weight.shape), start, self.rng)
             it.module.register_buffer("weight_mask", torch.from_numpy(m))
             it.weight.register_hook(self._hook(it))
+            if self._masked_step:
+                optimizer.set_mask(it.weight, lambda mod=it.module: mod.weight_mask)
             dual = self.optimizer.state.get(it.weight, {}).get("dual")
             if dual is not None and pruning == "hard":
                 off = np.flatnonzero(~m.reshape(-1))
@@ -232,7 +238,11 @@ class SparseTrainer:
             self._update(t)
         if self.method != "static" and t == self.end and self.finalize == "exact":
             self._finalize()
-        self._apply_masks()
+            due = True
+        if due or not self._masked_step:
+            # LpSGD's masked step keeps its weights masked and on the sphere; a
+            # new mask (or another optimizer) needs the masks applied here
+            self._apply_masks()
         self.t += 1
 
     def _update(self, t):

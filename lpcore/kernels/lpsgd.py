@@ -216,11 +216,10 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
             x = v[i, j]
             ra, rq = scaled_pow2(abs(x), inv, l2m, a, q)
             acc += rq
-            if masked:
-                if mk[i, j]:
-                    act += rq
-                else:
-                    ra = 0.0
+            if masked:  # branch-free (a select), so the loop stays vectorised
+                on = 1.0 if mk[i, j] else 0.0
+                act += rq * on
+                ra = ra * on
             w[i, j] = -ra if x < 0 else ra
         rel = acc ** (1.0 / q)  # ||v||_q / mx
         fw = (1.0 / rel) ** a
@@ -242,7 +241,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
                 buf[i, j] = nb
             u = scaled_pow_like(abs(d), w, invd, l2d, a) * ud
             u = -u if d < 0 else u
-            w[i, j] = keep * np.float64(w[i, j]) - eta * u if not masked or mk[i, j] else 0.0
+            w[i, j] = (keep * np.float64(w[i, j]) - eta * u) * (1.0 if not masked or mk[i, j] else 0.0)
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     else:
@@ -255,7 +254,7 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
             wj = w[i, j]
             nu = scaled_pow(abs(wj), invs, l2s, p - 1.0)
             nu = -nu if wj < 0 else nu
-            w[i, j] = np.float64(wj) - eta * (d - c2s * nu) if not masked or mk[i, j] else 0.0
+            w[i, j] = (np.float64(wj) - eta * (d - c2s * nu)) * (1.0 if not masked or mk[i, j] else 0.0)
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     mx = _from_bits(mbx)
