@@ -11,6 +11,7 @@ optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
              :func:`adjust_to_sparsity`, schedules
+methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude)
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
@@ -23,8 +24,9 @@ from .ball import project_ball  # noqa: E402
 from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
                     p_for_sparsity)
 from .hoyer import hoyer, hoyer_layer, hoyer_network
-from .layout import fan_in_axes, to_groups
+from .layout import fan_in_axes, group_positions, to_groups
 from .norms import all_finite, norm, normalize
+from .methods import make_method
 from .optim import LpSGD, LpSGDState
 from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
@@ -35,12 +37,12 @@ from .topology import (adjust_to_sparsity, drop_by_threshold, drop_smallest, dro
 __version__ = "0.1.0"
 
 __all__ = [
-    "norm", "normalize", "all_finite", "to_groups", "project_tangent", "retract", "to_dual", "from_dual",
+    "norm", "normalize", "all_finite", "to_groups", "group_positions", "project_tangent", "retract", "to_dual", "from_dual",
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
     "p_for_sparsity",
     "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
-    "sparsity_schedule",
+    "sparsity_schedule", "make_method",
 ]

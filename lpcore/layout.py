@@ -20,7 +20,7 @@ try:  # numpy >= 2
 except ImportError:  # pragma: no cover - numpy 1.26
     from numpy.core.numeric import normalize_axis_tuple
 
-__all__ = ["to_groups", "fan_in_axes"]
+__all__ = ["to_groups", "group_positions", "fan_in_axes"]
 
 
 _GROUPS = {}
@@ -128,6 +128,24 @@ def to_groups(x, axis=None):
     x = np.asarray(x)
     grp = groups(x.shape, axis, "lpcore.to_groups")
     return grp.to2d(x, x.dtype)
+
+
+def group_positions(shape, axis=None):
+    """For each flat index of an array of ``shape``, its flat position in the
+    ``(groups, n)`` layout of :func:`to_groups` (the map between a weight and
+    its :class:`LpSGDState` arrays).
+
+    Examples
+    --------
+    >>> import lpcore
+    >>> lpcore.group_positions((2, 3), axis=0).tolist()
+    [0, 2, 4, 1, 3, 5]
+    """
+    shape = tuple(int(s) for s in shape)
+    idx = to_groups(np.arange(math.prod(shape)).reshape(shape), axis).reshape(-1)
+    pos = np.empty_like(idx)
+    pos[idx] = np.arange(idx.size)
+    return pos
 
 
 def fan_in_axes(w):

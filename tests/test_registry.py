@@ -53,6 +53,7 @@ REGISTRY = {
 #: public names that take no arrays of a backend, with the reason
 HOST_ONLY = {
     "to_groups": "a NumPy layout helper for LpSGDState arrays",
+    "group_positions": "a NumPy layout helper for LpSGDState arrays",
     "fan_in_axes": "shapes only",
     "LpSGDState": "a container (its to_device/to_dict are tested in test_cuda.py)",
     "expected_hoyer": "scalar model", "p_for_hoyer": "scalar model",
@@ -65,6 +66,7 @@ HOST_ONLY = {
     "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
     "random_mask": "masks live on the host", "mask_sparsity": "masks live on the host",
     "adjust_to_sparsity": "masks live on the host",
+    "make_method": "sparse-training policy: masks live on the host",
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
     "regrow_ratio": "a schedule (scalars)", "threshold_gain": "a schedule (scalars)",
     "sparsity_schedule": "a schedule (scalars)",

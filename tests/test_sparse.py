@@ -345,3 +345,29 @@ def test_lpss_weights_are_masked_and_on_the_sphere_after_every_optimizer_step():
             assert np.allclose(n[n > 0], 1.0, atol=1e-5)
         tr.step()
     assert 0.2 < tr.sparsity < 0.8
+
+
+def test_a_method_added_to_the_core_table_trains_through_the_trainer(monkeypatch):
+    """Adding a method is one class in lpcore.methods and one table entry:
+    the trainer needs nothing else."""
+    from lpcore.methods import METHODS, Method
+
+    class HalveOnce(Method):
+        name = "halve-once"
+        default_finalize = "none"
+
+        def start_sparsity(self):
+            return 0.0
+
+        def update(self, t, layers):
+            if t != self.begin + self.frequency:
+                return [None] * len(layers)
+            return [(lpcore.drop_smallest(ly.weight, ly.mask, ly.mask.size // 2)[0],
+                     np.zeros(0, np.intp)) for ly in layers]
+
+    monkeypatch.setitem(METHODS, "halve-once", HalveOnce)
+    net, opt, tr = _setup("halve-once", end=20)
+    _steps(net, opt, tr, 20)
+    assert tr.sparsity == pytest.approx(0.5, abs=0.01)
+    for it in tr.items:
+        assert (it.weight[~it.mask] == 0).all()

@@ -1,0 +1,175 @@
+"""What every sparse-training method shares: the update schedule, the layer
+view the methods read, the RNG, the exact adjustment at ``end``."""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import check_real
+from ..topology import adjust_to_sparsity, drop_threshold_schedule, mask_sparsity, random_mask
+
+
+@dataclass
+class Layer:
+    """One sparse weight as a method sees it, in the weight's fan-in view.
+
+    mask : bool array (True = active); the method returns new masks, it
+        never writes this one.
+    weight : the effective weights (zero where masked).
+    latent : the magnitudes semi-pruning ranks by (for LpSGD's dual variant
+        ``D_q`` of the dual state, which inactive connections keep), or
+        None: the weights.
+    grad : the dense gradient of the last step (inactive connections
+        included), or None when there is none yet.
+    axis : the fan-in axes of the view (one group per output unit).
+    """
+
+    mask: np.ndarray
+    weight: np.ndarray
+    latent: np.ndarray | None = None
+    grad: np.ndarray | None = None
+    axis: tuple | None = None
+
+
+class Method:
+    """A sparse-training method: its masks at the start, its topology update
+    every ``frequency`` steps in ``[begin, end]``, its state.
+
+    A method works on host NumPy arrays only; the framework binding owns the
+    tensors, the gradient hooks, the optimizer-state resets and the DDP
+    all-reduce, and calls :meth:`update` with a :class:`Layer` per sparse
+    weight.  Subclasses set ``name`` and implement :meth:`start_sparsity`
+    and :meth:`update`; adding a method is one module in this package and
+    one entry in ``lpcore.methods.METHODS``.
+
+    Parameters
+    ----------
+    target_sparsity : float
+        Exact-zero fraction over the sparse weights at the end, in (0, 1).
+    init_sparsity : float
+        The initial mask sparsity of methods that start sparser than the
+        target's schedule (``lpss``), in [0, 1).
+    begin, end, frequency : int
+        Topology updates every ``frequency`` steps in ``[begin, end]``.
+    h0 : float
+        The drop threshold (``lpss``) or drop fraction (``set``, ``rigl``),
+        in [0, 1).
+    h_schedule : {"auto", "constant", "cosine", "exponential"}
+        The annealing of ``h0`` (``"auto"``: the method's own default).
+    finalize : {"auto", "exact", "none"}
+        Whether to adjust the masks once at ``end`` to exactly the target
+        (``"auto"``: the method's own default).
+    delta : float
+        The controller's margin, in [0, 1) (``lpss``).
+    pruning : {"semi", "hard"}
+        Whether inactive connections keep a latent value (the optimizer's
+        dual state); ``"hard"`` asks the binding to zero it on a drop.
+    controller, revive, adapt_h
+        ``lpss``'s options (see :class:`lpcore.methods.lpss.LpSS`); checked
+        for every method so that a typo is never silently ignored.
+    seed : int or numpy.random.Generator
+        Random masks and random regrowth (identical on every DDP replica when
+        every replica passes the same seed).
+    """
+
+    name = "method"
+    #: the h schedule of h_schedule="auto"
+    default_h_schedule = "cosine"
+    #: whether finalize="auto" means the exact adjustment at ``end``
+    default_finalize = "exact"
+    #: whether the method evolves the masks at all
+    evolves = True
+    #: whether :meth:`update` reads ``Layer.latent`` (the binding computes it only then)
+    uses_latent = False
+
+    def __init__(self, target_sparsity=0.9, init_sparsity=0.2, begin=0, end=1000, frequency=40,
+                 h0=0.2, h_schedule="auto", finalize="auto", delta=0.1, pruning="semi",
+                 controller="schedule", revive=True, adapt_h=True, seed=0):
+        fn = f"lpcore.methods.{self.name}"
+        self.target = check_real(target_sparsity, fn, "target_sparsity", 0.0, 1.0,
+                                 lo_open=True, hi_open=True)
+        self.s0 = check_real(init_sparsity, fn, "init_sparsity", 0.0, 1.0, hi_open=True)
+        for name, v in (("begin", begin), ("end", end), ("frequency", frequency)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{fn}: {name} must be an integer step, got {v!r}")
+        if frequency < 1:
+            raise ValueError(f"{fn}: frequency must be an integer >= 1, got {frequency!r}")
+        if not 0 <= begin < end:
+            raise ValueError(f"{fn}: need 0 <= begin < end, got {begin}, {end}")
+        self.begin, self.end, self.frequency = int(begin), int(end), int(frequency)
+        self.h0 = check_real(h0, fn, "h0", 0.0, 1.0, hi_open=True)
+        self.h_schedule = self.default_h_schedule if h_schedule == "auto" else h_schedule
+        drop_threshold_schedule(0, self.h0, self.begin, self.end, kind=self.h_schedule)  # validates
+        if finalize not in ("auto", "exact", "none"):
+            raise ValueError(f"{fn}: finalize must be 'auto', 'exact' or 'none', "
+                             f"got {finalize!r}")
+        if finalize == "auto":
+            finalize = "exact" if self.default_finalize == "exact" else "none"
+        self.finalize = finalize
+        self.delta = check_real(delta, fn, "delta", 0.0, 1.0, hi_open=True)
+        if pruning not in ("semi", "hard"):
+            raise ValueError(f"{fn}: pruning must be 'semi' or 'hard', got {pruning!r}")
+        if controller not in ("schedule", "reference"):
+            raise ValueError(f"{fn}: controller must be 'schedule' or 'reference', "
+                             f"got {controller!r}")
+        self.pruning, self.controller = pruning, controller
+        self.revive, self.adapt_h = bool(revive), bool(adapt_h)
+        self.rng = np.random.default_rng(seed)
+
+    # -------------------------------------------------------------- schedule
+    def start_sparsity(self):
+        """The sparsity of the initial random masks."""
+        return self.target
+
+    def init_masks(self, shapes):
+        """One random mask per shape, with exactly ``round(s * size)`` zeros
+        at :meth:`start_sparsity` (drawn in order from the method's RNG)."""
+        s = self.start_sparsity()
+        return [random_mask(tuple(shape), s, self.rng) for shape in shapes]
+
+    def due(self, t):
+        """Whether step ``t`` is a topology update."""
+        return self.evolves and self.begin <= t <= self.end and t > 0 and \
+            (t - self.begin) % self.frequency == 0
+
+    def finalizes(self, t):
+        """Whether step ``t`` is the exact adjustment to the target."""
+        return self.evolves and t == self.end and self.finalize == "exact"
+
+    def h(self, t):
+        """The drop threshold / fraction at step ``t``."""
+        return drop_threshold_schedule(t, self.h0, self.begin, self.end, kind=self.h_schedule)
+
+    # ---------------------------------------------------------------- update
+    def update(self, t, layers):
+        """The topology update at step ``t``: a list with, per layer, None
+        (unchanged) or ``(new_mask, grown)``, ``grown`` the flat indices
+        (into the layer's view) of connections that became active and whose
+        optimizer state (momentum) the binding resets."""
+        raise NotImplementedError
+
+    def adjust(self, layers):
+        """The exact adjustment to the target (``finalize="exact"``): one
+        global ranking, |w| to drop and |dense gradient| to grow
+        (:func:`lpcore.adjust_to_sparsity`); the :meth:`update` format."""
+        old = [ly.mask for ly in layers]
+        new, changed = adjust_to_sparsity(old, [ly.weight for ly in layers],
+                                          [ly.grad for ly in layers], self.target)
+        grow = sum(int(n.sum()) for n in new) > sum(int(m.sum()) for m in old)
+        return [None if c.size == 0 else (n, c if grow else np.zeros(0, np.intp))
+                for n, c in zip(new, changed)]
+
+    @staticmethod
+    def sparsity(layers):
+        """The masks' exact zero fraction over all layers."""
+        return mask_sparsity([ly.mask for ly in layers])
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self):
+        """The method's evolving state (the masks live with the weights)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]

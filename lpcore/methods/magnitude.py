@@ -1,0 +1,27 @@
+"""Gradual magnitude pruning (Zhu and Gupta 2017): from dense to the target
+on the cubic schedule, dropping the smallest |w|, nothing regrows."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..topology import drop_smallest, sparsity_schedule
+from ._base import Method
+
+
+class Magnitude(Method):
+    """Each update drops, per layer, the smallest ``|w|`` until the layer
+    has ``round(s_t * size)`` zeros, ``s_t`` the cubic schedule from 0."""
+
+    name = "magnitude"
+
+    def start_sparsity(self):
+        return 0.0
+
+    def update(self, t, layers):
+        s_t = sparsity_schedule(t, 0.0, self.target, self.begin, self.end)
+        out = []
+        for ly in layers:
+            k = max(0, int(round(s_t * ly.mask.size)) - int((~ly.mask).sum()))
+            new, _ = drop_smallest(ly.weight, ly.mask, k)
+            out.append((new, np.zeros(0, np.intp)))
+        return out

@@ -1,0 +1,102 @@
+"""The sparse-training methods of lpcore.methods: host-only policy, no torch."""
+import numpy as np
+import pytest
+
+import lpcore
+from lpcore.methods import METHODS, Layer, Method
+
+
+def _layers(masks, rng, latent=False):
+    return [Layer(mask=m, weight=np.where(m, rng.standard_normal(m.shape), 0.0),
+                  latent=rng.standard_normal(m.shape) if latent else None,
+                  grad=rng.standard_normal(m.shape), axis=(1,)) for m in masks]
+
+
+def _run(method, steps, seed=0):
+    """Drive a method the way a binding does; returns its mask history."""
+    rng = np.random.default_rng(seed)
+    masks = method.init_masks([(8, 12), (6, 8)])
+    hist = []
+    for t in range(steps):
+        if method.due(t):
+            for i, d in enumerate(method.update(t, _layers(masks, rng, method.uses_latent))):
+                if d is not None:
+                    new, grown = d
+                    assert new.dtype == np.bool_ and new.shape == masks[i].shape
+                    assert np.all(new.reshape(-1)[grown])  # grown ones are active
+                    masks[i] = new
+        if method.finalizes(t):
+            for i, d in enumerate(method.adjust(_layers(masks, rng))):
+                if d is not None:
+                    masks[i] = d[0]
+        hist.append([m.copy() for m in masks])
+    return hist
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_starts_at_its_sparsity_and_ends_at_the_target(name):
+    m = lpcore.make_method(name, target_sparsity=0.75, init_sparsity=0.25, begin=2, end=20,
+                           frequency=3, finalize="exact", seed=1)
+    start = m.init_masks([(8, 12), (6, 8)])
+    assert lpcore.mask_sparsity(start) == pytest.approx(m.start_sparsity(), abs=0.01)
+    hist = _run(m, 25, seed=1)
+    assert lpcore.mask_sparsity(hist[-1]) == pytest.approx(0.75, abs=1 / 144)
+    after_end = hist[20:]
+    assert all(all(np.array_equal(a, b) for a, b in zip(h, after_end[0])) for h in after_end)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_restored_state_repeats_the_decisions(name):
+    """state_dict/load_state_dict carry the RNG and the controller: a method
+    restored mid-run makes the same decisions as the one that went on."""
+    kw = dict(target_sparsity=0.8, begin=0, end=30, frequency=2, seed=3)
+    a = lpcore.make_method(name, **kw)
+    _run(a, 10)
+    b = lpcore.make_method(name, **{**kw, "seed": 99})
+    b.load_state_dict(a.state_dict())
+    rng = np.random.default_rng(5)
+    masks = [rng.random((8, 12)) < 0.5, rng.random((6, 8)) < 0.5]
+    la = _layers(masks, np.random.default_rng(7), a.uses_latent)
+    lb = _layers(masks, np.random.default_rng(7), b.uses_latent)
+    for da, db in zip(a.update(12, la), b.update(12, lb)):
+        assert (da is None) == (db is None)
+        if da is not None:
+            np.testing.assert_array_equal(da[0], db[0])
+            np.testing.assert_array_equal(da[1], db[1])
+
+
+def test_methods_refuse_bad_options_naming_them():
+    for kw, match in [(dict(target_sparsity=1.0), "target_sparsity"), (dict(frequency=0), "frequency"),
+                      (dict(begin=5, end=5), "begin < end"), (dict(h0=float("nan")), "h0"),
+                      (dict(controller="pid"), "controller"), (dict(pruning="soft"), "pruning"),
+                      (dict(finalize="round"), "finalize"), (dict(h_schedule="linear"), "kind")]:
+        with pytest.raises(ValueError, match=match):
+            lpcore.make_method("set", **kw)
+    with pytest.raises(ValueError, match="one of"):
+        lpcore.make_method("foo")
+
+
+def test_a_new_method_is_one_class_and_one_table_entry(monkeypatch):
+    class DropOnePerRow(Method):
+        """Drops the smallest active |w| of each row once per update."""
+        name = "drop-one"
+
+        def start_sparsity(self):
+            return 0.0
+
+        def update(self, t, layers):
+            out = []
+            for ly in layers:
+                new = ly.mask.copy()
+                for i in range(new.shape[0]):
+                    act = np.flatnonzero(new[i])
+                    if act.size > 1:
+                        new[i, act[np.argmin(np.abs(ly.weight[i, act]))]] = False
+                out.append((new, np.zeros(0, np.intp)))
+            return out
+
+    monkeypatch.setitem(METHODS, "drop-one", DropOnePerRow)
+    m = lpcore.make_method("drop-one", target_sparsity=0.5, begin=0, end=4, frequency=1,
+                           finalize="none")
+    hist = _run(m, 3)
+    assert [int((~h[0]).sum()) for h in hist] == [0, 8, 16]  # one per row of 8 per update
