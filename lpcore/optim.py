@@ -218,7 +218,7 @@ class LpSGD:
 
     def lr_at(self, step):
         """The step size ``lr / (1 + lr_decay * step)``."""
-        return self.lr / (1.0 + self.lr_decay * step)
+        return decayed_lr(self.lr, self.lr_decay, step)
 
     # ------------------------------------------------------------------
     def init(self, w, axis=None):
@@ -380,6 +380,12 @@ class LpSGD:
         if isinstance(w, np.ndarray) and not w.flags.writeable:
             raise ValueError(f"{fn}: w is read-only")
         return w
+
+
+def decayed_lr(lr, lr_decay, step):
+    """LpSGD's step-size schedule ``lr / (1 + lr_decay * step)`` (also the
+    plain-SGD tensors' schedule in the torch binding)."""
+    return lr / (1.0 + lr_decay * step)
 
 
 def _check_lr(lr, variant, fn):

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 import lpcore
+from lpcore.optim import decayed_lr
 
 from ._convert import _HALF, check_tensor, float32_copy, to_numpy
 
@@ -126,8 +127,15 @@ class LpSGD(Optimizer):
         vouches for nothing until its first step)."""
         return self.__dict__.setdefault("_seen_map", {})
 
+    def constrained_weights(self):
+        """``[(weight, (view, fan-in axes))]``: every tensor this optimizer
+        keeps on the unit sphere, with the layout its groups are taken in
+        (the weight reshaped to ``view``, one group per index over the other
+        axes)."""
+        return [wl for g in self.param_groups for wl in self._constrained(g)]
+
     def _all_constrained(self):
-        return [w for g in self.param_groups for w, _ in self._constrained(g)]
+        return [w for w, _ in self.constrained_weights()]
 
     def _changed(self, w):
         """Whether w was written outside this optimizer since it last saw it."""
@@ -353,7 +361,7 @@ class LpSGD(Optimizer):
             # per-tensor step counts differ only if tensors joined late: use each one's
             for q, g, b in zip(params, grads, bufs):
                 t = self.state[q].get("step", 0)
-                self._sgd([q], [g], [b], group, lr / (1.0 + group["lr_decay"] * t))
+                self._sgd([q], [g], [b], group, decayed_lr(lr, group["lr_decay"], t))
                 self.state[q]["step"] = t + 1
             return
         self._sgd(params, grads, bufs, group, lr)

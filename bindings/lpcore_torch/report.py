@@ -51,6 +51,7 @@ def hoyer_report(model, exclude=(), spectral=False):
     ['0.weight', '1.weight', 'network']
     """
     rows = HoyerReport()
+    arrays, axes = [], []
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Linear,) + _CONV + _CONVT) or name in set(exclude):
             continue
@@ -60,15 +61,17 @@ def hoyer_report(model, exclude=(), spectral=False):
             continue
         arr = (w.detach().float().numpy() if w.dtype in _HALF else to_numpy(w)).reshape(view)
         row = {"name": f"{name}.weight", "shape": tuple(w.shape), "params": w.numel(),
-               "hoyer": float(np.mean(lpcore.hoyer(arr, axis=axis))),
+               "hoyer": lpcore.hoyer_layer(arr, axis),
                "zero_fraction": float(np.mean(arr == 0))}
         if spectral:
             row.update(spectral_gaps(arr, axis))
         rows.append(row)
-    total = sum(r["params"] for r in rows)
-    if total:
+        arrays.append(arr)
+        axes.append(axis)
+    if rows:
+        total = sum(r["params"] for r in rows)
         rows.append({"name": "network", "shape": (), "params": total,
-                     "hoyer": sum(r["params"] * r["hoyer"] for r in rows) / total,
+                     "hoyer": lpcore.hoyer_network(arrays, axes),
                      "zero_fraction": sum(r["params"] * r["zero_fraction"] for r in rows) / total})
     return rows
 

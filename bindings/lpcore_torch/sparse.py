@@ -149,11 +149,10 @@ class SparseTrainer:
                 owners[id(w)] = (name, mod)
         items = []
         if isinstance(self.optimizer, LpSGD):
-            for group in self.optimizer.param_groups:
-                for w, layout in self.optimizer._constrained(group):
-                    if id(w) in owners:
-                        name, mod = owners[id(w)]
-                        items.append(_Sparse(name, mod, w, layout))
+            for w, layout in self.optimizer.constrained_weights():
+                if id(w) in owners:
+                    name, mod = owners[id(w)]
+                    items.append(_Sparse(name, mod, w, layout))
         if not items:
             layers = [(n, m) for n, m in self.model.named_modules()
                       if isinstance(m, (nn.Linear,) + _CONV + _CONVT)]
