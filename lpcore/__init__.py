@@ -11,7 +11,7 @@ optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
              :func:`adjust_to_sparsity`, schedules
-methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude)
+methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp)
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`

@@ -275,3 +275,29 @@ def test_a_diverging_run_stops_with_a_message_and_leaves_nothing(tmp_path, capsy
     err = capsys.readouterr().err
     assert "stopped at epoch 1" in err and "NaN or Inf" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_imp_resumes_bitwise_identical_across_a_rewind(tmp_path, monkeypatch):
+    """The parameters kept to rewind to are part of the checkpoint: a run
+    stopped after the rewind step and resumed ends like one that never stopped."""
+    args = ["--method", "imp", "--epochs", "2", "--rounds", "2", "--quiet"]
+    ref = tmp_path / "ref"
+    assert cli.main(args + ["--out", str(ref)]) == 0
+    out = tmp_path / "run"
+    real_epoch = cli.Run.epoch
+    n = {"epochs": 0}
+
+    def epoch(self):
+        if n["epochs"] == 3:  # inside the second training, after the first rewind
+            raise KeyboardInterrupt
+        n["epochs"] += 1
+        return real_epoch(self)
+    monkeypatch.setattr(cli.Run, "epoch", epoch)
+    assert cli.main(args + ["--out", str(out)]) == 130
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["run"]["trainer_tensors"]  # the rewind copy is saved
+    monkeypatch.setattr(cli.Run, "epoch", real_epoch)
+    assert cli.main(args + ["--out", str(out), "--resume"]) == 0
+    _same(_outputs(out), _outputs(ref))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 6 and abs(m["sparsity"] - 0.9) <= 0.01

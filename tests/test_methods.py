@@ -35,13 +35,15 @@ def _run(method, steps, seed=0):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_starts_at_its_sparsity_and_ends_at_the_target(name):
-    m = lpcore.make_method(name, target_sparsity=0.75, init_sparsity=0.25, begin=2, end=20,
-                           frequency=3, finalize="exact", seed=1)
+    sched = dict(begin=1, end=18, frequency=6) if name == "imp" else \
+        dict(begin=2, end=20, frequency=3)
+    m = lpcore.make_method(name, target_sparsity=0.75, init_sparsity=0.25, finalize="exact",
+                           seed=1, **sched)
     start = m.init_masks([(8, 12), (6, 8)])
     assert lpcore.mask_sparsity(start) == pytest.approx(m.start_sparsity(), abs=0.01)
     hist = _run(m, 25, seed=1)
     assert lpcore.mask_sparsity(hist[-1]) == pytest.approx(0.75, abs=1 / 144)
-    after_end = hist[20:]
+    after_end = hist[m.end:]
     assert all(all(np.array_equal(a, b) for a, b in zip(h, after_end[0])) for h in after_end)
 
 
@@ -66,7 +68,8 @@ def test_a_restored_state_repeats_the_decisions(name):
 
 
 def test_methods_refuse_bad_options_naming_them():
-    for kw, match in [(dict(target_sparsity=1.0), "target_sparsity"), (dict(frequency=0), "frequency"),
+    for kw, match in [(dict(target_sparsity=1.0), "target_sparsity"),
+                      (dict(frequency=0), "frequency"),
                       (dict(begin=5, end=5), "begin < end"), (dict(h0=float("nan")), "h0"),
                       (dict(controller="pid"), "controller"), (dict(pruning="soft"), "pruning"),
                       (dict(finalize="round"), "finalize"), (dict(h_schedule="linear"), "kind")]:
@@ -100,3 +103,27 @@ def test_a_new_method_is_one_class_and_one_table_entry(monkeypatch):
                            finalize="none")
     hist = _run(m, 3)
     assert [int((~h[0]).sum()) for h in hist] == [0, 8, 16]  # one per row of 8 per update
+
+
+def test_imp_prunes_the_same_fraction_of_the_remaining_weights_each_round():
+    m = lpcore.make_method("imp", target_sparsity=0.875, begin=3, end=30, frequency=10)
+    assert m.rounds == 3 and m.rewind_step == 3
+    assert [m.round_sparsity(r) for r in (1, 2, 3)] == pytest.approx([0.5, 0.75, 0.875])
+    assert [t for t in range(40) if m.due(t)] == [10, 20, 30]
+    assert all(m.rewinds(t) == m.due(t) for t in range(40))
+    rng = np.random.default_rng(0)
+    w = [rng.standard_normal((8, 8)), rng.standard_normal((4, 16))]
+    masks = m.init_masks([x.shape for x in w])
+    for t in (10, 20, 30):
+        for i, d in enumerate(m.update(t, [Layer(mask=k, weight=x * k) for k, x in zip(masks, w)])):
+            if d is not None:
+                assert not np.any(d[0] & ~masks[i])  # nothing regrows
+                masks[i] = d[0]
+        assert lpcore.mask_sparsity(masks) == m.round_sparsity(t // 10)
+    # global magnitude: what survives is the largest |w| over both layers
+    kept = np.concatenate([np.abs(x)[k] for x, k in zip(w, masks)])
+    dropped = np.concatenate([np.abs(x)[~k] for x, k in zip(w, masks)])
+    assert kept.min() >= dropped.max()
+    for bad, match in [(dict(end=25), "multiple"), (dict(begin=10), "first round")]:
+        with pytest.raises(ValueError, match=match):
+            lpcore.make_method("imp", **{**dict(begin=3, end=30, frequency=10), **bad})

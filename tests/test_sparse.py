@@ -29,15 +29,17 @@ def _setup(method, seed=0, p=1.3, pruning="semi", end=60, **kw):
     return net, opt, tr
 
 
-def _steps(net, opt, tr, n, seed=0):
+def _steps(net, opt, tr, n, seed=0, after=None):
     g = torch.Generator().manual_seed(seed)
-    for _ in range(n):
+    for t in range(n):
         x = torch.randn(32, 20, generator=g)
         y = torch.randint(0, 4, (32,), generator=g)
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
         tr.step()
+        if after is not None:
+            after(t)
 
 
 @pytest.mark.parametrize("method", ["lpss", "set", "rigl", "static", "magnitude"])
@@ -371,3 +373,28 @@ def test_a_method_added_to_the_core_table_trains_through_the_trainer(monkeypatch
     assert tr.sparsity == pytest.approx(0.5, abs=0.01)
     for it in tr.items:
         assert (it.weight[~it.mask] == 0).all()
+
+
+def test_imp_rewinds_every_parameter_and_lands_on_the_target():
+    """After each prune every parameter is back at its value from the rewind
+    step (masked), the momentum is cleared, and the ticket ends at exactly
+    the target."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(), nn.Linear(48, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    tr = lpcore_torch.SparseTrainer(net, opt, method="imp", target_sparsity=0.8, begin=3,
+                                    end=30, frequency=10)
+    snap = {}
+
+    def check(t):
+        if t == 3:
+            snap.update({n: q.detach().clone() for n, q in net.named_parameters()})
+        if t in (10, 20, 30):
+            masks = {f"{it.name}.weight": it.mask for it in tr.items}
+            for n, q in net.named_parameters():
+                want = snap[n] * masks[n] if n in masks else snap[n]
+                assert torch.equal(q.detach(), want), (t, n)
+            assert not opt.state  # momentum restarts
+    _steps(net, opt, tr, 40, seed=1, after=check)
+    assert tr.sparsity == pytest.approx(0.8, abs=1e-3)
+    assert tr.weight_sparsity() >= tr.sparsity  # masked weights are zero (round(0.8 * 3264) zeros)

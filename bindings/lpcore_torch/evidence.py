@@ -165,7 +165,8 @@ def part_c(seeds, data, log):
           "|---|---|---|---|---|"]
     methods = [("dense", "dense SGD (no pruning)", 1.3), ("lpss", "lpss, p = auto", "auto"),
                ("lpss", "lpss, p = 1.3", 1.3), ("set", "set", 1.3), ("rigl", "rigl", 1.3),
-               ("static", "static", 1.3), ("magnitude", "magnitude", 1.3)]
+               ("static", "static", 1.3), ("magnitude", "magnitude", 1.3),
+               ("imp", "imp (3 rounds + ticket: 4 trainings)", 1.3)]
     for ds in ("digits", "mnist5k", "mnist1d"):
         for method, label, p in methods:
             rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s), p,

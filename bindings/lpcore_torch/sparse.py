@@ -21,6 +21,10 @@ Methods (the policy lives in ``lpcore.methods``, one module each)
 ``rigl``       drop the smallest ``|w|``, regrow by largest ``|gradient|``.
 ``static``     a fixed random mask.
 ``magnitude``  gradual magnitude pruning on the cubic schedule, no regrowth.
+``imp``        iterative magnitude pruning with rewinding: rounds of
+               ``frequency`` steps, a global magnitude prune after each, every
+               parameter rewound to its value after step ``begin`` (the
+               trainer keeps the copy: :meth:`SparseTrainer.tensor_state`).
 
 This module keeps the torch side: mask buffers, gradient hooks, the DDP
 all-reduce of dense gradients, resets of the optimizer state of changed
@@ -71,7 +75,9 @@ class SparseTrainer:
         are the sparse weights.  Otherwise the weights are chosen as
         :func:`lpcore_torch.lp_param_groups` does (Linear/Conv weights but the
         final classifier).
-    method : {"lpss", "set", "rigl", "static", "magnitude"}
+    method : str
+        "lpss", "set", "rigl", "static", "magnitude", "imp", or any name in
+        ``lpcore.methods.METHODS``.
     target_sparsity : float
         Exact-zero fraction over the sparse weights at the end, in (0, 1).
     init_sparsity : float
@@ -114,6 +120,7 @@ class SparseTrainer:
                             "lpcore_torch.LpSGD")
         self.model, self.optimizer, self.method = model, optimizer, method
         self.t = 0
+        self._rewind_to = None
         self.items = self._select()
         if not self.items:
             raise ValueError("SparseTrainer: the model has no weight to sparsify")
@@ -186,10 +193,15 @@ class SparseTrainer:
         method asks, re-apply the masks when they changed."""
         t = self.t
         changed = False
+        if t == self.policy.rewind_step:
+            # the parameters to rewind to (IMP); masks and buffers are not rewound
+            self._rewind_to = {n: q.detach().clone() for n, q in self.model.named_parameters()}
         if self.policy.due(t):
             self._all_reduce_dense_grads()
             self._install(self.policy.update(t, self._layers(latent=self.policy.uses_latent)))
             changed = True
+            if self.policy.rewinds(t):
+                self._rewind()
         if self.policy.finalizes(t):
             self._install(self.policy.adjust(self._layers(latent=False)))
             changed = True
@@ -198,6 +210,23 @@ class SparseTrainer:
             # new mask (or another optimizer) needs the masks applied here
             self._apply_masks()
         self.t += 1
+
+    def _rewind(self):
+        """Every parameter back to its copy from the rewind step, the
+        optimizer's state cleared (momentum of the new round starts at 0)."""
+        if self._rewind_to is None:
+            raise RuntimeError("SparseTrainer: the method rewinds, but the rewind step "
+                               f"{self.policy.rewind_step} was never reached")
+        params = dict(self.model.named_parameters())
+        for n, v in self._rewind_to.items():
+            params[n].copy_(v)
+        if isinstance(self.optimizer, LpSGD):
+            # LpSGD re-derives the state of the weights written here (fresh dual, no
+            # momentum) at its next step; the plain tensors lose their momentum
+            for st in self.optimizer.state.values():
+                st.pop("momentum_buffer", None)
+        else:
+            self.optimizer.state.clear()
 
     # the method's state, for logs and checkpoints
     phi = property(lambda self: getattr(self.policy, "phi", 1.0))
@@ -287,12 +316,21 @@ class SparseTrainer:
 
     # ------------------------------------------------------------------
     def state_dict(self):
-        """Trainer state (the masks are in the model's state_dict)."""
+        """Trainer state (the masks are in the model's state_dict), JSON-able;
+        the parameters kept to rewind to are in :meth:`tensor_state`."""
         return {"t": self.t, **self.policy.state_dict()}
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
         self.policy.load_state_dict(state)
+
+    def tensor_state(self):
+        """The tensors a checkpoint must also hold: the parameters kept to
+        rewind to (IMP), ``{}`` otherwise."""
+        return {} if self._rewind_to is None else dict(self._rewind_to)
+
+    def load_tensor_state(self, tensors):
+        self._rewind_to = {n: v.clone() for n, v in tensors.items()} if tensors else None
 
     def report(self):
         """Per-layer exact sparsity of the sparse weights: list of (name, sparsity)."""

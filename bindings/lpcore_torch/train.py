@@ -28,7 +28,13 @@ import time
 
 import numpy as np
 
-METHODS = ("lpss", "set", "rigl", "static", "magnitude", "dense", "dense-lp")
+METHODS = ("lpss", "set", "rigl", "static", "magnitude", "imp", "dense", "dense-lp")
+
+
+def total_epochs(a):
+    """Epochs of the whole run: ``--epochs`` per training; IMP trains
+    ``--rounds`` + 1 times (each prune round, then the ticket)."""
+    return a.epochs * (a.rounds + 1) if a.method == "imp" else a.epochs
 
 
 def _parse_p(text):
@@ -56,7 +62,12 @@ def build_parser():
     ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     ap.add_argument("--method", choices=METHODS, default="lpss",
                     help="lpss (LpSGD + semi-pruning), set, rigl, static, magnitude (SGD "
-                         "baselines), dense (SGD), dense-lp (LpSGD, no pruning)")
+                         "baselines), imp (iterative magnitude pruning with rewinding: "
+                         "--rounds + 1 trainings of --epochs each), dense (SGD), dense-lp "
+                         "(LpSGD, no pruning)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="imp: pruning rounds (each prunes the same fraction of the remaining "
+                         "weights; the run trains --rounds + 1 times)")
     ap.add_argument("--p", type=_parse_p, default="auto",
                     help="'auto' (each layer's p from its fan-in, --h0 and --target-sparsity: "
                          "lpcore.p_for_sparsity), an exponent, or a comma list with one value per "
@@ -113,8 +124,9 @@ def _check(ap, a):
         ap.error(f"--target-sparsity must be in (0, 1), got {a.target_sparsity}")
     if not 0 <= a.h0 < 1:
         ap.error(f"--h0 must be in [0, 1), got {a.h0}")
-    if a.epochs < 1 or a.batch_size < 1 or (a.frequency is not None and a.frequency < 1):
-        ap.error("--epochs, --batch-size and --frequency must be >= 1")
+    if a.epochs < 1 or a.batch_size < 1 or (a.frequency is not None and a.frequency < 1) \
+            or a.rounds < 1:
+        ap.error("--epochs, --batch-size, --frequency and --rounds must be >= 1")
     for name in ("lr", "lp_lr"):
         if not getattr(a, name) > 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0")
@@ -210,9 +222,14 @@ class Run:
         self.steps_per_epoch = max(1, len(Xtr) // a.batch_size)
         total = a.epochs * self.steps_per_epoch
         self.trainer = None
-        if a.method not in ("dense", "dense-lp"):
+        if a.method == "imp":
+            # rounds of one --epochs training each; rewind to 2% into the first round
+            freq = total
+            begin, end = min(int(0.02 * total), total - 1), a.rounds * total
+        elif a.method not in ("dense", "dense-lp"):
             begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
             freq = a.frequency or max(1, min(20, (end - begin) // 40))
+        if a.method not in ("dense", "dense-lp"):
             self.trainer = lpcore_torch.SparseTrainer(
                 net, self.opt, method=a.method, target_sparsity=a.target_sparsity,
                 begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule,
@@ -224,7 +241,7 @@ class Run:
 
     @property
     def done(self):
-        return len(self.history) >= self.a.epochs
+        return len(self.history) >= total_epochs(self.a)
 
     def evaluate(self):
         import torch
@@ -240,8 +257,7 @@ class Run:
             return [(f"{it.name}.weight", it.weight) for it in self.trainer.items]
         names = {id(q): n for n, q in self.net.named_parameters()}
         if self.uses_lp:
-            return [(names[id(w)], w) for g in self.opt.param_groups
-                    for w, _ in self.opt._constrained(g)]
+            return [(names[id(w)], w) for w, _ in self.opt.constrained_weights()]
         sel = lpcore_torch.lp_param_groups(self.net, p=2.0)
         return [(n, q) for g in sel[:-1] for n, q in zip(g["names"], g["params"])]
 
@@ -283,6 +299,7 @@ class Run:
                 "trainer": None if self.trainer is None else self.trainer.state_dict()}
         return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "trainer_tensors": {} if self.trainer is None else self.trainer.tensor_state(),
                 "meta": json.dumps(meta)}
 
     def load_state_dict(self, st):
@@ -293,6 +310,7 @@ class Run:
         self.opt.load_state_dict(st["optimizer"])
         if self.trainer is not None:
             self.trainer.load_state_dict(meta["trainer"])
+            self.trainer.load_tensor_state(st.get("trainer_tensors", {}))
         self.gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         self.history, self.elapsed = meta["history"], float(meta["elapsed"])
@@ -345,7 +363,7 @@ class Run:
         return {"dataset": a.dataset, "model": a.model, "method": a.method,
                 "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
                 "test_accuracy": self.history[-1]["test_accuracy"],
-                "sparsity": self.exact_sparsity(), "epochs": a.epochs, "seed": a.seed,
+                "sparsity": self.exact_sparsity(), "epochs": total_epochs(a), "seed": a.seed,
                 "train_time_s": self.elapsed, "layers": layers, "history": self.history}
 
 
@@ -355,7 +373,7 @@ def _train(r, progress, after_epoch=None):
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=r.a.epochs, initial=len(r.history), desc=f"{r.a.method} p={r.p}",
+        bar = tqdm(total=total_epochs(r.a), initial=len(r.history), desc=f"{r.a.method} p={r.p}",
                    unit="epoch", file=sys.stderr)
     while not r.done:
         rec = r.epoch()
@@ -570,7 +588,7 @@ def main(argv=None):
             done, state = json.loads(ck["done"]), ck.get("run")
             print(f"resuming from {ckpt}: {len(done)} of {len(ps)} run(s) finished"
                   + ("" if state is None else
-                     f", epoch {len(json.loads(state['meta'])['history'])} of {a.epochs}"),
+                     f", epoch {len(json.loads(state['meta'])['history'])} of {total_epochs(a)}"),
                   file=sys.stderr)
         else:
             print(f"note: {ckpt} (an unfinished run) will be replaced; pass --resume to "

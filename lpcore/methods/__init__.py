@@ -11,6 +11,7 @@ entry below.
 from __future__ import annotations
 
 from ._base import Layer, Method
+from .imp import IMP
 from .lpss import LpSS
 from .magnitude import Magnitude
 from .rigl import RigL
@@ -18,7 +19,8 @@ from .set import SET
 from .static import Static
 
 #: name -> Method subclass
-METHODS = {"lpss": LpSS, "set": SET, "rigl": RigL, "static": Static, "magnitude": Magnitude}
+METHODS = {"lpss": LpSS, "set": SET, "rigl": RigL, "static": Static, "magnitude": Magnitude,
+           "imp": IMP}
 
 __all__ = ["METHODS", "Layer", "Method", "make_method"]
 

@@ -138,6 +138,16 @@ class Method:
         """Whether step ``t`` is the exact adjustment to the target."""
         return self.evolves and t == self.end and self.finalize == "exact"
 
+    #: the step after which the binding keeps a copy of every parameter to
+    #: rewind to (None: the method never rewinds)
+    rewind_step = None
+
+    def rewinds(self, t):
+        """Whether the binding rewinds every parameter to its copy from
+        :attr:`rewind_step` (and clears the optimizer state) after step
+        ``t``'s update."""
+        return False
+
     def h(self, t):
         """The drop threshold / fraction at step ``t``."""
         return drop_threshold_schedule(t, self.h0, self.begin, self.end, kind=self.h_schedule)

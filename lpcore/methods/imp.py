@@ -1,0 +1,71 @@
+"""IMP: iterative magnitude pruning with weight rewinding (Frankle and Carbin
+2019; rewinding to an early iteration, Frankle et al. 2020), the lottery
+baseline.
+
+Training runs in rounds of ``frequency`` steps.  At the end of round ``r``
+(``r = 1 .. R``, ``R = end // frequency``) the masks are cut, by global
+magnitude over all sparse weights, to exactly
+``round(s_r * total)`` zeros with ``s_r = 1 - (1 - target)^(r / R)`` (the
+same fraction of the remaining weights each round), and every parameter is
+rewound to its value at step ``rewind_step`` (the binding keeps that copy)
+with the optimizer state cleared; a last round trains the ticket at the
+target.  It costs ``R + 1`` trainings of one round each.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..topology import adjust_to_sparsity
+from ._base import Method
+
+
+class IMP(Method):
+    """Iterative magnitude pruning with rewinding.
+
+    ``begin`` is the rewind step (the parameters are rewound to their values
+    after that step; 0 rewinds to the first step's), ``frequency`` the round
+    length in steps and ``end`` the last pruning step (a multiple of
+    ``frequency``).
+    """
+
+    name = "imp"
+    default_finalize = "none"
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        fn = "lpcore.methods.imp"
+        if self.end % self.frequency:
+            raise ValueError(f"{fn}: end={self.end} must be a multiple of the round length "
+                             f"frequency={self.frequency}")
+        if self.begin >= self.frequency:
+            raise ValueError(f"{fn}: the rewind step begin={self.begin} must lie in the first "
+                             f"round (< frequency={self.frequency})")
+        self.rounds = self.end // self.frequency
+
+    def start_sparsity(self):
+        return 0.0
+
+    @property
+    def rewind_step(self):
+        return self.begin
+
+    def due(self, t):
+        return isinstance(t, numbers.Integral) and 0 < t <= self.end and t % self.frequency == 0
+
+    def rewinds(self, t):
+        return self.due(t)
+
+    def round_sparsity(self, r):
+        """The sparsity after the ``r``-th prune (exactly the target at ``r = R``)."""
+        if r >= self.rounds:
+            return self.target
+        return 1.0 - (1.0 - self.target) ** (r / self.rounds)
+
+    def update(self, t, layers):
+        s = self.round_sparsity(t // self.frequency)
+        new, changed = adjust_to_sparsity([ly.mask for ly in layers],
+                                          [ly.weight for ly in layers],
+                                          [None] * len(layers), s)
+        return [None if c.size == 0 else (n, np.zeros(0, np.intp)) for n, c in zip(new, changed)]
