@@ -327,9 +327,8 @@ class Run:
         layers = []
         pmap = {}
         if self.uses_lp:
-            for g in opt.param_groups:
-                for w, lay in opt._constrained(g):
-                    pmap[id(w)] = (g["p"], lay)
+            p_of = {id(w): g["p"] for g in opt.param_groups for w in g["params"]}
+            pmap = {id(w): (p_of[id(w)], lay) for w, lay in opt.constrained_weights()}
         dense = {id(it.weight): it.dense_grad for it in trainer.items} if trainer else {}
         for name, w in self.sparse_weights():
             p_l, lay = pmap.get(id(w), (None, None))
