@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +52,24 @@ class LpSGDState:
     axis: tuple | None
     dual: np.ndarray | None = None
     momentum_buffer: np.ndarray | None = None
+    #: the step kernel's scratch, kept between steps (not part of the state's value)
+    _work: object = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self):  # copies and pickles leave the scratch behind
+        d = dict(self.__dict__)
+        d["_work"] = None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+
+    def _workspace(self, B, G):
+        """The step kernel's per-group scratch for this tensor on backend ``B``,
+        made once and reused by every later step (no allocation per step)."""
+        w = self._work
+        if w is None or w[0] != B.name or w[1] != G:
+            w = self._work = (B.name, G, B.kernels.StepCall.workspace(G))
+        return w[2]
 
     def to_dict(self):
         """A dict of NumPy arrays (for ``np.savez`` and the like); GPU state is
@@ -423,7 +441,8 @@ class _Call:
                                          opt.weight_decay, opt.momentum, opt.dampening,
                                          opt.nesterov, self.first, _VARIANTS[opt.variant],
                                          opt.p, eta,
-                                         None if mask is None else B.to2d(grp, mask, np.bool_))
+                                         None if mask is None else B.to2d(grp, mask, np.bool_),
+                                         work=state._workspace(B, grp.G))
 
     def check(self, result):
         bad, code = result

@@ -388,3 +388,23 @@ def test_masked_step_refuses_a_bad_mask_and_writes_nothing(rng):
     assert_unchanged(w0, w)
     assert_unchanged(d0, state.dual)
     assert state.step == 0
+
+
+def test_the_step_reuses_its_workspace_and_copies_leave_it_behind(backend, rng):
+    """No per-step allocation of the kernel's scratch: the state keeps it
+    (for the GPU, the (G, 5) device array that was allocated per call)."""
+    import copy
+    import pickle
+    opt = lpcore.LpSGD(p=1.3, lr=0.1, momentum=0.9)
+    w = backend.put(rng.standard_normal((3, 5)))
+    state = opt.init(w, axis=1)
+    opt.step(w, backend.put(rng.standard_normal((3, 5))), state)
+    work = state._work[2]
+    for _ in range(2):
+        opt.step(w, backend.put(rng.standard_normal((3, 5))), state)
+        assert state._work[2] is work
+    if backend.name == "numpy":  # device arrays do not pickle; a host state does
+        assert pickle.loads(pickle.dumps(state))._work is None
+    twin = copy.deepcopy(state) if backend.name == "numpy" else copy.copy(state)
+    assert twin._work is None and twin.step == state.step
+    np.testing.assert_array_equal(backend.get(twin.dual), backend.get(state.dual))

@@ -24,11 +24,12 @@ kernel compiles one signature per dtype.
 ``dual.signed_pow(x, e, out) -> first flat index holding NaN/Inf, or -1``
     ``out = sign(x) |x|^e`` on 1-D contiguous arrays.
 ``ball.project_ball_rows(y, m, kind, p, r, out)``   rows of max |y| = m.
-``lpsgd.StepCall(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None)``
+``lpsgd.StepCall(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None, work=None)``
     one tensor's fused LpSGD step, ``.run("step" | "phase1" | "phase2")
     -> (-1, None) or (first bad group, status)``; with a (G, n) bool
     ``mask``, masked entries of w are written as zeros and each group's
-    active entries put on the unit sphere.
+    active entries put on the unit sphere; ``work`` is the tensor's
+    ``StepCall.workspace(G)``, kept between its steps (no per-call allocation).
 ``layout.add(a, b, out)``, ``layout.fill(out, v)``
 
 Writing kernels run only after the reductions that validate their inputs.

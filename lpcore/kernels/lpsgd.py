@@ -355,10 +355,19 @@ class StepCall:
     arrays are C-contiguous (G, n) of one dtype.  ``mask`` (None, or a
     C-contiguous (G, n) bool array, True = active): phase 2 writes the masked
     entries of ``w`` as zeros and puts each group's active entries on the
-    unit sphere; the dual state keeps every entry.
+    unit sphere; the dual state keeps every entry.  ``work``: a
+    :meth:`workspace` kept by the caller between the steps of one tensor (no
+    allocation per call), or None.
     """
 
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None):
+    @staticmethod
+    def workspace(G):
+        """The per-group scratch of one tensor's step (statuses and the phase-1
+        statistics), to pass as ``work=`` to its later calls."""
+        return np.zeros(G, dtype=np.int8), np.empty((G, 4))
+
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None,
+                 work=None):
         G, n = w.shape
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
@@ -366,10 +375,9 @@ class StepCall:
         bmu, bd, c1, c2 = coefficients(mu, damp, nest, first, has_mom)
         if not has_mom:
             buf = dummy
-        self.st = np.zeros(G, dtype=np.int8)
+        self.st, S = self.workspace(G) if work is None else work
         self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),
-                     float(eta), self.st, np.empty((G, 4)),
-                     _NO_MASK if mask is None else mask)
+                     float(eta), self.st, S, _NO_MASK if mask is None else mask)
         self.kernels = _kernels(variant, has_mom, mask is not None)
         self.par = use_parallel(w.size, G)
 

@@ -337,7 +337,14 @@ class StepCall:
     """The GPU twin of :class:`lpcore.kernels.lpsgd.StepCall` (same arguments,
     device arrays): ``run("step" | "phase1" | "phase2")``."""
 
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None):
+    @staticmethod
+    def workspace(G):
+        """The per-group scratch of one tensor's step (phase-1 statistics and
+        statuses), a (G, 5) device array to pass as ``work=`` to its later calls."""
+        return cuda.device_array((max(G, 1), 5))
+
+    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None,
+                 work=None):
         G, n = w.shape
         self.empty = G == 0 or n == 0
         has_mom = buf is not None
@@ -355,9 +362,9 @@ class StepCall:
         self.G = G
         if not self.empty:
             self.nt, self.nsplit = split(n)
-            # per call, not scratch: step_many runs every tensor's phase 1
-            # before any phase 2
-            self.S = cuda.device_array((G, 5))
+            # the tensor's own workspace, not a shared scratch: step_many runs
+            # every tensor's phase 1 before any phase 2
+            self.S = self.workspace(G) if work is None else work
 
     def _phase1(self):
         G, nsplit = self.G, self.nsplit
