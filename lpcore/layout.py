@@ -33,12 +33,10 @@ def groups(shape, axis, fn):
     items, so ``True`` or ``1.0`` never reuse the grouping of ``1``; only
     plain ints and tuples of them are cached, and errors are raised afresh
     every time."""
-    if axis is None or type(axis) is int:
-        key = (tuple(shape), axis, fn)
-    elif type(axis) is tuple and all(type(a) is int for a in axis):
-        key = (tuple(shape), axis, fn)
-    else:
+    if not (axis is None or type(axis) is int
+            or (type(axis) is tuple and all(type(a) is int for a in axis))):
         return Groups(shape, axis, fn)
+    key = (tuple(shape), axis, fn)
     grp = _GROUPS.get(key)
     if grp is None:
         grp = Groups(shape, axis, fn)

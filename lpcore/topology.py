@@ -122,12 +122,17 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     return new, int(np.count_nonzero(m & ~new))
 
 
-def _topk_indices(scores, k):
-    """Flat indices of the k largest finite scores (ties: lower index first)."""
+def _smallest_stable(keys, k):
+    """Positions of the ``k`` smallest ``keys``, ties towards the lower
+    position: the first ``k`` of a stable sort, found in linear time."""
     if k == 0:
         return np.zeros(0, dtype=np.intp)
-    order = np.lexsort((np.arange(scores.size), -scores))  # stable, deterministic
-    return order[:k]
+    if k >= keys.size:
+        return np.arange(keys.size, dtype=np.intp)
+    kth = np.partition(keys, k - 1)[k - 1]
+    below = np.flatnonzero(keys < kth)
+    tie = np.flatnonzero(keys == kth)[:k - below.size]
+    return np.sort(np.concatenate((below, tie)))
 
 
 def grow_by_score(score, mask, k, axis=None):
@@ -176,11 +181,11 @@ def grow_by_score(score, mask, k, axis=None):
     mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(mean_full > 0, a / mean_full, 0.0)
-    flat = np.where(inactive, norm, -np.inf).reshape(-1)
-    idx = _topk_indices(flat, k)
+    # the k largest normalised scores among the inactive, ties to the lower index
+    idx = _smallest_stable(np.where(inactive, -norm, np.inf).reshape(-1), k)
     new = m.copy()
     new.reshape(-1)[idx] = True
-    return new, np.sort(idx)
+    return new, idx
 
 
 def drop_smallest(w, mask, k):
@@ -222,10 +227,10 @@ def drop_smallest(w, mask, k):
     a = np.abs(w.astype(np.float64)).reshape(-1)
     if not np.all(np.isfinite(a[m.reshape(-1)])):
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
-    idx = _topk_indices(np.where(m.reshape(-1), -a, -np.inf), k)
+    idx = _smallest_stable(np.where(m.reshape(-1), a, np.inf), k)
     new = m.copy()
     new.reshape(-1)[idx] = False
-    return new, np.sort(idx)
+    return new, idx
 
 
 def grow_random(mask, k, rng):
@@ -309,19 +314,6 @@ def mask_sparsity(masks):
         raise ValueError("lpcore.mask_sparsity: no mask entries")
     zeros = sum(int(np.size(m)) - int(np.count_nonzero(m)) for m in ms)
     return zeros / total
-
-
-def _smallest_stable(keys, k):
-    """Positions of the ``k`` smallest ``keys``, ties towards the lower
-    position: the first ``k`` of a stable sort, found in linear time."""
-    if k == 0:
-        return np.zeros(0, dtype=np.intp)
-    if k >= keys.size:
-        return np.arange(keys.size, dtype=np.intp)
-    kth = np.partition(keys, k - 1)[k - 1]
-    below = np.flatnonzero(keys < kth)
-    tie = np.flatnonzero(keys == kth)[:k - below.size]
-    return np.sort(np.concatenate((below, tie)))
 
 
 def adjust_to_sparsity(masks, drop_scores, grow_scores, target):

@@ -177,6 +177,16 @@ class LpSGD(Optimizer):
                              "updated")
         return np.from_dlpack(m.detach())
 
+    def _prepare(self, core, q, names, arr, cs):
+        """Phase 1 of q's step on ``arr`` (q's weight in its grouped view) with
+        its gradient and registered mask; errors name the parameter."""
+        mk = self._mask_of(q, names[id(q)])
+        try:
+            return core.prepare(arr, _grad_array(q, names).reshape(arr.shape), cs,
+                                mask=None if mk is None else mk.reshape(arr.shape))
+        except ValueError as e:
+            raise ValueError(f"{names[id(q)]}: {e}") from None
+
     def _fast(self):
         """id(weight) -> :class:`_Cached`: the core state of each constrained
         weight kept between steps (dropped on copy/pickle, like ``_seen``)."""
@@ -277,19 +287,12 @@ class LpSGD(Optimizer):
                 if f is not None and f.valid(q, self.state[q]) and not self._changed(q):
                     # the cached state of this weight: views of its tensors, kept
                     # from the last step; only the gradient is new
-                    garr = _grad_array(q, names)
-                    mk = self._mask_of(q, names[id(q)])
-                    try:
-                        h = core.prepare(f.arr, garr.reshape(f.arr.shape), f.state,
-                                         mask=None if mk is None else mk.reshape(f.arr.shape))
-                    except ValueError as e:
-                        raise ValueError(f"{names[id(q)]}: {e}") from None
+                    h = self._prepare(core, q, names, f.arr, f.state)
                     pending.append((core, h, None, self.state[q], f.state, False, q, True))
                     continue
                 check_tensor(q.grad, f"the gradient of {names[id(q)]}")
                 if id(q) not in cons:
-                    g_arr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
-                    if not lpcore.all_finite(g_arr):
+                    if not lpcore.all_finite(_grad_array(q, names)):
                         raise ValueError(f"lpcore_torch.LpSGD.step: the gradient of "
                                          f"{names[id(q)]} contains NaN or Inf; nothing was "
                                          "updated")
@@ -302,7 +305,6 @@ class LpSGD(Optimizer):
                 for key in ("dual", "momentum_buffer"):
                     _check_state(st, q, names[id(q)], key)
                 arr, back = _array(q, names[id(q)])
-                garr = (float32_copy(q.grad) if q.grad.dtype in _HALF else to_numpy(q.grad))
                 axis = tuple(axis) if axis is not None else None
                 fresh = self._changed(q)
                 if fresh:
@@ -321,12 +323,7 @@ class LpSGD(Optimizer):
                         step=int(st["step"]), shape=view, axis=axis,
                         dual=_state_array(st, "dual"),
                         momentum_buffer=_state_array(st, "momentum_buffer"))
-                mk = self._mask_of(q, names[id(q)])
-                try:
-                    h = core.prepare(arr.reshape(view), garr.reshape(view), cs,
-                                     mask=None if mk is None else mk.reshape(view))
-                except ValueError as e:
-                    raise ValueError(f"{names[id(q)]}: {e}") from None
+                h = self._prepare(core, q, names, arr.reshape(view), cs)
                 pending.append((core, h, back, st, cs, fresh, q, False))
             if pg:
                 plain.append((group, pg, gg))
@@ -476,11 +473,14 @@ class _LazyNames:
         return self._map[key]
 
 
+_FULL = (torch.float32, torch.float64)  # the dtypes NumPy views directly
+
+
 def _grad_array(q, names):
     """q's gradient as a NumPy array of q's dtype (a view when it is one)."""
     g = q.grad
-    if g.layout is torch.strided and g.dtype is q.dtype and g.device.type == "cpu" \
-            and not g.is_quantized:
+    if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in _FULL \
+            and g.device.type == "cpu":
         return np.from_dlpack(g.detach())
     check_tensor(g, f"the gradient of {names[id(q)]}")
     return float32_copy(g) if g.dtype in _HALF else to_numpy(g)

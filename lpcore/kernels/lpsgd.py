@@ -241,7 +241,8 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
                 buf[i, j] = nb
             u = scaled_pow_like(abs(d), w, invd, l2d, a) * ud
             u = -u if d < 0 else u
-            w[i, j] = (keep * np.float64(w[i, j]) - eta * u) * (1.0 if not masked or mk[i, j] else 0.0)
+            on = 1.0 if not masked or mk[i, j] else 0.0  # a select: stays vectorised
+            w[i, j] = (keep * np.float64(w[i, j]) - eta * u) * on
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     else:
@@ -254,7 +255,8 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
             wj = w[i, j]
             nu = scaled_pow(abs(wj), invs, l2s, p - 1.0)
             nu = -nu if wj < 0 else nu
-            w[i, j] = (np.float64(wj) - eta * (d - c2s * nu)) * (1.0 if not masked or mk[i, j] else 0.0)
+            on = 1.0 if not masked or mk[i, j] else 0.0
+            w[i, j] = (np.float64(wj) - eta * (d - c2s * nu)) * on
             b = _absbits(w[i, j])
             mbx = b if b > mbx else mbx
     mx = _from_bits(mbx)

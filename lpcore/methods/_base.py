@@ -160,13 +160,15 @@ class Method:
         optimizer state (momentum) the binding resets."""
         raise NotImplementedError
 
-    def adjust(self, layers):
-        """The exact adjustment to the target (``finalize="exact"``): one
-        global ranking, |w| to drop and |dense gradient| to grow
-        (:func:`lpcore.adjust_to_sparsity`); the :meth:`update` format."""
+    def adjust(self, layers, sparsity=None):
+        """The exact adjustment to ``sparsity`` (default: the target;
+        ``finalize="exact"``): one global ranking, |w| to drop and |dense
+        gradient| to grow (:func:`lpcore.adjust_to_sparsity`); the
+        :meth:`update` format."""
         old = [ly.mask for ly in layers]
         new, changed = adjust_to_sparsity(old, [ly.weight for ly in layers],
-                                          [ly.grad for ly in layers], self.target)
+                                          [ly.grad for ly in layers],
+                                          self.target if sparsity is None else sparsity)
         grow = sum(int(n.sum()) for n in new) > sum(int(m.sum()) for m in old)
         return [None if c.size == 0 else (n, c if grow else np.zeros(0, np.intp))
                 for n, c in zip(new, changed)]

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
-from ..topology import adjust_to_sparsity
 from ._base import Method
 
 
@@ -64,8 +61,5 @@ class IMP(Method):
         return 1.0 - (1.0 - self.target) ** (r / self.rounds)
 
     def update(self, t, layers):
-        s = self.round_sparsity(t // self.frequency)
-        new, changed = adjust_to_sparsity([ly.mask for ly in layers],
-                                          [ly.weight for ly in layers],
-                                          [None] * len(layers), s)
-        return [None if c.size == 0 else (n, np.zeros(0, np.intp)) for n, c in zip(new, changed)]
+        # a global magnitude prune: the sparsity only rises, so nothing regrows
+        return self.adjust(layers, self.round_sparsity(t // self.frequency))
