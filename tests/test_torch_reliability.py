@@ -273,3 +273,26 @@ def test_kept_state_follows_a_replaced_weight_tensor():
     oa.step()  # the step after the change keeps the state of the new memory
     assert torch.equal(old, snapshot)
     assert oa.__dict__["_fast_map"][id(w)].valid(w, oa.state[w])
+
+
+def test_set_mask_refuses_what_it_cannot_use_and_a_bad_mask_writes_nothing():
+    m = make()
+    opt = LpSGD(lp_param_groups(m, p=1.3), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="not a constrained weight"):
+        opt.set_mask(m[0].bias, torch.ones(16, dtype=torch.bool))
+    w = m[0].weight
+    opt.set_mask(w, lambda: torch.ones(w.shape))  # a float tensor, not a mask
+    for q in m.parameters():
+        q.grad = torch.ones_like(q)
+    before = flat(m)
+    state = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=r"the mask of 0\.weight must be a bool tensor"):
+        opt.step()
+    assert torch.equal(flat(m), before)
+    after = opt.state_dict()["state"]
+    for k, st in state["state"].items():
+        for key, v in st.items():
+            assert torch.equal(torch.as_tensor(after[k][key]), torch.as_tensor(v)), (k, key)
+    opt.set_mask(w, None)  # removed: the step goes through
+    opt.step()
+    assert not torch.equal(flat(m), before)
