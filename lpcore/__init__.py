@@ -11,7 +11,10 @@ optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
              :func:`adjust_to_sparsity`, schedules
-methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp)
+methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp,
+             scl, concave)
+learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
+             :func:`concave_penalty_grad`, :func:`calibrate_lambda`
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
@@ -25,6 +28,8 @@ from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p
                     p_for_sparsity)
 from .hoyer import hoyer, hoyer_layer, hoyer_network
 from .layout import fan_in_axes, group_positions, to_groups
+from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad, normalize_per_feature,
+                        ste_mask_grad)
 from .norms import all_finite, norm, normalize
 from .methods import make_method
 from .optim import LpSGD, LpSGDState
@@ -44,5 +49,6 @@ __all__ = [
     "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
-    "sparsity_schedule", "make_method",
+    "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",
+    "concave_penalty_grad", "calibrate_lambda",
 ]

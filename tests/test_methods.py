@@ -12,12 +12,24 @@ def _layers(masks, rng, latent=False):
                   grad=rng.standard_normal(m.shape), axis=(1,)) for m in masks]
 
 
+def _learn_layers(masks, rng):
+    """A learned method's step input: the dense gradient and theta (latent)."""
+    return [Layer(mask=m, weight=np.where(m, th, 0.0), latent=th,
+                  grad=0.1 * rng.standard_normal(m.shape), axis=(1,))
+            for m, th in ((m, rng.standard_normal(m.shape)) for m in masks)]
+
+
 def _run(method, steps, seed=0):
     """Drive a method the way a binding does; returns its mask history."""
     rng = np.random.default_rng(seed)
     masks = method.init_masks([(8, 12), (6, 8)])
     hist = []
     for t in range(steps):
+        if method.learns and method.learning(t):
+            gates = method.learn(t, _learn_layers(masks, rng))
+            for i, g in enumerate(gates):
+                assert g.shape == masks[i].shape and np.all((g >= 0) & (g <= 1))
+                masks[i] = g != 0
         if method.due(t):
             for i, d in enumerate(method.update(t, _layers(masks, rng, method.uses_latent))):
                 if d is not None:
@@ -58,6 +70,13 @@ def test_a_restored_state_repeats_the_decisions(name):
     b.load_state_dict(a.state_dict())
     rng = np.random.default_rng(5)
     masks = [rng.random((8, 12)) < 0.5, rng.random((6, 8)) < 0.5]
+    if a.learns:  # the scores are arrays: array_state travels next to state_dict
+        b.load_array_state(a.array_state())
+        ga = a.learn(12, _learn_layers(masks, np.random.default_rng(7)))
+        gb = b.learn(12, _learn_layers(masks, np.random.default_rng(7)))
+        for x, y in zip(ga, gb):
+            np.testing.assert_array_equal(x, y)
+        return
     la = _layers(masks, np.random.default_rng(7), a.uses_latent)
     lb = _layers(masks, np.random.default_rng(7), b.uses_latent)
     for da, db in zip(a.update(12, la), b.update(12, lb)):

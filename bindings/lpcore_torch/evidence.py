@@ -166,11 +166,17 @@ def part_c(seeds, data, log):
     methods = [("dense", "dense SGD (no pruning)", 1.3), ("lpss", "lpss, p = auto", "auto"),
                ("lpss", "lpss, p = 1.3", 1.3), ("set", "set", 1.3), ("rigl", "rigl", 1.3),
                ("static", "static", 1.3), ("magnitude", "magnitude", 1.3),
-               ("imp", "imp (3 rounds + ticket: 4 trainings)", 1.3)]
+               ("imp", "imp (3 rounds + ticket: 4 trainings)", 1.3),
+               ("scl", "scl (SGD, lam calibrated)", 1.3),
+               ("scl-lp", "scl on LpSGD, p = auto", "auto"),
+               ("concave", "concave, log penalty (search + ticket: 2 trainings)", 1.3),
+               ("concave:l1", "concave, l1 penalty (search + ticket: 2 trainings)", 1.3)]
     for ds in ("digits", "mnist5k", "mnist1d"):
         for method, label, p in methods:
-            rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s), p,
-                      data(ds, s), progress=False) for s in seeds]
+            method, _, penalty = method.partition(":")
+            kw = {"penalty": penalty} if penalty else {}
+            rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s, **kw),
+                      p, data(ds, s), progress=False) for s in seeds]
             runs += rs
             md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
                       f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "

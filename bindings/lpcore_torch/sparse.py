@@ -25,6 +25,22 @@ Methods (the policy lives in ``lpcore.methods``, one module each)
                ``frequency`` steps, a global magnitude prune after each, every
                parameter rewound to its value after step ``begin`` (the
                trainer keeps the copy: :meth:`SparseTrainer.tensor_state`).
+``scl``        sparse connectivity learning: a trainable score per connection,
+               the network computes with ``theta * u(score)``, the scores take
+               the normalised straight-through gradient plus the count
+               regulariser, calibrated to the schedule (``lam="auto"``) or fixed;
+               SGD or LpSGD.  See :mod:`lpcore.methods.scl`.
+``concave``    the concave-regularised lottery: a relaxed mask ``m`` in [0, 1]
+               trained with the weights (``theta * m``) under a log (or l1)
+               penalty until ``end``, thresholded to exactly the target, every
+               parameter rewound to its value after step ``begin``, and the
+               ticket trained.  See :mod:`lpcore.methods.concave`.
+
+The learned-mask methods keep ``theta`` (the trainable weights, inactive
+connections included) in the trainer; the weight the model holds is ``theta
+* gate``, its gradient is scaled by the gate, and after each optimizer step
+``theta`` takes the step the optimizer made on the weight.  (With weight
+decay, torch's SGD decays ``theta * gate`` rather than ``theta``.)
 
 This module keeps the torch side: mask buffers, gradient hooks, the DDP
 all-reduce of dense gradients, resets of the optimizer state of changed
@@ -56,6 +72,10 @@ class _Sparse:
         self.name, self.module, self.weight, self.layout = name, module, weight, layout
         self.pos = lpcore.group_positions(*layout)  # flat weight index -> flat (G, n) index
         self.dense_grad = None
+        # learned masks (scl, concave): the trainable weights theta and the gate the
+        # network computes with (theta * gate); None outside the learning phase
+        self.theta = None
+        self.gate = None
 
     @property
     def mask(self):
@@ -76,8 +96,8 @@ class SparseTrainer:
         :func:`lpcore_torch.lp_param_groups` does (Linear/Conv weights but the
         final classifier).
     method : str
-        "lpss", "set", "rigl", "static", "magnitude", "imp", or any name in
-        ``lpcore.methods.METHODS``.
+        "lpss", "set", "rigl", "static", "magnitude", "imp", "scl", "concave",
+        or any name in ``lpcore.methods.METHODS``.
     target_sparsity : float
         Exact-zero fraction over the sparse weights at the end, in (0, 1).
     init_sparsity : float
@@ -101,18 +121,24 @@ class SparseTrainer:
         Whether inactive connections keep a latent dual value (``lpss``).
     seed : int
         For random masks and SET's regrowth (identical on every DDP replica).
+    mask_lr, lam, penalty
+        The learned-mask methods' options (``scl``, ``concave``): the score
+        step, the regulariser's weight, the concave method's penalty; None:
+        the method's default.  A method that takes none of them refuses them.
     """
 
     def __init__(self, model, optimizer, method="lpss", target_sparsity=0.9, init_sparsity=0.2,
                  begin=0, end=1000, frequency=40, h0=0.2, h_schedule="auto", delta=0.1,
                  pruning="semi", seed=0, controller="schedule", revive=True, finalize="auto",
-                 adapt_h=True):
+                 adapt_h=True, mask_lr=None, lam=None, penalty=None):
+        extra = {k: v for k, v in (("mask_lr", mask_lr), ("lam", lam), ("penalty", penalty))
+                 if v is not None}
         try:
             self.policy = lpcore.make_method(
                 method, target_sparsity=target_sparsity, init_sparsity=init_sparsity,
                 begin=begin, end=end, frequency=frequency, h0=h0, h_schedule=h_schedule,
                 finalize=finalize, delta=delta, pruning=pruning, controller=controller,
-                revive=revive, adapt_h=adapt_h, seed=seed)
+                revive=revive, adapt_h=adapt_h, seed=seed, **extra)
         except (TypeError, ValueError) as e:
             raise type(e)(f"SparseTrainer: {e}") from None
         if self.policy.uses_latent and not isinstance(optimizer, LpSGD):
@@ -144,6 +170,11 @@ class SparseTrainer:
             if dual is not None and self.policy.pruning == "hard":
                 off = np.flatnonzero(~m.reshape(-1))
                 dual.reshape(-1)[torch.from_numpy(it.pos[off])] = 0.0
+        if self.policy.learns:
+            gates = self.policy.gates()
+            for it, g in zip(self.items, gates):
+                it.theta = it.weight.detach().clone()
+                it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
         with torch.no_grad():
             self._apply_masks()
 
@@ -172,7 +203,8 @@ class SparseTrainer:
     def _hook(self, it):
         def hook(grad):
             it.dense_grad = grad.detach()
-            return grad * it.mask.to(grad.dtype)
+            # dL/dtheta = dL/dw_eff * gate: the binary mask, or a learned method's gate
+            return grad * (it.mask if it.gate is None else it.gate).to(grad.dtype)
         return hook
 
     @property
@@ -193,9 +225,23 @@ class SparseTrainer:
         method asks, re-apply the masks when they changed."""
         t = self.t
         changed = False
+        learned = False
+        if self.policy.learns and self.items[0].gate is not None:
+            if self.policy.learning(t):
+                self._learn(t)
+                learned = True
+            else:
+                # the learning phase is over: the masks are binary from here on
+                for it in self.items:
+                    it.gate = None
         if t == self.policy.rewind_step:
-            # the parameters to rewind to (IMP); masks and buffers are not rewound
+            # the parameters to rewind to (IMP, concave); masks and buffers are not
+            # rewound; a learned method's weights are its theta, not theta * gate
             self._rewind_to = {n: q.detach().clone() for n, q in self.model.named_parameters()}
+            names = {id(q): n for n, q in self.model.named_parameters()}
+            for it in self.items:
+                if it.theta is not None:
+                    self._rewind_to[names[id(it.weight)]] = it.theta.clone()
         if self.policy.due(t):
             self._all_reduce_dense_grads()
             self._install(self.policy.update(t, self._layers(latent=self.policy.uses_latent)))
@@ -205,11 +251,33 @@ class SparseTrainer:
         if self.policy.finalizes(t):
             self._install(self.policy.adjust(self._layers(latent=False)))
             changed = True
-        if changed or not self._masked_step:
+        if changed and self.policy.learns:
+            for it in self.items:  # the ticket's weights are the (rewound) parameters
+                it.gate = it.theta = None
+        if (changed or not self._masked_step) and not learned:
             # LpSGD's masked step keeps its weights masked and on the sphere; a
             # new mask (or another optimizer) needs the masks applied here
             self._apply_masks()
         self.t += 1
+
+    def _learn(self, t):
+        """One step of a learned-mask method: the method trains its scores
+        from the dense gradients and theta (both of this step's forward pass),
+        theta takes the optimizer's step (the weight moved by it from theta *
+        gate), the new masks are installed and the weights become theta *
+        gate."""
+        self._all_reduce_dense_grads()
+        gates = self.policy.learn(t, self._layers(latent=False, theta=True))
+        for it in self.items:
+            it.theta.add_(it.weight.detach() - it.theta * it.gate)
+        for it, g in zip(self.items, gates):
+            old = it.mask.numpy().reshape(it.layout[0])
+            new = (g != 0).reshape(it.layout[0])
+            grown = np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))
+            if grown.size or np.any(old & ~new):
+                self._commit(it, old, new, grown)
+            it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
+        self._apply_masks()
 
     def _rewind(self):
         """Every parameter back to its copy from the rewind step, the
@@ -243,16 +311,21 @@ class SparseTrainer:
                     torch.distributed.all_reduce(g)
                     it.dense_grad = g / ws
 
-    def _layers(self, latent):
+    def _layers(self, latent, theta=False):
         """The method's view of every sparse weight (NumPy views, no copies
-        but the latent magnitudes)."""
+        but the latent magnitudes); ``theta``: a learned method's trainable
+        weights as the latent values."""
         out = []
         for it in self.items:
             view, axis = it.layout
+            if theta and it.theta is not None:
+                lat = it.theta.numpy().reshape(view)
+            else:
+                lat = self._latent(it) if latent else None
             out.append(lpcore.methods.Layer(
                 mask=it.mask.numpy().reshape(view),
                 weight=it.weight.detach().numpy().reshape(view),
-                latent=self._latent(it) if latent else None,
+                latent=lat,
                 grad=None if it.dense_grad is None else it.dense_grad.numpy().reshape(view),
                 axis=axis))
         return out
@@ -302,7 +375,10 @@ class SparseTrainer:
     def _mask_weights(self):
         for it in self.items:
             w = it.weight
-            w.mul_(it.mask.to(w.dtype))
+            if it.gate is not None:
+                w.copy_(it.theta * it.gate)  # a learned method's effective weight
+            else:
+                w.mul_(it.mask.to(w.dtype))
             if isinstance(self.optimizer, LpSGD) and self._p(it) is not None:
                 # the unit sphere holds for the effective weights w * mask
                 arr = to_numpy(w).reshape(it.layout[0])
@@ -326,11 +402,32 @@ class SparseTrainer:
 
     def tensor_state(self):
         """The tensors a checkpoint must also hold: the parameters kept to
-        rewind to (IMP), ``{}`` otherwise."""
-        return {} if self._rewind_to is None else dict(self._rewind_to)
+        rewind to (IMP, concave; under their parameter names) and a learned
+        method's scores and trainable weights (``lpcore.scores.<i>``,
+        ``lpcore.theta.<i>``); ``{}`` for the other methods."""
+        out = {} if self._rewind_to is None else dict(self._rewind_to)
+        if self.policy.learns:
+            for k, v in self.policy.array_state().items():
+                out[f"lpcore.{k}"] = torch.from_numpy(np.array(v))
+            for i, it in enumerate(self.items):
+                if it.theta is not None:
+                    out[f"lpcore.theta.{i}"] = it.theta.clone()
+        return out
 
     def load_tensor_state(self, tensors):
+        tensors = dict(tensors or {})
+        ours = {k[len("lpcore."):]: tensors.pop(k) for k in list(tensors)
+                if k.startswith("lpcore.")}
         self._rewind_to = {n: v.clone() for n, v in tensors.items()} if tensors else None
+        if self.policy.learns:
+            self.policy.load_array_state({k: v.numpy() for k, v in ours.items()
+                                          if k.startswith("scores.")})
+            active = self.policy.gate_active(self.t) and f"theta.0" in ours
+            gates = self.policy.gates() if active else [None] * len(self.items)
+            for i, (it, g) in enumerate(zip(self.items, gates)):
+                it.theta = ours[f"theta.{i}"].clone() if active else None
+                it.gate = None if g is None else \
+                    torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
 
     def report(self):
         """Per-layer exact sparsity of the sparse weights: list of (name, sparsity)."""

@@ -28,13 +28,17 @@ import time
 
 import numpy as np
 
-METHODS = ("lpss", "set", "rigl", "static", "magnitude", "imp", "dense", "dense-lp")
+METHODS = ("lpss", "set", "rigl", "static", "magnitude", "imp", "scl", "scl-lp", "concave",
+           "dense", "dense-lp")
 
 
 def total_epochs(a):
     """Epochs of the whole run: ``--epochs`` per training; IMP trains
-    ``--rounds`` + 1 times (each prune round, then the ticket)."""
-    return a.epochs * (a.rounds + 1) if a.method == "imp" else a.epochs
+    ``--rounds`` + 1 times (each prune round, then the ticket), the concave
+    lottery twice (the mask search, then the ticket)."""
+    if a.method == "imp":
+        return a.epochs * (a.rounds + 1)
+    return 2 * a.epochs if a.method == "concave" else a.epochs
 
 
 def _parse_p(text):
@@ -63,11 +67,23 @@ def build_parser():
     ap.add_argument("--method", choices=METHODS, default="lpss",
                     help="lpss (LpSGD + semi-pruning), set, rigl, static, magnitude (SGD "
                          "baselines), imp (iterative magnitude pruning with rewinding: "
-                         "--rounds + 1 trainings of --epochs each), dense (SGD), dense-lp "
-                         "(LpSGD, no pruning)")
+                         "--rounds + 1 trainings of --epochs each), scl (sparse connectivity "
+                         "learning, SGD), scl-lp (SCL on LpSGD), concave (concave-regularised "
+                         "lottery: a mask search and the ticket, 2 trainings of --epochs each), "
+                         "dense (SGD), dense-lp (LpSGD, no pruning)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="imp: pruning rounds (each prunes the same fraction of the remaining "
                          "weights; the run trains --rounds + 1 times)")
+    ap.add_argument("--mask-lr", type=float, default=None,
+                    help="scl, concave: the step size of the mask scores (default: the "
+                         "method's, lpcore.methods.SCL / Concave)")
+    ap.add_argument("--lam", default=None,
+                    help="scl: the count regulariser's weight, 'auto' (calibrated each step to "
+                         "the sparsity schedule; the default) or a number; concave: the "
+                         "penalty's weight (default 2e-3)")
+    ap.add_argument("--penalty", choices=("log", "l1"), default=None,
+                    help="concave: the mask penalty, logarithmic (concave; the default) or l1 "
+                         "(the convex reference)")
     ap.add_argument("--p", type=_parse_p, default="auto",
                     help="'auto' (each layer's p from its fan-in, --h0 and --target-sparsity: "
                          "lpcore.p_for_sparsity), an exponent, or a comma list with one value per "
@@ -134,6 +150,25 @@ def _check(ap, a):
         ap.error("--lp-lr must be in (0, 1]")
     if a.lr_decay < 0 or not 0 <= a.momentum < 1:
         ap.error("--lr-decay must be >= 0 and --momentum in [0, 1)")
+    if a.mask_lr is not None and not (math.isfinite(a.mask_lr) and a.mask_lr > 0):
+        ap.error(f"--mask-lr must be a finite number > 0, got {a.mask_lr}")
+    if a.lam is not None:
+        if a.lam != "auto":
+            try:
+                a.lam = float(a.lam)
+            except ValueError:
+                ap.error(f"--lam must be 'auto' or a number, got {a.lam!r}")
+            if not (math.isfinite(a.lam) and a.lam >= 0):
+                ap.error(f"--lam must be a finite number >= 0, got {a.lam}")
+        elif a.method != "scl" and a.method != "scl-lp":
+            ap.error("--lam auto is scl's calibration; concave takes a number")
+    learned = ("scl", "scl-lp", "concave")
+    for opt in ("mask_lr", "lam", "penalty"):
+        if getattr(a, opt) is not None and a.method not in learned:
+            ap.error(f"--{opt.replace('_', '-')} applies to the learned-mask methods "
+                     f"({', '.join(learned)}), not to --method {a.method}")
+    if a.penalty is not None and a.method != "concave":
+        ap.error("--penalty applies to --method concave only")
     if a.device != "cpu":
         ap.error(f"--device {a.device!r}: this version of lpcore runs on the CPU only")
     if a.model == "cnn" and a.dataset == "breast_cancer":
@@ -209,7 +244,7 @@ class Run:
         view = (-1,) + tuple(shape) if a.model == "cnn" else (-1, Xtr[0].size)
         self.Xtr, self.Xte = torch.from_numpy(Xtr).reshape(view), torch.from_numpy(Xte).reshape(view)
         self.ytr, self.yte = torch.from_numpy(ytr), torch.from_numpy(yte)
-        self.uses_lp = a.method in ("lpss", "dense-lp")
+        self.uses_lp = a.method in ("lpss", "dense-lp", "scl-lp")
         if self.uses_lp:
             groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
                                                   h0=a.h0)
@@ -226,15 +261,21 @@ class Run:
             # rounds of one --epochs training each; rewind to 2% into the first round
             freq = total
             begin, end = min(int(0.02 * total), total - 1), a.rounds * total
+        elif a.method == "concave":
+            # the mask search for --epochs, then the ticket, rewound to 2% into the search
+            freq = total
+            begin, end = min(int(0.02 * total), total - 1), total
         elif a.method not in ("dense", "dense-lp"):
             begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
             freq = a.frequency or max(1, min(20, (end - begin) // 40))
         if a.method not in ("dense", "dense-lp"):
             self.trainer = lpcore_torch.SparseTrainer(
-                net, self.opt, method=a.method, target_sparsity=a.target_sparsity,
+                net, self.opt, method="scl" if a.method == "scl-lp" else a.method,
+                target_sparsity=a.target_sparsity,
                 begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule,
                 seed=a.seed, controller=a.controller, revive=not a.no_revive,
-                finalize=a.finalize, adapt_h=not a.no_adapt_h)
+                finalize=a.finalize, adapt_h=not a.no_adapt_h, mask_lr=a.mask_lr, lam=a.lam,
+                penalty=a.penalty)
         self.gen = torch.Generator().manual_seed(a.seed)
         self.history = []
         self.elapsed = 0.0

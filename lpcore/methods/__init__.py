@@ -10,19 +10,21 @@ entry below.
 """
 from __future__ import annotations
 
-from ._base import Layer, Method
+from ._base import LearnedMask, Layer, Method
+from .concave import Concave
 from .imp import IMP
 from .lpss import LpSS
 from .magnitude import Magnitude
 from .rigl import RigL
+from .scl import SCL
 from .set import SET
 from .static import Static
 
 #: name -> Method subclass
 METHODS = {"lpss": LpSS, "set": SET, "rigl": RigL, "static": Static, "magnitude": Magnitude,
-           "imp": IMP}
+           "imp": IMP, "scl": SCL, "concave": Concave}
 
-__all__ = ["METHODS", "Layer", "Method", "make_method"]
+__all__ = ["METHODS", "LearnedMask", "Layer", "Method", "make_method"]
 
 
 def make_method(name, **options):

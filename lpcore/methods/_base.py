@@ -83,6 +83,10 @@ class Method:
     evolves = True
     #: whether :meth:`update` reads ``Layer.latent`` (the binding computes it only then)
     uses_latent = False
+    #: whether the method learns a real score per connection every step
+    #: (:class:`LearnedMask`: the binding keeps the trainable weights and calls
+    #: :meth:`LearnedMask.learn`)
+    learns = False
 
     def __init__(self, target_sparsity=0.9, init_sparsity=0.2, begin=0, end=1000, frequency=40,
                  h0=0.2, h_schedule="auto", finalize="auto", delta=0.1, pruning="semi",
@@ -185,3 +189,74 @@ class Method:
 
     def load_state_dict(self, state):
         self.rng.bit_generator.state = state["rng"]
+
+
+class LearnedMask(Method):
+    """A method that learns the masks: a real score per connection, trained
+    every step of the learning phase next to the weights ``theta``; the
+    network computes with ``theta * gate`` (``gate`` from the scores, 0 =
+    inactive).
+
+    The binding's side: it keeps ``theta`` (the trainable weights, inactive
+    connections included), scales the gradient of the effective weight by the
+    gate (``dL/dtheta = dL/dw_eff * gate``), after every optimizer step moves
+    ``theta`` by the step the optimizer made and calls :meth:`learn` with
+    :class:`Layer` views whose ``grad`` is the dense ``dL/dw_eff`` and whose
+    ``latent`` is ``theta``, then writes ``theta * gate`` as the weight.  The
+    mask is ``gate != 0``.  A step ``t`` is in the learning phase while
+    :meth:`learning` is true (a prefix of the run); afterwards the masks are
+    fixed binary masks as for every other method.
+    """
+
+    learns = True
+    default_finalize = "none"
+
+    def __init__(self, *args, mask_lr=None, **kw):
+        super().__init__(*args, **kw)
+        fn = f"lpcore.methods.{self.name}"
+        self.mask_lr = check_real(self.default_mask_lr if mask_lr is None else mask_lr, fn,
+                                  "mask_lr", 0.0, float("inf"), lo_open=True, hi_open=True)
+        self.scores = None
+
+    default_mask_lr = 0.01
+
+    def learning(self, t):
+        """Whether step ``t`` trains the scores."""
+        raise NotImplementedError
+
+    def gate_active(self, t):
+        """Whether the gates (rather than the binary masks) scale the
+        gradients of step ``t``: the learning phase has not closed before
+        ``t``."""
+        return t == 0 or self.learning(t - 1)
+
+    def init_scores(self, shapes):
+        raise NotImplementedError
+
+    def init_masks(self, shapes):
+        self.scores = self.init_scores([tuple(s) for s in shapes])
+        return [g != 0 for g in self.gates()]
+
+    def gates(self):
+        """The current gate of every layer (float64, in [0, 1])."""
+        raise NotImplementedError
+
+    def learn(self, t, layers):
+        """One score step at ``t``; returns :meth:`gates`."""
+        raise NotImplementedError
+
+    def _check_scores(self, layers):
+        if self.scores is None or len(self.scores) != len(layers):
+            raise RuntimeError(f"lpcore.methods.{self.name}: learn() before init_masks(), or "
+                               f"{len(layers)} layers for {0 if self.scores is None else len(self.scores)} "
+                               "score arrays")
+
+    def array_state(self):
+        """The scores, for a checkpoint (the JSON-able rest is :meth:`state_dict`)."""
+        return {} if self.scores is None else {f"scores.{i}": s for i, s in
+                                               enumerate(self.scores)}
+
+    def load_array_state(self, arrays):
+        n = sum(1 for k in arrays if k.startswith("scores."))
+        if n:
+            self.scores = [np.array(arrays[f"scores.{i}"], dtype=np.float64) for i in range(n)]

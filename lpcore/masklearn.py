@@ -1,0 +1,186 @@
+"""Learned masks: the pieces of SCL and of the concave-regularised lottery.
+
+Both methods train a real-valued score ``m`` per connection next to the
+weights ``theta``; the network computes with ``theta * gate(m)``:
+
+* SCL (Tang et al. 2022, seed 002): ``gate = u(m)``, the unit step.  With the
+  identity straight-through estimator ``du/dm := 1``, the score gradient of the
+  loss is ``dL/dm = dL/dw_eff * theta`` (:func:`ste_mask_grad`), normalised per
+  output feature because its scale differs wildly between features
+  (:func:`normalize_per_feature`).  The count regulariser ``lambda * (active)
+  / (all)`` pushes every score down by the same amount; with a target
+  sparsity its weight is calibrated step by step (:func:`calibrate_lambda`).
+* Concave-regularised lottery tickets (Fracastoro et al. 2025, seed 004):
+  ``gate = m`` in ``[0, 1]``; the loss adds ``lambda * R(m)`` with ``R``
+  concave (:func:`concave_penalty`, its gradient
+  :func:`concave_penalty_grad`): the logarithmic penalty, and ``l1`` as the
+  convex reference.
+
+All functions take host NumPy arrays (the methods' state lives on the host)
+and never write their inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validate import as_array, check_real, check_real_array
+from .layout import groups, to_groups
+
+__all__ = ["ste_mask_grad", "normalize_per_feature", "concave_penalty", "concave_penalty_grad",
+           "calibrate_lambda"]
+
+_KINDS = ("log", "l1")
+
+
+def _finite(x, fn, name):
+    a = check_real_array(as_array(x, fn, name), fn, name)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    if a.size and not np.all(np.isfinite(a)):
+        bad = np.flatnonzero(~np.isfinite(a.reshape(-1)))[0]
+        raise ValueError(f"{fn}: {name} contains NaN or Inf (first at flat index {bad})")
+    return a
+
+
+def normalize_per_feature(g, axis=None, eps=1e-12):
+    """``g`` with every output feature's entries (one group: the fan-in
+    ``axis``, default all but the first; a vector is one feature) scaled to unit root-mean-square; a
+    feature whose entries are all below ``eps`` in RMS is left as it is.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.normalize_per_feature(np.array([[3.0, 4.0], [0.0, 0.0]]), axis=1) * np.sqrt(12.5)
+    array([[3., 4.],
+           [0., 0.]])
+    """
+    fn = "lpcore.normalize_per_feature"
+    a = _finite(g, fn, "g")
+    if a.ndim < 1:
+        raise ValueError(f"{fn}: g must have at least 1 dimension, got a scalar")
+    if axis is None:  # the fan-in of a weight; a vector is one feature
+        axis = tuple(range(1, a.ndim)) if a.ndim > 1 else (0,)
+    rows = to_groups(a, axis).astype(np.float64)
+    rms = np.sqrt(np.mean(rows * rows, axis=1, keepdims=True)) if rows.shape[1] else \
+        np.zeros((rows.shape[0], 1))
+    scale = np.where(rms > eps, rms, 1.0)
+    out = (rows / scale).astype(a.dtype, copy=False)
+    return np.ascontiguousarray(groups(a.shape, axis, fn).from2d(out))
+
+
+def ste_mask_grad(grad, latent, axis=None, normalize=True):
+    """The identity straight-through score gradient of SCL: ``dL/dm =
+    dL/dw_eff * theta`` (``grad`` the dense gradient of the effective weight,
+    ``latent`` the trainable weight ``theta``, masked connections included),
+    normalised per output feature (:func:`normalize_per_feature`) unless
+    ``normalize`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.ste_mask_grad(np.array([[1.0, -2.0]]), np.array([[0.5, 0.5]]), normalize=False)
+    array([[ 0.5, -1. ]])
+    """
+    fn = "lpcore.ste_mask_grad"
+    g = _finite(grad, fn, "grad")
+    th = _finite(latent, fn, "latent")
+    if g.shape != th.shape:
+        raise ValueError(f"{fn}: latent has shape {th.shape}, expected grad's {g.shape}")
+    out = g * th
+    return normalize_per_feature(out, axis) if normalize else out
+
+
+def _kind_eps(kind, eps, fn):
+    if kind not in _KINDS:
+        raise ValueError(f"{fn}: kind must be one of {_KINDS}, got {kind!r}")
+    return check_real(eps, fn, "eps", 0.0, math.inf, lo_open=True, hi_open=True)
+
+
+def _unit_interval(m, fn):
+    a = _finite(m, fn, "m")
+    if a.size and (a.min() < 0.0 or a.max() > 1.0):
+        bad = np.flatnonzero((a.reshape(-1) < 0) | (a.reshape(-1) > 1))[0]
+        raise ValueError(f"{fn}: m must lie in [0, 1] (a relaxed mask); entry {bad} is "
+                         f"{a.reshape(-1)[bad]!r}")
+    return a
+
+
+def concave_penalty(m, kind="log", eps=0.1):
+    """The mask penalty ``R(m)`` summed over the entries of ``m`` in ``[0, 1]``:
+
+    * ``"log"``: ``sum log(1 + m / eps) / log(1 + 1 / eps)``, concave, 0 at
+      ``m = 0`` and 1 per entry at ``m = 1``; it differs from ``sum log(m +
+      eps)`` by a scale and a constant (the same minimisers), and tends to the
+      count of non-zeros as ``eps -> 0``.
+    * ``"l1"``: ``sum m``, the convex reference (``eps`` unused).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.concave_penalty(np.array([0.0, 1.0, 1.0]))
+    2.0
+    >>> lpcore.concave_penalty(np.array([0.5]), kind="l1")
+    0.5
+    """
+    fn = "lpcore.concave_penalty"
+    eps = _kind_eps(kind, eps, fn)
+    a = _unit_interval(m, fn).astype(np.float64, copy=False)
+    if kind == "l1":
+        return float(a.sum())
+    return float(np.log1p(a / eps).sum() / math.log1p(1.0 / eps))
+
+
+def concave_penalty_grad(m, kind="log", eps=0.1):
+    """The gradient of :func:`concave_penalty` with respect to ``m``: ``1 /
+    ((eps + m) log(1 + 1/eps))`` for ``"log"`` (largest at 0: small entries are
+    pushed hardest), ``1`` for ``"l1"``; float64 of ``m``'s shape.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.concave_penalty_grad(np.array([0.0, 1.0]), kind="l1")
+    array([1., 1.])
+    """
+    fn = "lpcore.concave_penalty_grad"
+    eps = _kind_eps(kind, eps, fn)
+    a = _unit_interval(m, fn).astype(np.float64, copy=False)
+    if kind == "l1":
+        return np.ones(a.shape)
+    return 1.0 / ((eps + a) * math.log1p(1.0 / eps))
+
+
+def calibrate_lambda(proposal, step, k):
+    """The regulariser weight ``lam`` for which exactly the ``k`` smallest
+    entries of ``proposal - step * lam`` are ``<= 0`` (more only where values
+    tie): ``proposal`` holds the scores after the loss part of a step, all
+    layers in one array, ``step`` the score step size.  It is the multiplier
+    of the constraint "``k`` inactive connections": positive when the loss
+    alone prunes fewer than ``k``, negative when it would prune more.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.calibrate_lambda(np.array([0.3, -0.1, 0.2, 0.5]), 0.1, 2)
+    2.0
+    """
+    fn = "lpcore.calibrate_lambda"
+    a = _finite(proposal, fn, "proposal").reshape(-1)
+    step = check_real(step, fn, "step", 0.0, math.inf, lo_open=True, hi_open=True)
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or \
+            not 0 <= k <= a.size:
+        raise ValueError(f"{fn}: k must be an integer in [0, {a.size}], got {k!r}")
+    if a.size == 0:
+        return 0.0
+    if k == 0:  # everything stays: just below the smallest
+        lo = float(a.min())
+        lam = lo / step
+        while lo - step * lam <= 0.0:
+            lam = float(np.nextafter(lam, -np.inf))
+        return lam
+    kth = float(np.partition(a, k - 1)[k - 1])
+    lam = kth / step
+    while kth - step * lam > 0.0:  # rounding: the k-th entry must reach <= 0 exactly
+        lam = float(np.nextafter(lam, np.inf))
+    return lam
