@@ -10,7 +10,8 @@ sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`f
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
-             :func:`adjust_to_sparsity`, schedules
+             :func:`adjust_to_sparsity`, :func:`unmasked_mean_magnitude`,
+             :func:`channel_sparsity`, schedules
 methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp,
              scl, concave)
 learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
@@ -37,7 +38,7 @@ from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (adjust_to_sparsity, drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
                        grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
-                       sparsity_schedule, threshold_gain)
+                       sparsity_schedule, threshold_gain, unmasked_mean_magnitude, channel_sparsity)
 
 __version__ = "0.1.0"
 
@@ -50,5 +51,5 @@ __all__ = [
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",
-    "concave_penalty_grad", "calibrate_lambda",
+    "concave_penalty_grad", "calibrate_lambda", "unmasked_mean_magnitude", "channel_sparsity",
 ]

@@ -17,6 +17,8 @@ from the reference implementation, plus what the usual baselines need:
   to an exact zero count.
 * :func:`drop_threshold_schedule` - ``h(t)``: constant, cosine or exponential.
 * :func:`grow_ratio` - the threshold-adaptation controller for ``phi``.
+* :func:`unmasked_mean_magnitude` - Chase's channel score;
+  :func:`channel_sparsity` - the fraction of channels with no connection.
 * :func:`sparsity_schedule` - the target path from ``s0`` to ``s*`` (cubic,
   as gradual magnitude pruning uses, or linear).
 
@@ -38,7 +40,7 @@ from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
            "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio",
-           "threshold_gain", "sparsity_schedule"]
+           "threshold_gain", "sparsity_schedule", "unmasked_mean_magnitude", "channel_sparsity"]
 
 
 def _mask_like(mask, shape, fn, name="mask"):
@@ -549,3 +551,58 @@ def threshold_gain(gain, zeros_after_drop, target_zeros, delta=0.1):
         raise ValueError(f"lpcore.threshold_gain: need a finite gain > 0 and a finite delta, "
                          f"got gain={gain!r}, delta={delta!r}")
     return g * (1.0 + d) if zeros_after_drop < target_zeros else max(1.0, g * (1.0 - d))
+
+
+def unmasked_mean_magnitude(w, mask, axis=None):
+    """Chase's channel score, per output channel (one group: the fan-in
+    ``axis``, default all but the first): ``sum |w * mask| / n`` over the
+    channel's ``n`` positions, inactive ones counting as zeros, so that a
+    channel scores low when it is sparse, when its weights are small, or
+    both.  Returns float64 of the kept (channel) shape.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> w = np.array([[1.0, -3.0], [0.5, 0.5]])
+    >>> lpcore.unmasked_mean_magnitude(w, np.array([[True, False], [True, True]]))
+    array([0.5, 0.5])
+    """
+    fn = "lpcore.unmasked_mean_magnitude"
+    w = check_real_array(as_array(w, fn, "w"), fn, "w")
+    m = _mask_like(mask, w.shape, fn)
+    if w.ndim < 1:
+        raise ValueError(f"{fn}: w must have at least 1 dimension")
+    if axis is None:
+        axis = tuple(range(1, w.ndim)) if w.ndim > 1 else (0,)
+    grp = groups(w.shape, axis, fn)
+    a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
+    rows = grp.to2d(a, np.float64)
+    return grp.reduced_result(rows.sum(axis=1) / max(grp.n, 1), keepdims=False)
+
+
+def channel_sparsity(masks, axes=None):
+    """The fraction of output channels with no active connection, over all
+    ``masks`` (``axes``: per mask the fan-in axes, default all but the
+    first).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.channel_sparsity([np.array([[True, False], [False, False]])])
+    0.5
+    """
+    fn = "lpcore.channel_sparsity"
+    ms = [_mask_like(m, np.shape(m), fn, f"masks[{i}]") for i, m in enumerate(masks)]
+    if not ms:
+        raise ValueError(f"{fn}: masks is empty")
+    axes = [None] * len(ms) if axes is None else list(axes)
+    dead = total = 0
+    for m, ax in zip(ms, axes):
+        if ax is None:
+            ax = tuple(range(1, m.ndim)) if m.ndim > 1 else (0,)
+        rows = groups(m.shape, ax, fn).to2d(m, np.bool_)
+        dead += int((~rows.any(axis=1)).sum())
+        total += rows.shape[0]
+    return dead / total

@@ -42,7 +42,7 @@ def _steps(net, opt, tr, n, seed=0, after=None):
             after(t)
 
 
-@pytest.mark.parametrize("method", ["lpss", "set", "rigl", "static", "magnitude"])
+@pytest.mark.parametrize("method", ["lpss", "set", "rigl", "static", "magnitude", "chase"])
 def test_every_method_ends_at_the_exact_target_with_masked_zeros(method):
     net, opt, tr = _setup(method, finalize="exact")
     _steps(net, opt, tr, 70)

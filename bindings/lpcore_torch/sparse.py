@@ -30,6 +30,11 @@ Methods (the policy lives in ``lpcore.methods``, one module each)
                the normalised straight-through gradient plus the count
                regulariser, calibrated to the schedule (``lam="auto"``) or fixed;
                SGD or LpSGD.  See :mod:`lpcore.methods.scl`.
+``chase``      RigL plus gradual removal of whole output channels, those with the
+               smallest unmasked mean magnitude, at the same parameter budget; the
+               bias of a removed channel is kept at zero, so that
+               :func:`lpcore_torch.compact` cuts it out.  See
+               :mod:`lpcore.methods.chase`.
 ``concave``    the concave-regularised lottery: a relaxed mask ``m`` in [0, 1]
                trained with the weights (``theta * m``) under a log (or l1)
                penalty until ``end``, thresholded to exactly the target, every
@@ -125,14 +130,17 @@ class SparseTrainer:
         The learned-mask methods' options (``scl``, ``concave``): the score
         step, the regulariser's weight, the concave method's penalty; None:
         the method's default.  A method that takes none of them refuses them.
+    channel_sparsity
+        ``chase``: the fraction of every layer's channels removed by ``end``
+        (None: 0.3).
     """
 
     def __init__(self, model, optimizer, method="lpss", target_sparsity=0.9, init_sparsity=0.2,
                  begin=0, end=1000, frequency=40, h0=0.2, h_schedule="auto", delta=0.1,
                  pruning="semi", seed=0, controller="schedule", revive=True, finalize="auto",
-                 adapt_h=True, mask_lr=None, lam=None, penalty=None):
-        extra = {k: v for k, v in (("mask_lr", mask_lr), ("lam", lam), ("penalty", penalty))
-                 if v is not None}
+                 adapt_h=True, mask_lr=None, lam=None, penalty=None, channel_sparsity=None):
+        extra = {k: v for k, v in (("mask_lr", mask_lr), ("lam", lam), ("penalty", penalty),
+                                   ("channel_sparsity", channel_sparsity)) if v is not None}
         try:
             self.policy = lpcore.make_method(
                 method, target_sparsity=target_sparsity, init_sparsity=init_sparsity,
@@ -164,6 +172,10 @@ class SparseTrainer:
         for it, m in zip(self.items, masks):
             it.module.register_buffer("weight_mask", torch.from_numpy(m))
             it.weight.register_hook(self._hook(it))
+            bias = getattr(it.module, "bias", None)
+            if self.policy.removes_channels and isinstance(bias, nn.Parameter):
+                # a removed channel's bias stays zero: the channel outputs nothing
+                bias.register_hook(lambda g, it=it: g * self._alive(it).to(g.dtype))
             if self._masked_step:
                 optimizer.set_mask(it.weight, lambda mod=it.module: mod.weight_mask)
             dual = self.optimizer.state.get(it.weight, {}).get("dual")
@@ -177,6 +189,8 @@ class SparseTrainer:
                 it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
         with torch.no_grad():
             self._apply_masks()
+            if self.policy.removes_channels:
+                self._zero_dead_biases()
 
     # ------------------------------------------------------------------
     def _select(self):
@@ -258,6 +272,8 @@ class SparseTrainer:
             # LpSGD's masked step keeps its weights masked and on the sphere; a
             # new mask (or another optimizer) needs the masks applied here
             self._apply_masks()
+        if self.policy.removes_channels:
+            self._zero_dead_biases()
         self.t += 1
 
     def _learn(self, t):
@@ -371,6 +387,29 @@ class SparseTrainer:
                 self._mask_weights()
         else:
             self._mask_weights()
+
+    def _alive(self, it):
+        """Per output channel (the bias's shape): whether it has an active connection."""
+        view, axis = it.layout
+        m = it.mask.numpy().reshape(view)
+        alive = m.any(axis=axis)
+        return torch.from_numpy(np.ascontiguousarray(alive).reshape(-1))
+
+    @property
+    def channel_sparsity(self):
+        """The fraction of output channels with no active connection (Chase
+        removes channels; for the other methods this is whatever their masks
+        left empty)."""
+        return lpcore.channel_sparsity([it.mask.numpy().reshape(it.layout[0]) for it in self.items],
+                                       [it.layout[1] for it in self.items])
+
+    def _zero_dead_biases(self):
+        """The bias of a channel without connections back to zero (its
+        momentum would move it otherwise)."""
+        for it in self.items:
+            bias = getattr(it.module, "bias", None)
+            if isinstance(bias, nn.Parameter):
+                bias.mul_(self._alive(it).to(bias.dtype))
 
     def _mask_weights(self):
         for it in self.items:

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 METHODS = ("lpss", "set", "rigl", "static", "magnitude", "imp", "scl", "scl-lp", "concave",
-           "dense", "dense-lp")
+           "chase", "dense", "dense-lp")
 
 
 def total_epochs(a):
@@ -70,6 +70,8 @@ def build_parser():
                          "--rounds + 1 trainings of --epochs each), scl (sparse connectivity "
                          "learning, SGD), scl-lp (SCL on LpSGD), concave (concave-regularised "
                          "lottery: a mask search and the ticket, 2 trainings of --epochs each), "
+                         "chase (RigL plus gradual removal of whole channels, "
+                         "--channel-sparsity), "
                          "dense (SGD), dense-lp (LpSGD, no pruning)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="imp: pruning rounds (each prunes the same fraction of the remaining "
@@ -84,6 +86,9 @@ def build_parser():
     ap.add_argument("--penalty", choices=("log", "l1"), default=None,
                     help="concave: the mask penalty, logarithmic (concave; the default) or l1 "
                          "(the convex reference)")
+    ap.add_argument("--channel-sparsity", type=float, default=None,
+                    help="chase: the fraction of every layer's output channels removed by the "
+                         "end of pruning (default 0.3)")
     ap.add_argument("--p", type=_parse_p, default="auto",
                     help="'auto' (each layer's p from its fan-in, --h0 and --target-sparsity: "
                          "lpcore.p_for_sparsity), an exponent, or a comma list with one value per "
@@ -167,6 +172,11 @@ def _check(ap, a):
         if getattr(a, opt) is not None and a.method not in learned:
             ap.error(f"--{opt.replace('_', '-')} applies to the learned-mask methods "
                      f"({', '.join(learned)}), not to --method {a.method}")
+    if a.channel_sparsity is not None:
+        if a.method != "chase":
+            ap.error("--channel-sparsity applies to --method chase only")
+        if not 0.0 <= a.channel_sparsity < 1.0:
+            ap.error(f"--channel-sparsity must be in [0, 1), got {a.channel_sparsity}")
     if a.penalty is not None and a.method != "concave":
         ap.error("--penalty applies to --method concave only")
     if a.device != "cpu":
@@ -275,7 +285,7 @@ class Run:
                 begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule,
                 seed=a.seed, controller=a.controller, revive=not a.no_revive,
                 finalize=a.finalize, adapt_h=not a.no_adapt_h, mask_lr=a.mask_lr, lam=a.lam,
-                penalty=a.penalty)
+                penalty=a.penalty, channel_sparsity=a.channel_sparsity)
         self.gen = torch.Generator().manual_seed(a.seed)
         self.history = []
         self.elapsed = 0.0
@@ -400,11 +410,35 @@ class Run:
                            "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
                            "estimator": used if pred is not None else None,
                            "hoyer_estimates": {e: v[0] for e, v in est.items()}})
-        return {"dataset": a.dataset, "model": a.model, "method": a.method,
-                "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
-                "test_accuracy": self.history[-1]["test_accuracy"],
-                "sparsity": self.exact_sparsity(), "epochs": total_epochs(a), "seed": a.seed,
-                "train_time_s": self.elapsed, "layers": layers, "history": self.history}
+        out = {"dataset": a.dataset, "model": a.model, "method": a.method,
+               "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
+               "test_accuracy": self.history[-1]["test_accuracy"],
+               "sparsity": self.exact_sparsity(), "epochs": total_epochs(a), "seed": a.seed,
+               "train_time_s": self.elapsed, "layers": layers, "history": self.history}
+        if trainer is not None:
+            out["channel_sparsity"] = trainer.channel_sparsity
+        if a.method == "chase":
+            out["compact"] = self.compact_stats()
+        return out
+
+    def compact_stats(self):
+        """Parameters and CPU inference time (the test set, best of 20) of the
+        masked model and of :func:`lpcore_torch.compact`'s copy, and the
+        largest difference of their outputs."""
+        import torch
+
+        from .compact import compact, inference_seconds, parameter_count
+        small = compact(self.net)
+        with torch.no_grad():
+            self.net.eval()
+            diff = float((self.net(self.Xte) - small.eval()(self.Xte)).abs().max())
+            self.net.train()
+        (n_full, nz_full), (n_small, nz_small) = parameter_count(self.net), parameter_count(small)
+        return {"params_masked_model": n_full, "nonzero_masked_model": nz_full,
+                "params_compact": n_small, "nonzero_compact": nz_small,
+                "inference_s_masked": inference_seconds(self.net, self.Xte),
+                "inference_s_compact": inference_seconds(small, self.Xte),
+                "max_output_difference": diff}
 
 
 def _train(r, progress, after_epoch=None):
@@ -439,13 +473,24 @@ def _table(m):
              + (f" (target {m['target_sparsity']})" if m['target_sparsity'] else "")
              + f"  train time {m['train_time_s']:.1f} s",
              f"{'layer':<14}{'fan-in':>8}{'p':>8}{'sparsity':>10}{'hoyer':>8}{'predicted':>11}"
-             f"{'k':>7}"]
+             f"{'k':>7}{'ram-gap':>9}{'w-gap':>9}"]
     for r in m["layers"]:
         pred = "-" if r["hoyer_predicted"] is None else f"{r['hoyer_predicted']:.4f}"
         k = "-" if r["gamma_shape"] is None else f"{r['gamma_shape']:.2f}"
         pl = "-" if r["p"] is None else f"{r['p']:.4f}"
         lines.append(f"{r['name']:<14}{r['fan_in']:>8}{pl:>8}{r['sparsity']:>10.4f}"
-                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}")
+                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}{r['ramanujan_gap']:>9.3f}"
+                     f"{r['weighted_spectral_gap']:>9.3f}")
+    if "channel_sparsity" in m:
+        lines.append(f"channel sparsity (output channels without connections): "
+                     f"{m['channel_sparsity']:.4f}")
+    c = m.get("compact")
+    if c:
+        lines.append(f"compact: {c['params_compact']} parameters (masked model "
+                     f"{c['params_masked_model']}, {c['nonzero_masked_model']} nonzero); CPU "
+                     f"inference on the test set {c['inference_s_compact'] * 1e3:.2f} ms vs "
+                     f"{c['inference_s_masked'] * 1e3:.2f} ms masked; max output difference "
+                     f"{c['max_output_difference']:.2e}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ entry below.
 from __future__ import annotations
 
 from ._base import LearnedMask, Layer, Method
+from .chase import Chase
 from .concave import Concave
 from .imp import IMP
 from .lpss import LpSS
@@ -22,7 +23,8 @@ from .static import Static
 
 #: name -> Method subclass
 METHODS = {"lpss": LpSS, "set": SET, "rigl": RigL, "static": Static, "magnitude": Magnitude,
-           "imp": IMP, "scl": SCL, "concave": Concave}
+           "imp": IMP, "scl": SCL, "concave": Concave,
+           "chase": Chase}
 
 __all__ = ["METHODS", "LearnedMask", "Layer", "Method", "make_method"]
 

@@ -87,6 +87,9 @@ class Method:
     #: (:class:`LearnedMask`: the binding keeps the trainable weights and calls
     #: :meth:`LearnedMask.learn`)
     learns = False
+    #: whether the binding must keep the bias of channels without any active
+    #: connection at zero (the method removes whole channels: Chase)
+    removes_channels = False
 
     def __init__(self, target_sparsity=0.9, init_sparsity=0.2, begin=0, end=1000, frequency=40,
                  h0=0.2, h_schedule="auto", finalize="auto", delta=0.1, pruning="semi",
