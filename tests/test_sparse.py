@@ -398,3 +398,13 @@ def test_imp_rewinds_every_parameter_and_lands_on_the_target():
     _steps(net, opt, tr, 40, seed=1, after=check)
     assert tr.sparsity == pytest.approx(0.8, abs=1e-3)
     assert tr.weight_sparsity() >= tr.sparsity  # masked weights are zero (round(0.8 * 3264) zeros)
+
+
+def test_cli_device_cuda_without_a_gpu_says_so(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--device", "cuda", "--out", str(tmp_path / "r"), "--quiet"])
+    assert e.value.code == 2
+    assert "no CUDA device was found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

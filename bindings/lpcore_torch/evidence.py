@@ -11,7 +11,13 @@
 (c) Test accuracy at sparsity 0.9: LpSS (auto p) vs dense SGD, SET, RigL,
     static, gradual magnitude pruning and LpSS with a fixed p = 1.3, on
     digits, mnist5k and mnist1d, mean +- std over seeds.
+    The learned-mask methods (SCL, SCL on LpSGD, the concave lottery with the
+    log and the l1 penalty) and IMP join them.
 (d) The controller, step by step from the reference's (digits, target 0.9).
+(e) Chase against RigL on the CNN (digits, mnist1d): channel sparsity, the
+    compacted model's size and CPU inference time.
+(f) From (c)'s runs: spectral gaps per method and their rank correlation
+    with accuracy.
 
 Prints markdown tables and writes them, the plot and the raw runs (JSON) to --out.
 """
@@ -33,6 +39,7 @@ from .train import DEFAULT_ESTIMATOR, ESTIMATORS, build_parser, run
 PS = (1.1, 1.2, 1.3, 1.5, 2.0)
 TARGETS = (0.5, 0.8, 0.9)
 # epochs per (data set, model): what 2 CPU cores allow for 3 seeds
+CHASE_EPOCHS = 10
 EPOCHS = {("digits", "mlp"): 60, ("digits", "cnn"): 30, ("mnist5k", "mlp"): 30,
           ("mnist5k", "cnn"): 8, ("mnist1d", "mlp"): 30}
 
@@ -216,11 +223,88 @@ def part_d(seeds, data, log):
     return runs, md
 
 
+def part_e(seeds, data, log):
+    """Chase on the CNN against RigL (the same dynamic sparse training without
+    channel removal): accuracy, weight and channel sparsity, the compacted
+    model's size and CPU inference time."""
+    runs = []
+    md = [f"#### (e) Chase on the CNN: channels removed, compacted size and speed (target 0.9, "
+          f"--epochs {CHASE_EPOCHS}, mean +- std over seeds {seeds})", "",
+          "| data set | method | test accuracy | exact sparsity | channel sparsity | parameters "
+          "masked -> compact | CPU inference masked -> compact (ms, test set) | train s/run |",
+          "|---|---|---|---|---|---|---|---|"]
+    for ds in ("digits", "mnist1d"):
+        for method in ("rigl", "chase"):
+            rs = [run(_args(dataset=ds, model="cnn", method=method, epochs=CHASE_EPOCHS, seed=s),
+                      1.3, data(ds, s), progress=False) for s in seeds]
+            runs += rs
+            if method == "chase":
+                c = [r["compact"] for r in rs]
+                size = (f"{statistics.mean(x['params_masked_model'] for x in c):.0f} -> "
+                        f"{statistics.mean(x['params_compact'] for x in c):.0f}")
+                speed = (f"{1e3 * statistics.mean(x['inference_s_masked'] for x in c):.1f} -> "
+                         f"{1e3 * statistics.mean(x['inference_s_compact'] for x in c):.1f}")
+            else:
+                size = speed = "-"
+            md.append(f"| {ds} | {method} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
+                      f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "
+                      f"{_fmt(r['channel_sparsity'] for r in rs)} | {size} | {speed} | "
+                      f"{statistics.mean(r['train_time_s'] for r in rs):.1f} |")
+            log(f"(e) {ds} {method}")
+    return runs, md
+
+
+def part_f(runs_c):
+    """From table (c)'s runs: each method's mean Ramanujan and weighted
+    spectral gap (over the sparse layers and seeds), and across all sparse runs
+    of a data set the Spearman correlation of accuracy with each gap."""
+    from scipy.stats import spearmanr
+    sparse = [r for r in runs_c if r["method"] not in ("dense", "dense-lp")]
+
+    def gaps(r):
+        lays = r["layers"]
+        ram = [x["ramanujan_gap"] for x in lays if x["ramanujan_gap"] == x["ramanujan_gap"]]
+        return (statistics.mean(ram) if ram else float("nan"),
+                statistics.mean(x["weighted_spectral_gap"] for x in lays))
+    md = ["#### (f) Mask topology of the runs of table (c): spectral gaps and accuracy", "",
+          "Per method, the mean over seeds of the layers' mean Ramanujan gap "
+          "(2 sqrt(d - 1) - sigma_2 of the 0/1 mask) and weighted spectral gap (sigma_1 - sigma_2 "
+          "of |w| * mask); the last rows: Spearman's rank correlation of test accuracy with each "
+          "gap across all the sparse runs of a data set (p-value in brackets).", "",
+          "| data set | method | test accuracy | Ramanujan gap | weighted spectral gap |",
+          "|---|---|---|---|---|"]
+    for ds in ("digits", "mnist5k", "mnist1d"):
+        rs = [r for r in sparse if r["dataset"] == ds]
+        keys = []
+        for r in rs:
+            k = (r["method"], r["p"], r.get("penalty"))
+            if k not in keys:
+                keys.append(k)
+        for k in keys:
+            grp = [r for r in rs if (r["method"], r["p"], r.get("penalty")) == k]
+            g = [gaps(r) for r in grp]
+            label = k[0] + (f", p = {k[1]}" if k[0] in ("lpss", "scl-lp") else "") + \
+                (f", {k[2]}" if k[2] else "")
+            md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in grp), 4)} | "
+                      f"{_fmt(x[0] for x in g)} | {_fmt(x[1] for x in g)} |")
+        acc = [r["test_accuracy"] for r in rs]
+        g = [gaps(r) for r in rs]
+        cells = []
+        for i in (0, 1):
+            ok = [(a, x[i]) for a, x in zip(acc, g) if x[i] == x[i]]
+            rho, pv = spearmanr([a for a, _ in ok], [x for _, x in ok])
+            cells.append(f"{rho:+.2f} ({pv:.2g}, n = {len(ok)})")
+        md.append(f"| {ds} | **Spearman rho with accuracy** | | {cells[0]} | {cells[1]} |")
+    return md
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m lpcore_torch.evidence", description=__doc__)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="evidence")
     ap.add_argument("--parts", default="a,b,c,d", help="which tables to regenerate")
+    ap.add_argument("--tabulate-c", default=None, metavar="JSON",
+                    help="tabulate (f) from table (c)'s runs saved in an earlier evidence.json")
     ap.add_argument("--tabulate-a", default=None, metavar="JSON",
                     help="tabulate (a) from the runs saved in an earlier evidence.json "
                          "(re-scoring the estimators without retraining)")
@@ -241,11 +325,19 @@ def main(argv=None):
         with open(a.tabulate_a) as f:
             saved_a = json.load(f)
         saved_a = saved_a["a"] if isinstance(saved_a, dict) else saved_a
-    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d)):
+    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d), ("e", part_e)):
         if name in parts:
             extra = (a.out,) if name == "b" else (saved_a,) if name == "a" else ()
             raw[name], lines = fn(seeds, data, log, *extra)
             md += lines + [""]
+    if "f" in parts:
+        runs_c = raw.get("c")
+        if runs_c is None:
+            if not a.tabulate_c:
+                ap.error("--parts f tabulates table (c)'s runs: with c, or --tabulate-c JSON")
+            with open(a.tabulate_c) as f:
+                runs_c = json.load(f)["c"]
+        md += part_f(runs_c) + [""]
     text = "\n".join(md)
     print(text)
     with open(os.path.join(a.out, "evidence.md"), "w") as f:

@@ -120,7 +120,10 @@ def build_parser():
                     help="adjust the masks to exactly the target at the end of pruning "
                          "(auto: not for lpss, yes for the baselines)")
     ap.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**32")
-    ap.add_argument("--device", default="cpu", help="only 'cpu' in this version")
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="cpu; cuda (exits 2: with no CUDA device, saying so; with one, because "
+                         "lpcore_torch's optimizer and trainer take CPU tensors only in this "
+                         "version); auto (the CPU in this version)")
     ap.add_argument("--out", default="lpcore-run", help="output folder")
     ap.add_argument("--sweep-p", type=_parse_sweep, default=None,
                     help="train once per p (comma list) and plot Hoyer vs p")
@@ -179,8 +182,14 @@ def _check(ap, a):
             ap.error(f"--channel-sparsity must be in [0, 1), got {a.channel_sparsity}")
     if a.penalty is not None and a.method != "concave":
         ap.error("--penalty applies to --method concave only")
-    if a.device != "cpu":
-        ap.error(f"--device {a.device!r}: this version of lpcore runs on the CPU only")
+    if a.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: no CUDA device was found (torch.cuda.is_available() is "
+                     "False)")
+        ap.error("--device cuda: lpcore_torch's optimizer and trainer take CPU tensors only in "
+                 "this version (lpcore's own functions take CUDA arrays); use --device cpu")
+    a.device = "cpu"  # auto: the only device the trainer runs on in this version
     if a.model == "cnn" and a.dataset == "breast_cancer":
         ap.error("--model cnn needs image or sequence data; breast_cancer is tabular (use mlp)")
     if a.sweep_p and isinstance(a.p, list):
@@ -417,6 +426,8 @@ class Run:
                "train_time_s": self.elapsed, "layers": layers, "history": self.history}
         if trainer is not None:
             out["channel_sparsity"] = trainer.channel_sparsity
+        if a.method == "concave":
+            out["penalty"] = a.penalty or trainer.policy.penalty
         if a.method == "chase":
             out["compact"] = self.compact_stats()
         return out
