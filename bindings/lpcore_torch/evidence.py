@@ -18,6 +18,8 @@
     compacted model's size and CPU inference time.
 (f) From (c)'s runs: spectral gaps per method and their rank correlation
     with accuracy.
+(g) Test accuracy vs training samples, dense vs a pruned one-hidden-layer
+    network (mnist5k), and ``lottery_sample_complexity.png``.
 
 Prints markdown tables and writes them, the plot and the raw runs (JSON) to --out.
 """
@@ -184,6 +186,8 @@ def part_c(seeds, data, log):
             kw = {"penalty": penalty} if penalty else {}
             rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s, **kw),
                       p, data(ds, s), progress=False) for s in seeds]
+            for r in rs:
+                r["label"] = label
             runs += rs
             md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
                       f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "
@@ -275,16 +279,13 @@ def part_f(runs_c):
           "|---|---|---|---|---|"]
     for ds in ("digits", "mnist5k", "mnist1d"):
         rs = [r for r in sparse if r["dataset"] == ds]
-        keys = []
+        labels = []
         for r in rs:
-            k = (r["method"], r["p"], r.get("penalty"))
-            if k not in keys:
-                keys.append(k)
-        for k in keys:
-            grp = [r for r in rs if (r["method"], r["p"], r.get("penalty")) == k]
+            if r["label"] not in labels:
+                labels.append(r["label"])
+        for label in labels:
+            grp = [r for r in rs if r["label"] == label]
             g = [gaps(r) for r in grp]
-            label = k[0] + (f", p = {k[1]}" if k[0] in ("lpss", "scl-lp") else "") + \
-                (f", {k[2]}" if k[2] else "")
             md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in grp), 4)} | "
                       f"{_fmt(x[0] for x in g)} | {_fmt(x[1] for x in g)} |")
         acc = [r["test_accuracy"] for r in rs]
@@ -296,6 +297,113 @@ def part_f(runs_c):
             cells.append(f"{rho:+.2f} ({pv:.2g}, n = {len(ok)})")
         md.append(f"| {ds} | **Spearman rho with accuracy** | | {cells[0]} | {cells[1]} |")
     return md
+
+
+LOTTERY_SIZES = (250, 500, 1000, 2000, 3750)
+LOTTERY_HIDDEN = 256
+LOTTERY_KEEP = 0.1
+
+
+def _one_hidden(seed, n_in, n_out):
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, LOTTERY_HIDDEN), nn.ReLU(), nn.Linear(LOTTERY_HIDDEN, n_out))
+
+
+def _fit(net, X, y, mask=None, epochs=20, batch=50, lr=0.05, seed=0):
+    """Plain SGD (momentum 0.9) on (X, y); ``mask``: the hidden layer's
+    fixed 0/1 mask (masked weights zero and never updated)."""
+    import torch
+    from torch import nn
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    w = net[0].weight
+    if mask is not None:
+        with torch.no_grad():
+            w.mul_(mask)
+    g = torch.Generator().manual_seed(seed)
+    steps = max(1, len(X) // batch)
+    # the same number of steps for every subset size: small subsets take more epochs
+    total = max(epochs * steps, 1000)
+    for t in range(total):
+        if t % steps == 0:
+            perm = torch.randperm(len(X), generator=g)
+        idx = perm[(t % steps) * batch:(t % steps + 1) * batch]
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+        if mask is not None:
+            w.grad.mul_(mask)
+        opt.step()
+        if mask is not None:
+            with torch.no_grad():
+                w.mul_(mask)
+    return net
+
+
+def part_g(seeds, data, log, out):
+    """*Why Lottery Ticket Wins* (Zhang et al. 2021): test accuracy against the
+    number of training samples for a one-hidden-layer network, dense and
+    pruned to a ticket (mnist5k)."""
+    import torch
+
+    import lpcore
+    rows = {}
+    for s in seeds:
+        Xtr, ytr, Xte, yte, _ = data("mnist5k", s)
+        Xtr, ytr = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+        Xte, yte = torch.from_numpy(Xte), torch.from_numpy(yte)
+        n_out = int(ytr.max()) + 1
+        # the ticket: a dense network trained on the whole training split, its hidden
+        # layer cut to the largest 10% |w| (lpcore.drop_smallest), rewound to its init
+        init = _one_hidden(s, Xtr.shape[1], n_out)
+        full = _fit(_one_hidden(s, Xtr.shape[1], n_out), Xtr, ytr, seed=s)
+        w = full[0].weight.detach().numpy()
+        k = w.size - int(round(LOTTERY_KEEP * w.size))
+        mask_np, _ = lpcore.drop_smallest(w, np.ones(w.shape, bool), k)
+        mask = torch.from_numpy(mask_np.astype(np.float32))
+        rng = np.random.default_rng(1000 + s)
+        for n in LOTTERY_SIZES:
+            sub = torch.from_numpy(np.sort(rng.choice(len(Xtr), size=n, replace=False)))
+            for kind in ("dense", "ticket", "random"):
+                net = _one_hidden(s, Xtr.shape[1], n_out)
+                net.load_state_dict(init.state_dict())
+                m = {"dense": None, "ticket": mask}.get(kind)
+                if kind == "random":  # the same count of hidden weights, placed at random
+                    m = torch.from_numpy(lpcore.random_mask(w.shape, 1 - LOTTERY_KEEP, rng)
+                                         .astype(np.float32))
+                _fit(net, Xtr[sub], ytr[sub], mask=m, seed=s)
+                with torch.no_grad():
+                    acc = (net(Xte).argmax(1) == yte).float().mean().item()
+                rows.setdefault((kind, n), []).append(acc)
+        log(f"(g) seed {s}")
+    md = ["#### (g) Test accuracy vs training samples: dense vs pruned one-hidden-layer "
+          f"network (mnist5k, {LOTTERY_HIDDEN} hidden units, seeds {seeds})", "",
+          f"The ticket keeps the largest {LOTTERY_KEEP:.0%} |w| of the hidden layer of a "
+          "dense network trained on the whole training split (3,750 images), rewound to the "
+          "initialisation; 'random' keeps as many hidden weights at random.  Every network "
+          "trains for max(20 epochs, 1,000 steps) of SGD on the subset.", "",
+          "| training samples | dense | ticket (10% hidden weights) | random mask (10%) |",
+          "|---|---|---|---|"]
+    for n in LOTTERY_SIZES:
+        md.append(f"| {n} | {_fmt(rows[('dense', n)], 4)} | {_fmt(rows[('ticket', n)], 4)} | "
+                  f"{_fmt(rows[('random', n)], 4)} |")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for kind, label in (("dense", "dense"), ("ticket", "ticket (10%)"), ("random", "random mask (10%)")):
+        mu = [statistics.mean(rows[(kind, n)]) for n in LOTTERY_SIZES]
+        sd = [statistics.stdev(rows[(kind, n)]) if len(seeds) > 1 else 0.0 for n in LOTTERY_SIZES]
+        ax.errorbar(LOTTERY_SIZES, mu, yerr=sd, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples (mnist5k subset)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("one hidden layer: dense vs pruned")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "lottery_sample_complexity.png"), dpi=110)
+    plt.close(fig)
+    return {f"{k}:{n}": v for (k, n), v in rows.items()}, md
 
 
 def main(argv=None):
@@ -325,9 +433,10 @@ def main(argv=None):
         with open(a.tabulate_a) as f:
             saved_a = json.load(f)
         saved_a = saved_a["a"] if isinstance(saved_a, dict) else saved_a
-    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d), ("e", part_e)):
+    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d), ("e", part_e),
+                     ("g", part_g)):
         if name in parts:
-            extra = (a.out,) if name == "b" else (saved_a,) if name == "a" else ()
+            extra = (a.out,) if name in ("b", "g") else (saved_a,) if name == "a" else ()
             raw[name], lines = fn(seeds, data, log, *extra)
             md += lines + [""]
     if "f" in parts:
