@@ -14,6 +14,7 @@ import lpcore_torch  # noqa: E402
 from lpcore_torch import train as cli  # noqa: E402
 from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
+from loop import assert_resumes_identically, train_steps  # noqa: E402
 
 
 def _net(seed=0):
@@ -43,15 +44,7 @@ def _batch(g):
 
 
 def _steps(net, opt, tr, n, seed=0, after=None):
-    g = torch.Generator().manual_seed(seed)
-    for t in range(n):
-        x, y = _batch(g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-        tr.step()
-        if after is not None:
-            after(t)
+    train_steps(net, opt, tr, n, seed=seed, after=after, batch=_batch)
 
 
 def test_identity_ste_score_gradient_equals_autograd():
@@ -154,41 +147,27 @@ def test_concave_searches_thresholds_exactly_rewinds_and_trains_the_ticket():
     assert tr.weight_sparsity() >= tr.sparsity
 
 
-@pytest.mark.parametrize("method, kw", [("scl", {}), ("scl", {"lp": True}),
-                                        ("concave", {"penalty": "l1"})])
-def test_learned_methods_resume_identically(method, kw, tmp_path):
-    a_net, a_opt, a_tr = _setup(method, end=40, **kw)
-    _steps(a_net, a_opt, a_tr, 23)
-    torch.save({"m": a_net.state_dict(), "o": a_opt.state_dict(), "t": a_tr.state_dict(),
-                "tt": a_tr.tensor_state()}, tmp_path / "ck.pt")
-    _steps(a_net, a_opt, a_tr, 30, seed=5)
-    b_net, b_opt, b_tr = _setup(method, end=40, seed=7, **kw)
-    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
-    b_net.load_state_dict(ck["m"])
-    b_opt.load_state_dict(ck["o"])
-    b_tr.load_state_dict(ck["t"])
-    b_tr.load_tensor_state(ck["tt"])
-    _steps(b_net, b_opt, b_tr, 30, seed=5)
-    for (ka, va), (kb, vb) in zip(a_net.state_dict().items(), b_net.state_dict().items()):
-        assert ka == kb and torch.equal(va, vb), ka
+def test_scl_on_lpsgd_resumes_identically(tmp_path):
+    assert_resumes_identically(lambda seed: _setup("scl", end=40, lp=True, seed=seed), _steps,
+                               tmp_path)
 
 
-def _ddp_body(rank, out_dir):
-    net, opt, tr = _setup("scl", end=30)
+def _ddp_body(rank, out_dir, method="scl"):
+    net, opt, tr = _setup(method, end=30)
     ddp = nn.parallel.DistributedDataParallel(net)
-    g = torch.Generator().manual_seed(100 + rank)  # different data per replica
-    for _ in range(25):
-        x, y = _batch(g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(ddp(x), y).backward()
-        opt.step()
-        tr.step()
+    # different data per replica
+    train_steps(ddp, opt, tr, 35, seed=100 + rank, batch=_batch)
     torch.save({k: v.clone() for k, v in net.state_dict().items()},
                os.path.join(out_dir, f"r{rank}.pt"))
 
 
-def test_ddp_scl_masks_identical(tmp_path):
-    run_on_two_ranks(_ddp_body, tmp_path)
+def _ddp_concave(rank, out_dir):
+    _ddp_body(rank, out_dir, "concave")
+
+
+@pytest.mark.parametrize("body", [_ddp_body, _ddp_concave], ids=["scl", "concave"])
+def test_ddp_learned_masks_identical(body, tmp_path):
+    run_on_two_ranks(body, tmp_path)
     a = torch.load(tmp_path / "r0.pt")
     b = torch.load(tmp_path / "r1.pt")
     for k in a:

@@ -14,6 +14,7 @@ import lpcore_torch  # noqa: E402
 from lpcore_torch import train as cli  # noqa: E402
 from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
+from loop import assert_resumes_identically, train_steps  # noqa: E402
 
 
 def _setup(method, seed=0, p=1.3, pruning="semi", end=60, **kw):
@@ -24,22 +25,14 @@ def _setup(method, seed=0, p=1.3, pruning="semi", end=60, **kw):
         opt = lpcore_torch.LpSGD(groups, lr=0.05, momentum=0.9)
     else:
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    tr = lpcore_torch.SparseTrainer(net, opt, method=method, target_sparsity=0.8, begin=10,
-                                    end=end, frequency=5, pruning=pruning, seed=seed, **kw)
+    kw = {"begin": 10, "frequency": 5, **kw}
+    tr = lpcore_torch.SparseTrainer(net, opt, method=method, target_sparsity=0.8, end=end,
+                                    pruning=pruning, seed=seed, **kw)
     return net, opt, tr
 
 
 def _steps(net, opt, tr, n, seed=0, after=None):
-    g = torch.Generator().manual_seed(seed)
-    for t in range(n):
-        x = torch.randn(32, 20, generator=g)
-        y = torch.randint(0, 4, (32,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-        tr.step()
-        if after is not None:
-            after(t)
+    train_steps(net, opt, tr, n, seed=seed, after=after)
 
 
 @pytest.mark.parametrize("method", ["lpss", "set", "rigl", "static", "magnitude", "chase"])
@@ -115,21 +108,15 @@ def test_semi_pruning_keeps_latent_dual_and_hard_zeroes_it():
     assert np.all(out["hard"] == 0)
 
 
-def test_masks_in_state_dict_and_resume_identically(tmp_path):
-    a_net, a_opt, a_tr = _setup("lpss")
-    _steps(a_net, a_opt, a_tr, 23)
-    assert any(k.endswith("weight_mask") for k in a_net.state_dict())
-    torch.save({"m": a_net.state_dict(), "o": a_opt.state_dict(), "t": a_tr.state_dict()},
-               tmp_path / "ck.pt")
-    _steps(a_net, a_opt, a_tr, 30, seed=5)
-    b_net, b_opt, b_tr = _setup("lpss", seed=7)
-    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
-    b_net.load_state_dict(ck["m"])
-    b_opt.load_state_dict(ck["o"])
-    b_tr.load_state_dict(ck["t"])
-    _steps(b_net, b_opt, b_tr, 30, seed=5)
-    for (ka, va), (kb, vb) in zip(a_net.state_dict().items(), b_net.state_dict().items()):
-        assert ka == kb and torch.equal(va, vb), ka
+@pytest.mark.parametrize("method", ["lpss", "scl", "concave", "chase", "imp"])
+def test_masks_in_state_dict_and_resume_identically(method, tmp_path):
+    """state_dict + tensor_state (a learned method's scores and theta, IMP's and
+    the concave lottery's rewind copies) continue bitwise as if never stopped."""
+    kw = dict(end=40, frequency=20, begin=3) if method == "imp" else \
+        dict(begin=3) if method == "concave" else {}
+    assert_resumes_identically(lambda seed: _setup(method, seed=seed, **kw), _steps, tmp_path)
+    net, _, _ = _setup(method, **kw)
+    assert any(k.endswith("weight_mask") for k in net.state_dict())
 
 
 def test_trainer_argument_errors():
@@ -148,14 +135,7 @@ def test_trainer_argument_errors():
 def _ddp_body(rank, out_dir):
     net, opt, tr = _setup("lpss")
     ddp = nn.parallel.DistributedDataParallel(net)
-    g = torch.Generator().manual_seed(100 + rank)  # different data per replica
-    for _ in range(40):
-        x = torch.randn(16, 20, generator=g)
-        y = torch.randint(0, 4, (16,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(ddp(x), y).backward()
-        opt.step()
-        tr.step()
+    train_steps(ddp, opt, tr, 40, seed=100 + rank)  # different data per replica
     torch.save({k: v.clone() for k, v in net.state_dict().items()},
                os.path.join(out_dir, f"r{rank}.pt"))
 
