@@ -22,6 +22,8 @@ def _entry(rank, world, port, body, out_dir):
         # still talks aborted once ("terminate called without an active
         # exception", SIGABRT) in a full local run
         dist.barrier()
+        # the body and the barrier are done: what follows is teardown only
+        open(os.path.join(out_dir, f".done{rank}"), "w").close()
     finally:
         dist.destroy_process_group()
 
@@ -35,4 +37,13 @@ def run_on_two_ranks(body, out_dir):
     import torch.multiprocessing as mp
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    mp.spawn(_entry, args=(2, _free_port(), body, str(out_dir)), nprocs=2, join=True)
+    try:
+        mp.spawn(_entry, args=(2, _free_port(), body, str(out_dir)), nprocs=2, join=True)
+    except mp.ProcessExitedException as e:
+        # gloo's teardown still aborts now and then after both ranks passed the
+        # final barrier (SIGABRT, "terminate called without an active exception";
+        # measured: 1 run in about 20 of the learned-mask DDP tests, torch 2.13
+        # CPU); the body's results are complete then, and the test checks them
+        done = all(os.path.exists(os.path.join(str(out_dir), f".done{r}")) for r in range(2))
+        if not (done and e.signal_name == "SIGABRT"):
+            raise

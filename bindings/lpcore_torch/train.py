@@ -82,7 +82,7 @@ def build_parser():
     ap.add_argument("--lam", default=None,
                     help="scl: the count regulariser's weight, 'auto' (calibrated each step to "
                          "the sparsity schedule; the default) or a number; concave: the "
-                         "penalty's weight (default 2e-3)")
+                         "penalty's weight (default 3e-5)")
     ap.add_argument("--penalty", choices=("log", "l1"), default=None,
                     help="concave: the mask penalty, logarithmic (concave; the default) or l1 "
                          "(the convex reference)")
