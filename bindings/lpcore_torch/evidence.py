@@ -396,6 +396,8 @@ def part_g(seeds, data, log, out):
         sd = [statistics.stdev(rows[(kind, n)]) if len(seeds) > 1 else 0.0 for n in LOTTERY_SIZES]
         ax.errorbar(LOTTERY_SIZES, mu, yerr=sd, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
+    ax.set_xticks(LOTTERY_SIZES, [str(n) for n in LOTTERY_SIZES])
+    ax.minorticks_off()
     ax.set_xlabel("training samples (mnist5k subset)")
     ax.set_ylabel("test accuracy")
     ax.set_title("one hidden layer: dense vs pruned")
