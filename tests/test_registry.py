@@ -70,6 +70,13 @@ HOST_ONLY = {
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
     "regrow_ratio": "a schedule (scalars)", "threshold_gain": "a schedule (scalars)",
     "sparsity_schedule": "a schedule (scalars)",
+    "unmasked_mean_magnitude": "Chase's channel score: masks live on the host",
+    "channel_sparsity": "masks live on the host",
+    "ste_mask_grad": "learned-mask scores live on the host with the method's state",
+    "normalize_per_feature": "learned-mask scores live on the host with the method's state",
+    "concave_penalty": "learned-mask scores live on the host with the method's state",
+    "concave_penalty_grad": "learned-mask scores live on the host with the method's state",
+    "calibrate_lambda": "learned-mask scores live on the host with the method's state",
 }
 
 
