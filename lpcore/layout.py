@@ -146,6 +146,12 @@ def group_positions(shape, axis=None):
     return pos
 
 
+def feature_axes(ndim):
+    """The reduced axes of "one group per output feature" when the caller
+    gives none: all but the first, or the whole of a vector (one feature)."""
+    return tuple(range(1, ndim)) if ndim > 1 else (0,)
+
+
 def fan_in_axes(w):
     """The axes of one output unit's fan-in for a Linear/Conv weight: all but dim 0.
 

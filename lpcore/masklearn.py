@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ._validate import as_array, check_real, check_real_array
-from .layout import groups, to_groups
+from .layout import feature_axes, groups, to_groups
 
 __all__ = ["ste_mask_grad", "normalize_per_feature", "concave_penalty", "concave_penalty_grad",
            "calibrate_lambda"]
@@ -60,8 +60,8 @@ def normalize_per_feature(g, axis=None, eps=1e-12):
     a = _finite(g, fn, "g")
     if a.ndim < 1:
         raise ValueError(f"{fn}: g must have at least 1 dimension, got a scalar")
-    if axis is None:  # the fan-in of a weight; a vector is one feature
-        axis = tuple(range(1, a.ndim)) if a.ndim > 1 else (0,)
+    if axis is None:
+        axis = feature_axes(a.ndim)
     rows = to_groups(a, axis).astype(np.float64)
     rms = np.sqrt(np.mean(rows * rows, axis=1, keepdims=True)) if rows.shape[1] else \
         np.zeros((rows.shape[0], 1))

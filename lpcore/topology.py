@@ -35,7 +35,7 @@ from . import kernels as K
 from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
 from .kernels.topology import drop_rows
-from .layout import groups
+from .layout import feature_axes, groups
 from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
@@ -572,9 +572,7 @@ def unmasked_mean_magnitude(w, mask, axis=None):
     m = _mask_like(mask, w.shape, fn)
     if w.ndim < 1:
         raise ValueError(f"{fn}: w must have at least 1 dimension")
-    if axis is None:
-        axis = tuple(range(1, w.ndim)) if w.ndim > 1 else (0,)
-    grp = groups(w.shape, axis, fn)
+    grp = groups(w.shape, feature_axes(w.ndim) if axis is None else axis, fn)
     a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
@@ -598,11 +596,11 @@ def channel_sparsity(masks, axes=None):
     if not ms:
         raise ValueError(f"{fn}: masks is empty")
     axes = [None] * len(ms) if axes is None else list(axes)
+    if len(axes) != len(ms):
+        raise ValueError(f"{fn}: axes has {len(axes)} entries for {len(ms)} masks")
     dead = total = 0
     for m, ax in zip(ms, axes):
-        if ax is None:
-            ax = tuple(range(1, m.ndim)) if m.ndim > 1 else (0,)
-        rows = groups(m.shape, ax, fn).to2d(m, np.bool_)
+        rows = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn).to2d(m, np.bool_)
         dead += int((~rows.any(axis=1)).sum())
         total += rows.shape[0]
     return dead / total

@@ -29,6 +29,8 @@ def test_unmasked_mean_magnitude_and_channel_sparsity_match_a_plain_loop():
                                _umm_ref(np.moveaxis(w, 1, 0), np.moveaxis(m, 1, 0)))
     with pytest.raises(ValueError, match="mask has shape"):
         lpcore.unmasked_mean_magnitude(w, m[:2])
+    with pytest.raises(ValueError, match="axes has 1 entries for 2 masks"):
+        lpcore.channel_sparsity([m, m], axes=[None])
 
 
 def _drive(method, steps, shapes=((16, 12), (8, 16)), seed=0):

@@ -284,15 +284,15 @@ class SparseTrainer:
         gate."""
         self._all_reduce_dense_grads()
         gates = self.policy.learn(t, self._layers(latent=False, theta=True))
-        for it in self.items:
-            it.theta.add_(it.weight.detach() - it.theta * it.gate)
+        decisions = []
         for it, g in zip(self.items, gates):
+            it.theta.add_(it.weight.detach() - it.theta * it.gate)
+            it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
             old = it.mask.numpy().reshape(it.layout[0])
             new = (g != 0).reshape(it.layout[0])
-            grown = np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))
-            if grown.size or np.any(old & ~new):
-                self._commit(it, old, new, grown)
-            it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
+            decisions.append(None if np.array_equal(old, new) else
+                             (new, np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))))
+        self._install(decisions)
         self._apply_masks()
 
     def _rewind(self):

@@ -213,6 +213,8 @@ class LearnedMask(Method):
 
     learns = True
     default_finalize = "none"
+    #: the score step of mask_lr=None
+    default_mask_lr = 0.01
 
     def __init__(self, *args, mask_lr=None, **kw):
         super().__init__(*args, **kw)
@@ -220,8 +222,6 @@ class LearnedMask(Method):
         self.mask_lr = check_real(self.default_mask_lr if mask_lr is None else mask_lr, fn,
                                   "mask_lr", 0.0, float("inf"), lo_open=True, hi_open=True)
         self.scores = None
-
-    default_mask_lr = 0.01
 
     def learning(self, t):
         """Whether step ``t`` trains the scores."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_real
-from ..layout import group_positions, groups
+from ..layout import groups
 from ..topology import (_smallest_stable, drop_smallest, grow_by_score, sparsity_schedule,
                         unmasked_mean_magnitude)
 from .rigl import RigL
@@ -57,9 +57,8 @@ class Chase(RigL):
         for ly in layers:
             shape, axis = ly.mask.shape, ly.axis
             grp = groups(shape, axis, "lpcore.methods.chase")
-            pos = group_positions(shape, axis)
-            inv = np.empty_like(pos)
-            inv[pos] = np.arange(pos.size)
+            # the view's flat index of every (G, n) position
+            where = grp.to2d(np.arange(ly.mask.size).reshape(shape), np.intp).reshape(-1)
             m2 = grp.to2d(ly.mask, np.bool_).copy()
             w2 = grp.to2d(ly.weight, np.float64)
             G = m2.shape[0]
@@ -87,9 +86,6 @@ class Chase(RigL):
             new2.reshape(-1)[grown2] = True
             new2[dead] = False
             new = np.ascontiguousarray(grp.from2d(new2))
-            grown = np.sort(inv[grown2])
+            grown = np.sort(where[grown2])
             out.append((new, grown))
         return out
-
-    def state_dict(self):
-        return super().state_dict()

@@ -56,8 +56,6 @@ class Concave(LearnedMask):
             raise ValueError(f"{fn}: penalty must be 'log' or 'l1', got {penalty!r}")
         self.penalty = penalty
         self.eps = check_real(eps, fn, "eps", 0.0, float("inf"), lo_open=True, hi_open=True)
-        if self.begin >= self.end:  # pragma: no cover - the base class refuses it
-            raise ValueError(f"{fn}: the rewind step begin must come before end")
 
     def start_sparsity(self):
         return 0.0
