@@ -8,6 +8,7 @@ sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`f
 ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
+GPU          :func:`cuda_stream` (the stream GPU work is enqueued on)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
              :func:`adjust_to_sparsity`, :func:`unmasked_mean_magnitude`,
@@ -31,6 +32,7 @@ from .hoyer import hoyer, hoyer_layer, hoyer_network
 from .layout import fan_in_axes, group_positions, to_groups
 from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad, normalize_per_feature,
                         ste_mask_grad)
+from ._device import cuda_stream
 from .norms import all_finite, norm, normalize
 from .methods import make_method
 from .optim import LpSGD, LpSGDState
@@ -52,4 +54,5 @@ __all__ = [
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",
     "concave_penalty_grad", "calibrate_lambda", "unmasked_mean_magnitude", "channel_sparsity",
+    "cuda_stream",
 ]

@@ -215,11 +215,13 @@ class Cuda(_Backend):
 
     @staticmethod
     def to_numpy(a):
-        return a.copy_to_host()
+        from .kernels.cuda._launch import to_host
+        return to_host(a)
 
     @staticmethod
     def value(a, i):
-        return float(a[i:i + 1].copy_to_host()[0])
+        from .kernels.cuda._launch import to_host
+        return float(to_host(a[i:i + 1])[0])
 
 
 def _check_out_shape_dtype(out, shape, res_dtype, fn, writable=True):

@@ -15,8 +15,11 @@ module.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
+import numbers
+import threading
 
 import numpy as np
 
@@ -66,6 +69,77 @@ def cuda():
     return _cuda
 
 
+_tls = threading.local()
+
+
+@contextlib.contextmanager
+def cuda_stream(stream):
+    """Run lpcore's GPU work inside the block on ``stream`` (this thread only).
+
+    ``stream``: a ``cudaStream_t`` handle as an int (0: the default stream;
+    ``torch.cuda.current_stream().cuda_stream``), an object with a
+    ``__cuda_stream__`` method or an int ``cuda_stream`` / ``ptr`` attribute
+    (torch, CuPy), a numba stream, or None (numba's default stream, as
+    outside the block).  Kernels, the device-side zeroing of flags and the
+    copies of the integers that decide an error are all enqueued on it, and
+    intermediate buffers are kept per stream; the call waits for its stream
+    only where it reads those integers back.  Nothing is imported or
+    checked against a GPU until a kernel runs, so the block costs nothing on
+    the CPU path::
+
+        with lpcore.cuda_stream(torch.cuda.current_stream().cuda_stream):
+            lpcore.normalize(w, 1.3, axis=1, out=w)
+    """
+    _stream_handle(stream)  # refuse what cannot be a stream now, not at the first kernel
+    old = getattr(_tls, "stream", None)
+    _tls.stream = stream
+    try:
+        yield stream
+    finally:
+        _tls.stream = old
+
+
+def requested_stream():
+    """The ``stream`` of the innermost :func:`cuda_stream` block of this thread, or None."""
+    return getattr(_tls, "stream", None)
+
+
+def _stream_handle(s):
+    """The int handle of a stream given as :func:`cuda_stream` takes it, the
+    stream object itself for a numba stream, or None (the default)."""
+    if s is None:
+        return None
+    if isinstance(s, numbers.Integral) and not isinstance(s, bool):
+        if s < 0:
+            raise ValueError(f"lpcore.cuda_stream: a stream handle is >= 0, got {s}")
+        return int(s)
+    if type(s).__module__.startswith("numba"):
+        return s
+    proto = getattr(s, "__cuda_stream__", None)
+    if callable(proto):
+        return int(proto()[1])
+    for attr in ("cuda_stream", "ptr"):
+        h = getattr(s, attr, None)
+        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
+            return int(h)
+    raise TypeError("lpcore.cuda_stream: stream must be None, an int handle, a numba stream or "
+                    f"an object with __cuda_stream__ / cuda_stream / ptr, got {type(s).__name__}")
+
+
+def stream_int():
+    """The current stream's handle as an int (0: the default stream)."""
+    h = _stream_handle(requested_stream())
+    if h is None:
+        return 0
+    if isinstance(h, int):
+        return h
+    handle = getattr(h, "handle", None)  # a numba stream (the simulator's have none)
+    try:
+        return int(handle or 0)
+    except TypeError:
+        return int(getattr(handle, "value", 0) or 0)
+
+
 def simulated():
     from numba import config
     return bool(config.ENABLE_CUDASIM)
@@ -87,7 +161,10 @@ def as_device(x, fn, name):
         if simulated():
             raise TypeError(f"{fn}: {name} is a CUDA DLPack tensor, which the CUDA simulator "
                             "cannot read; pass a numba.cuda device array")
-        desc, owner = dlpack_interface(x, stream=1)  # 1: the legacy default stream numba uses
+        # the consumer's stream, for the producer to order its work before ours
+        # (1: the legacy default stream, numba's default)
+        h = stream_int()
+        desc, owner = dlpack_interface(x, stream=h if h > 0 else 1)
         dev_type, dev_id = desc.pop("device")
         cu = cuda()
         if dev_type not in _DLPACK_CUDA or dev_id != cu.get_current_device().id:

@@ -304,3 +304,128 @@ def test_lpsgd_step_many_on_device_is_atomic(rng):
     opt.step_many(ws, gs, sts)
     for w in ws:
         assert_on_sphere(host(w), 1.3, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# the caller's stream (lpcore.cuda_stream)
+@pytest.fixture
+def launches(monkeypatch):
+    """The stream of every kernel launch and device-to-host copy (simulator only:
+    its kernels and arrays are Python objects that can be watched)."""
+    if not D.simulated():
+        pytest.skip("watches the simulator's launches")
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+    seen = {"launch": [], "copy": []}
+    get, copy = sim_kernel.FakeCUDAKernel.__getitem__, sim_array.FakeCUDAArray.copy_to_host
+
+    def getitem(self, conf):
+        seen["launch"].append(conf[2] if len(conf) > 2 else 0)
+        return get(self, conf)
+
+    def copy_to_host(self, ary=None, stream=0):
+        seen["copy"].append(stream)
+        return copy(self, ary, stream)
+
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__getitem__", getitem)
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host", copy_to_host)
+    return seen
+
+
+def _stream_workload(rng):
+    """Results of one call of each kind of GPU work (reductions, writes, the
+    LpSGD step with a mask, its error path), on the host."""
+    w = rng.standard_normal((3, 9))
+    g = rng.standard_normal((3, 9))
+    m = rng.random((3, 9)) > 0.3
+    dw = dev(w)
+    out = [host(lpcore.norm(dev(w), 1.5, axis=1)), host(lpcore.hoyer(dev(w), axis=1)),
+           host(lpcore.normalize(dev(w.T), 1.3, axis=0)),  # strided: gather and scatter
+           host(lpcore.project_ball(dev(w), 1.4, axis=1)),
+           host(lpcore.project_tangent(dev(w), dev(g), 1.5, axis=1)),
+           host(lpcore.to_dual(dev(w), 1.5))]
+    opt = lpcore.LpSGD(p=1.3, lr=0.1, momentum=0.9)
+    st_ = opt.init(dw, axis=1)
+    opt.step(dw, dev(g), st_, mask=dev(m))
+    bad = g.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"grad contains NaN or Inf in group \(1,\)"):
+        opt.step(dw, dev(bad), st_)
+    return out + [host(dw), host(st_.dual), host(st_.momentum_buffer)]
+
+
+def test_work_inside_cuda_stream_is_enqueued_on_that_stream(launches):
+    plain = _stream_workload(np.random.default_rng(5))
+    assert set(launches["launch"]) == {0} and set(launches["copy"]) - {0} == set()
+    launches["launch"].clear()
+    launches["copy"].clear()
+    s = cuda.stream()
+    with lpcore.cuda_stream(s) as got:
+        assert got is s and D.requested_stream() is s
+        on_s = _stream_workload(np.random.default_rng(5))
+    assert D.requested_stream() is None
+    # every launch and every copy to the host (flags, the error path's
+    # values) went to s; the results are the same
+    assert len(launches["launch"]) > 20 and all(x is s for x in launches["launch"])
+    lib = [c for c in launches["copy"] if not (isinstance(c, int) and c == 0)]
+    assert lib and all(c is s for c in lib)
+    for a, b in zip(plain, on_s):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cuda_stream_scratch_is_per_stream_and_the_block_is_per_thread():
+    import threading
+
+    from lpcore.kernels.cuda import _launch
+    a = _launch.scratch("test.per_stream", (4,))
+    s1, s2 = cuda.stream(), cuda.stream()
+    with lpcore.cuda_stream(s1):
+        b = _launch.scratch("test.per_stream", (4,))
+        with lpcore.cuda_stream(s2):  # nested: the inner one wins, then the outer is back
+            c = _launch.scratch("test.per_stream", (4,))
+            assert _launch.stream() is s2
+        assert _launch.stream() is s1
+        assert _launch.scratch("test.per_stream", (4,)) is b
+        other = []
+        t = threading.Thread(target=lambda: other.append(_launch.stream()))
+        t.start()
+        t.join()
+        assert other == [0]  # another thread is not inside this block
+    assert a is not b and b is not c and a is not c
+    assert _launch.stream() == 0
+    with lpcore.cuda_stream(0):  # handle 0: the default stream itself
+        assert _launch.stream() == 0
+        assert _launch.scratch("test.per_stream", (4,)) is a
+
+
+@pytest.mark.parametrize("bad, err, msg", [
+    ("stream", TypeError, "stream must be None, an int handle"),
+    (-3, ValueError, "a stream handle is >= 0"),
+    (True, TypeError, "stream must be None"),
+    (1.5, TypeError, "stream must be None"),
+])
+def test_cuda_stream_refuses_what_is_no_stream(bad, err, msg):
+    with pytest.raises(err, match=msg):
+        with lpcore.cuda_stream(bad):
+            pass  # pragma: no cover
+    assert D.requested_stream() is None
+
+
+def test_cuda_stream_takes_the_stream_protocols():
+    class TorchLike:
+        cuda_stream = 1234
+
+    class Protocol:
+        def __cuda_stream__(self):
+            return (0, 5678)
+
+    class CupyLike:
+        ptr = 91
+
+    for s, h in [(TorchLike(), 1234), (Protocol(), 5678), (CupyLike(), 91), (7, 7), (None, 0)]:
+        with lpcore.cuda_stream(s):
+            assert D.stream_int() == h
+    if D.simulated():
+        with lpcore.cuda_stream(1234):
+            with pytest.raises(RuntimeError, match="simulator cannot run on a foreign stream"):
+                lpcore.norm(dev(np.ones((2, 3))), 2, axis=1)

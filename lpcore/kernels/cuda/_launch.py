@@ -11,12 +11,16 @@ slices (a one-thread-per-group combine was measured on an H100 to cost
 0.4 us per slice: 10 ms of a 1e8-element norm).  Elementwise kernels use a
 grid-stride loop.
 
+Every launch, memset and copy goes to :func:`stream`: the stream of the
+caller's ``lpcore.cuda_stream`` block (torch's current stream in the torch
+binding), else numba's default stream.
+
 Intermediate buffers (per-slice partials, the error flags) come from
-:func:`scratch`: per thread and per device, grown as needed and reused by
-later calls, so a call in steady state allocates device memory only for
-the arrays it returns.  Reuse is safe because one thread's kernels run in
-order on numba's default stream and every call reads its flags back (a
-synchronising copy) before it returns.
+:func:`scratch`: per thread, device and stream, grown as needed and reused
+by later calls, so a call in steady state allocates device memory only for
+the arrays it returns.  Reuse is safe because the kernels of one thread on
+one stream run in the order they were enqueued, whatever the host does
+meanwhile.
 
 The reductions use shared memory only (no warp shuffles), so every line of
 them also runs under the CUDA simulator, which has no warp primitives.
@@ -32,7 +36,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from ..._device import simulated
+from ..._device import _stream_handle, requested_stream, simulated
 
 #: shared-memory slots per reduction: the largest block size supported
 MAXT = 1024
@@ -112,17 +116,60 @@ def combine_grid(G, nsplit):
 
 
 _tls = threading.local()
+_external = {}  # (device, handle) -> numba's wrapper of a foreign stream
+
+
+def stream():
+    """The stream lpcore's GPU work goes to now: 0 (numba's default stream)
+    or a numba stream (see ``lpcore.cuda_stream``)."""
+    h = _stream_handle(requested_stream())
+    if h is None or h == 0:
+        return 0
+    if not isinstance(h, int):
+        return h  # a numba stream
+    if h == 1:
+        return cuda.legacy_default_stream()
+    if h == 2:
+        return cuda.per_thread_default_stream()
+    if simulated():
+        raise RuntimeError("lpcore.cuda_stream: the CUDA simulator cannot run on a foreign "
+                           f"stream handle ({h}); pass a numba stream")
+    key = (cuda.get_current_device().id, h)
+    s = _external.get(key)
+    if s is None:
+        s = _external[key] = cuda.external_stream(h)
+    return s
+
+
+def _stream_key(s):
+    return 0 if s == 0 else id(s) if simulated() else int(s)
+
+
+def synchronize(s):
+    """Wait for stream ``s`` (after an asynchronous copy to the host)."""
+    if s != 0:
+        s.synchronize()
+
+
+def to_host(a):
+    """A host copy of device array ``a`` through the current stream (error paths,
+    and the flags)."""
+    s = stream()
+    h = a.copy_to_host(stream=s)
+    synchronize(s)
+    return h
 
 
 def scratch(name, shape, dtype=np.float64):
     """A device buffer of at least ``shape`` (first axis may be longer) for
-    intermediate results, private to this thread and device and reused by
-    later calls.  Kernels index it by block or group, never by its size."""
+    intermediate results, private to this thread, device and stream and
+    reused by later calls.  Kernels index it by block or group, never by its
+    size."""
     bufs = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
     dev = 0 if simulated() else cuda.get_current_device().id
-    key = (name, dev, np.dtype(dtype).str, tuple(shape[1:]))
+    key = (name, dev, _stream_key(stream()), np.dtype(dtype).str, tuple(shape[1:]))
     need = max(1, int(shape[0]))
     buf = bufs.get(key)
     if buf is None or buf.shape[0] < need:
@@ -141,13 +188,14 @@ def flags():
         fl.copy_to_device(np.zeros(2, np.int64))
     else:
         from numba.cuda.cudadrv import driver
-        driver.device_memset(fl, 0, 2 * 8)
+        driver.device_memset(fl, 0, 2 * 8, stream=stream())
     return fl
 
 
 def read_flags(fl, G):
-    """(first bad group, first zero group), ``G`` where there is none."""
-    f = fl.copy_to_host()
+    """(first bad group, first zero group), ``G`` where there is none: the one
+    copy to the host of a call, which waits for the stream's work so far."""
+    f = to_host(fl)
     return G - int(f[0]), G - int(f[1])
 
 

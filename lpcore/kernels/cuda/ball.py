@@ -25,7 +25,7 @@ from numba import cuda, float64
 
 from ..ball import _MAXIT_OUTER, FAR, bracket_step, inner_solve
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO
-from ._launch import MAXT, bsum, config, threads_for
+from ._launch import MAXT, bsum, config, stream, threads_for
 
 #: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU
 _inner = cuda.jit(device=True)(inner_solve)
@@ -187,5 +187,5 @@ def project_ball_rows(y, mrow, kind, p, r, out):
     if y.size == 0:
         return out
     nt = threads_for(n)
-    _k_ball[max(1, min(G, config.max_blocks)), nt](y, mrow, kind, float(p), float(r), out)
+    _k_ball[max(1, min(G, config.max_blocks)), nt, stream()](y, mrow, kind, float(p), float(r), out)
     return out

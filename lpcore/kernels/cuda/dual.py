@@ -5,7 +5,7 @@ import math
 
 from numba import cuda
 
-from ._launch import flags, grid1d, read_flags
+from ._launch import flags, grid1d, read_flags, stream
 
 INF = math.inf
 
@@ -30,6 +30,6 @@ def signed_pow(x, e, out):
         return -1
     fl = flags()
     bl, t = grid1d(x.size)
-    _k_signed_pow[bl, t](x, x.dtype.type(e), out, fl)
+    _k_signed_pow[bl, t, stream()](x, x.dtype.type(e), out, fl)
     i = read_flags(fl, x.size)[0]
     return -1 if i >= x.size else i

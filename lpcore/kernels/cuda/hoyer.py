@@ -8,7 +8,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, read_flags,
-                      scratch, split)
+                      scratch, split, stream)
 from .norm import _slice_max, group_start
 
 INF = math.inf
@@ -90,8 +90,8 @@ def hoyer_sums(x, out_dtype):
     Mb = scratch("hoyer.M", (G * nsplit,))
     S1 = scratch("hoyer.S1", (G * nsplit,))
     S2 = scratch("hoyer.S2", (G * nsplit,))
-    _k_hoyer[G * nsplit, nt](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
+    _k_hoyer[G * nsplit, nt, stream()](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
     bl, t = combine_grid(G, nsplit)
-    _k_hoyer_combine[bl, t](Mb, S1, S2, G, nsplit, n, out, fl)
+    _k_hoyer_combine[bl, t, stream()](Mb, S1, S2, G, nsplit, n, out, fl)
     return out, read_flags(fl, G)[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._launch import block_slice, grid1d, rows_grid
+from ._launch import block_slice, grid1d, rows_grid, stream
 
 
 @cuda.jit(cache=True)
@@ -27,7 +27,7 @@ def add(a, b, out):
     """``out = a + b`` on (G, n) device arrays."""
     if a.size:
         bl, t, ns = rows_grid(*a.shape)
-        _k_add[bl, t](a, b, out, ns)
+        _k_add[bl, t, stream()](a, b, out, ns)
     return out
 
 
@@ -46,7 +46,7 @@ def fill(out, v):
     """Fill a (G, n) device array with ``v``; returns it."""
     if out.size:
         bl, t, ns = rows_grid(*out.shape)
-        _k_fill[bl, t](out, out.dtype.type(v), ns)
+        _k_fill[bl, t, stream()](out, out.dtype.type(v), ns)
     return out
 
 
@@ -89,7 +89,7 @@ def gather(src_flat, shape, strides, dst):
     """dst (G, n) <- the strided array described by (shape, element strides)."""
     if dst.size:
         bl, t = grid1d(dst.size)
-        _k_gather[bl, t](src_flat, tuple(np.int64(s) for s in shape),
+        _k_gather[bl, t, stream()](src_flat, tuple(np.int64(s) for s in shape),
                          tuple(np.int64(s) for s in strides), dst)
     return dst
 
@@ -98,6 +98,6 @@ def scatter(src, dst_flat, shape, strides):
     """The strided array described by (shape, element strides) <- src (G, n)."""
     if src.size:
         bl, t = grid1d(src.size)
-        _k_scatter[bl, t](src, dst_flat, tuple(np.int64(s) for s in shape),
+        _k_scatter[bl, t, stream()](src, dst_flat, tuple(np.int64(s) for s in shape),
                           tuple(np.int64(s) for s in strides))
     return dst_flat

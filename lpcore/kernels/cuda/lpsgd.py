@@ -34,7 +34,7 @@ from numba import cuda, float64
 from ..lpsgd import (BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN, coefficients,
                      direction)
 from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
-                      read_flags, scratch, split)
+                      read_flags, scratch, split, stream, to_host)
 
 INF = math.inf
 
@@ -371,14 +371,14 @@ class StepCall:
         dt = self.w.dtype.type
         p = self.p
         P = scratch("lpsgd.P", (G * nsplit, 4))
-        _k_p1[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
+        _k_p1[G * nsplit, self.nt, stream()](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
                                    dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
         fl = flags()
         bl, t = combine_grid(G, nsplit)
-        _k_c1[bl, t](P, G, nsplit, self.variant, p, self.S, fl)
+        _k_c1[bl, t, stream()](P, G, nsplit, self.variant, p, self.S, fl)
         bad = read_flags(fl, G)[0]
         if bad < G:
-            return bad, int(self.S[bad:bad + 1].copy_to_host()[0, 4])
+            return bad, int(to_host(self.S[bad:bad + 1])[0, 4])
         return -1, None
 
     def _phase2(self):
@@ -388,13 +388,13 @@ class StepCall:
         a = 1.0 / (p - 1.0)
         r = p / (p - 1.0) if self.variant == DUAL else p
         Q = scratch("lpsgd.Q", (G * nsplit, 3))
-        _k_p2a[G * nsplit, self.nt](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
+        _k_p2a[G * nsplit, self.nt, stream()](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
                                     dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
                                     nsplit, self.S, Q, self.mask, self.masked)
         N = scratch("lpsgd.N", (G, 2))
         bl, t = combine_grid(G, nsplit)
-        _k_c2[bl, t](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
-        _k_p2b[G * nsplit, self.nt](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
+        _k_c2[bl, t, stream()](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
+        _k_p2b[G * nsplit, self.nt, stream()](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
                                     self.mask, self.masked)
 
     def run(self, what="step"):

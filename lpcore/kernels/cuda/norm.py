@@ -24,7 +24,8 @@ from numba import cuda, float64
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
 from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
-                      read_flags, rows_grid, scratch, split)
+                      read_flags, rows_grid, scratch, split, stream)
+from .layout import fill
 
 INF = math.inf
 NAN = math.nan
@@ -182,7 +183,7 @@ def group_norms(x, p, out_dtype=None):
     if G == 0:
         return out, G, G
     if n == 0:
-        out[:] = 0
+        fill(out.reshape(G, 1), 0.0)
         return out, G, 0
     fl = flags()
     kind = norm_kind(p)
@@ -191,9 +192,9 @@ def group_norms(x, p, out_dtype=None):
     Sb = scratch("norm.S", (G * nsplit,))
     single = x.dtype == np.float32 and kind in (KIND_ONE, KIND_TWO)
     pe = x.dtype.type(p if kind != KIND_INF else 1.0)
-    _k_powsum[G * nsplit, nt](x, kind, pe, single, nsplit, Mb, Sb)
+    _k_powsum[G * nsplit, nt, stream()](x, kind, pe, single, nsplit, Mb, Sb)
     bl, t = combine_grid(G, nsplit)
-    _k_norm_combine[bl, t](Mb, Sb, G, nsplit, kind, float(p), out, fl)
+    _k_norm_combine[bl, t, stream()](Mb, Sb, G, nsplit, kind, float(p), out, fl)
     return (out,) + read_flags(fl, G)
 
 
@@ -226,5 +227,5 @@ def scale_rows(x, nrm, out):
     """``out = x / nrm[:, None]`` (rows with nrm == 0 become 0); ``out`` may be ``x``."""
     if x.size:
         bl, t, ns = rows_grid(*x.shape)
-        _k_scale[bl, t](x, nrm, out, ns)
+        _k_scale[bl, t, stream()](x, nrm, out, ns)
     return out

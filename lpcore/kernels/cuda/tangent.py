@@ -8,7 +8,7 @@ import math
 from numba import cuda, float64
 
 from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, read_flags,
-                      rows_grid, scratch, split)
+                      rows_grid, scratch, split, stream)
 
 INF = math.inf
 
@@ -72,9 +72,9 @@ def tangent_coef(w, g, mw, p):
     nt, nsplit = split(n)
     A = scratch("tangent.A", (G * nsplit,))
     B = scratch("tangent.B", (G * nsplit,))
-    _k_tangent[G * nsplit, nt](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
+    _k_tangent[G * nsplit, nt, stream()](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
     bl, t = combine_grid(G, nsplit)
-    _k_tangent_combine[bl, t](A, B, G, nsplit, coef, fl)
+    _k_tangent_combine[bl, t, stream()](A, B, G, nsplit, coef, fl)
     return coef, read_flags(fl, G)[0]
 
 
@@ -96,5 +96,5 @@ def tangent_write(w, g, mw, coef, p, out):
     """``out = g - coef[i] * sign(w) (|w| / mw)^(p-1)``."""
     if w.size:
         bl, t, ns = rows_grid(*w.shape)
-        _k_tangent_write[bl, t](w, g, mw, coef, w.dtype.type(p - 1.0), out, ns)
+        _k_tangent_write[bl, t, stream()](w, g, mw, coef, w.dtype.type(p - 1.0), out, ns)
     return out
