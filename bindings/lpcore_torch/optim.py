@@ -13,7 +13,8 @@ from torch.optim.sgd import sgd as _torch_sgd
 import lpcore
 from lpcore.optim import decayed_lr
 
-from ._convert import _HALF, check_tensor, float32_copy, to_numpy
+from . import _convert as C
+from ._convert import _HALF, check_tensor
 
 
 class LpSGD(Optimizer):
@@ -47,7 +48,8 @@ class LpSGD(Optimizer):
     parameter and group and leaves every parameter unchanged.
 
     fp16/bf16 parameters are computed in float32 and written back; their
-    LpSGD state is kept in float32.  CPU tensors only in this version.
+    LpSGD state is kept in float32.  CPU and CUDA tensors: on the GPU the step runs
+    lpcore's CUDA kernels on torch's current stream, on views of the tensors' memory.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ class LpSGD(Optimizer):
                         maximize=False, foreach=None, fused=None, differentiable=False)
         super().__init__(params, defaults)
         names = self._names()
-        with torch.no_grad():
+        with torch.no_grad(), C.stream_of(self._all_constrained()):
             todo = []
             # validate every constrained weight first: nothing is projected
             # unless all of them can be
@@ -97,7 +99,7 @@ class LpSGD(Optimizer):
                 st = self.state[w]
                 st["step"] = 0
                 if cs.dual is not None:
-                    st["dual"] = torch.from_numpy(cs.dual)
+                    st["dual"] = C.from_core(cs.dual, w.device)
         self.accept_weights()
 
     def accept_weights(self, params=None):
@@ -165,7 +167,7 @@ class LpSGD(Optimizer):
             masks[id(param)] = (weakref.ref(param), mask)
 
     def _mask_of(self, q, name):
-        """q's registered mask as a NumPy bool array of q's shape, or None."""
+        """q's registered mask as lpcore's bool array of q's shape, or None."""
         hit = self.__dict__.get("_mask_map", {}).get(id(q))
         if hit is None or hit[0]() is not q:
             return None
@@ -175,7 +177,7 @@ class LpSGD(Optimizer):
             raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {name} must be a bool "
                              f"tensor of its shape {tuple(q.shape)} on {q.device}; nothing was "
                              "updated")
-        return np.from_dlpack(m.detach())
+        return C.core_view(m)
 
     def _prepare(self, core, q, names, arr, cs):
         """Phase 1 of q's step on ``arr`` (q's weight in its grouped view) with
@@ -271,6 +273,11 @@ class LpSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with C.stream_of(self._all_constrained()):
+            self._step()
+        return loss
+
+    def _step(self):
         pending = []  # (core, handle, writeback, state, core state, fresh, param, kept)
         plain = []  # (group, params, grads)
         names = _LazyNames(self)
@@ -314,8 +321,7 @@ class LpSGD(Optimizer):
                         raise ValueError(f"lpcore_torch.LpSGD.step: {names[id(q)]} was changed "
                                          "outside the optimizer and contains NaN or Inf; "
                                          "nothing was updated")
-                    arr = np.array(arr, copy=True)
-                    back = (lambda q=q, tgt=arr: q.copy_(torch.from_numpy(tgt)))
+                    arr, back = _array(q, names[id(q)], copy=True)
                     cs = core.init(arr.reshape(view), axis=axis)
                     cs.step = int(st["step"])
                 else:
@@ -337,9 +343,9 @@ class LpSGD(Optimizer):
             if fresh:
                 st.pop("momentum_buffer", None)
                 if cs.dual is not None:
-                    st["dual"] = torch.from_numpy(cs.dual)
+                    st["dual"] = C.from_core(cs.dual, q.device)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
-                st["momentum_buffer"] = torch.from_numpy(cs.momentum_buffer)
+                st["momentum_buffer"] = C.from_core(cs.momentum_buffer, q.device)
             seen[id(q)] = _fingerprint(q)
             if back is None and not kept:
                 # stepped in place through views of its own memory: keep the
@@ -348,7 +354,6 @@ class LpSGD(Optimizer):
                 fast[id(q)] = _Cached(q, st, cs, h.w)
         for group, pg, gg in plain:
             self._plain_sgd(group, pg, gg)
-        return loss
 
     def _plain_sgd(self, group, params, grads):
         """torch.optim.SGD's own update (same function, same arguments)."""
@@ -477,13 +482,12 @@ _FULL = (torch.float32, torch.float64)  # the dtypes NumPy views directly
 
 
 def _grad_array(q, names):
-    """q's gradient as a NumPy array of q's dtype (a view when it is one)."""
+    """q's gradient as lpcore's array of q's dtype (a view when it is one)."""
     g = q.grad
-    if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in _FULL \
-            and g.device.type == "cpu":
-        return np.from_dlpack(g.detach())
+    if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in _FULL:
+        return C.core_view(g)
     check_tensor(g, f"the gradient of {names[id(q)]}")
-    return float32_copy(g) if g.dtype in _HALF else to_numpy(g)
+    return C.core_view(g.detach().to(torch.float32) if g.dtype in _HALF else g)
 
 
 def _fingerprint(w):
@@ -532,16 +536,19 @@ def _state_array(st, key):
         return None
     if not t.is_contiguous():
         st[key] = t = t.contiguous()
-    return to_numpy(t)
+    return C.core_view(t)
 
 
-def _array(q, name):
-    """(ndarray to update in place, writeback callable or None) for parameter q."""
+def _array(q, name, copy=False):
+    """(lpcore's array to update in place, writeback callable or None) for
+    parameter q: a view of q's memory, or (fp16/bf16, non-contiguous, or
+    ``copy``) a float32-or-q's-dtype contiguous copy on q's device written back
+    by the callable."""
     check_tensor(q, name)
     if q.dtype in _HALF:
-        arr = float32_copy(q)
-        return arr, lambda: q.copy_(torch.from_numpy(arr))
-    if q.is_contiguous():
-        return to_numpy(q), None
-    arr = np.ascontiguousarray(to_numpy(q))
-    return arr, lambda: q.copy_(torch.from_numpy(arr))
+        t = q.detach().to(torch.float32)
+    elif copy or not q.is_contiguous():
+        t = q.detach().clone(memory_format=torch.contiguous_format)
+    else:
+        return C.core_view(q), None
+    return C.core_view(t), (lambda: q.copy_(t))

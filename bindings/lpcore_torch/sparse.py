@@ -63,7 +63,8 @@ from torch import nn
 import lpcore
 from lpcore._validate import check_real
 
-from ._convert import to_numpy
+from . import _convert as C
+from ._convert import host
 from .groups import _CONV, _CONVT, fan_in_layout
 from .optim import LpSGD
 
@@ -170,7 +171,7 @@ class SparseTrainer:
             self._p(it) is not None for it in self.items)
         masks = self.policy.init_masks([tuple(it.weight.shape) for it in self.items])
         for it, m in zip(self.items, masks):
-            it.module.register_buffer("weight_mask", torch.from_numpy(m))
+            it.module.register_buffer("weight_mask", torch.from_numpy(m).to(it.weight.device))
             it.weight.register_hook(self._hook(it))
             bias = getattr(it.module, "bias", None)
             if self.policy.removes_channels and isinstance(bias, nn.Parameter):
@@ -181,12 +182,12 @@ class SparseTrainer:
             dual = self.optimizer.state.get(it.weight, {}).get("dual")
             if dual is not None and self.policy.pruning == "hard":
                 off = np.flatnonzero(~m.reshape(-1))
-                dual.reshape(-1)[torch.from_numpy(it.pos[off])] = 0.0
+                dual.reshape(-1)[_index(it.pos[off], dual)] = 0.0
         if self.policy.learns:
             gates = self.policy.gates()
             for it, g in zip(self.items, gates):
                 it.theta = it.weight.detach().clone()
-                it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
+                it.gate = _gate(g, it.weight)
         with torch.no_grad():
             self._apply_masks()
             if self.policy.removes_channels:
@@ -224,7 +225,7 @@ class SparseTrainer:
     @property
     def sparsity(self):
         """Exact-zero fraction of the masks over all sparse weights."""
-        return lpcore.mask_sparsity([it.mask.numpy() for it in self.items])
+        return lpcore.mask_sparsity([host(it.mask) for it in self.items])
 
     def weight_sparsity(self):
         """Exact-zero fraction of the sparse weights themselves."""
@@ -287,8 +288,8 @@ class SparseTrainer:
         decisions = []
         for it, g in zip(self.items, gates):
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
-            it.gate = torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
-            old = it.mask.numpy().reshape(it.layout[0])
+            it.gate = _gate(g, it.weight)
+            old = host(it.mask).reshape(it.layout[0])
             new = (g != 0).reshape(it.layout[0])
             decisions.append(None if np.array_equal(old, new) else
                              (new, np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))))
@@ -328,21 +329,22 @@ class SparseTrainer:
                     it.dense_grad = g / ws
 
     def _layers(self, latent, theta=False):
-        """The method's view of every sparse weight (NumPy views, no copies
-        but the latent magnitudes); ``theta``: a learned method's trainable
-        weights as the latent values."""
+        """The method's view of every sparse weight (NumPy views of CPU
+        tensors, no copies but the latent magnitudes; host copies of CUDA
+        tensors: the method decides on the host); ``theta``: a learned
+        method's trainable weights as the latent values."""
         out = []
         for it in self.items:
             view, axis = it.layout
             if theta and it.theta is not None:
-                lat = it.theta.numpy().reshape(view)
+                lat = host(it.theta).reshape(view)
             else:
                 lat = self._latent(it) if latent else None
             out.append(lpcore.methods.Layer(
-                mask=it.mask.numpy().reshape(view),
-                weight=it.weight.detach().numpy().reshape(view),
+                mask=host(it.mask).reshape(view),
+                weight=host(it.weight).reshape(view),
                 latent=lat,
-                grad=None if it.dense_grad is None else it.dense_grad.numpy().reshape(view),
+                grad=None if it.dense_grad is None else host(it.dense_grad).reshape(view),
                 axis=axis))
         return out
 
@@ -350,7 +352,7 @@ class SparseTrainer:
         for it, d in zip(self.items, decisions):
             if d is not None:
                 new, grown = d
-                self._commit(it, it.mask.numpy().reshape(it.layout[0]), new, grown)
+                self._commit(it, host(it.mask).reshape(it.layout[0]), new, grown)
 
     def _latent(self, it):
         """Every connection's latent magnitude, in the weight's view: ``D_q`` of
@@ -360,7 +362,7 @@ class SparseTrainer:
         p = self._p(it)
         if dual is None or p is None:
             return None
-        v = dual.numpy().reshape(-1)[it.pos].reshape(it.layout[0])
+        v = host(dual).reshape(-1)[it.pos].reshape(it.layout[0])
         return lpcore.from_dual(v, p)
 
     def _commit(self, it, old, new, grown):
@@ -374,11 +376,11 @@ class SparseTrainer:
         if buf is not None and changed.size:
             b = buf.reshape(-1)
             idx = it.pos[changed] if buf.shape != it.weight.shape else changed
-            b[torch.from_numpy(idx)] = 0.0
+            b[_index(idx, b)] = 0.0
         dual = st.get("dual")
         if dual is not None and self.policy.pruning == "hard" and dropped.size:
-            dual.reshape(-1)[torch.from_numpy(it.pos[dropped])] = 0.0
-        it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))
+            dual.reshape(-1)[_index(it.pos[dropped], dual)] = 0.0
+        it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))  # to its device
 
     def _apply_masks(self):
         if isinstance(self.optimizer, LpSGD):
@@ -391,16 +393,14 @@ class SparseTrainer:
     def _alive(self, it):
         """Per output channel (the bias's shape): whether it has an active connection."""
         view, axis = it.layout
-        m = it.mask.numpy().reshape(view)
-        alive = m.any(axis=axis)
-        return torch.from_numpy(np.ascontiguousarray(alive).reshape(-1))
+        return it.mask.reshape(view).sum(dim=axis).reshape(-1) > 0
 
     @property
     def channel_sparsity(self):
         """The fraction of output channels with no active connection (Chase
         removes channels; for the other methods this is whatever their masks
         left empty)."""
-        return lpcore.channel_sparsity([it.mask.numpy().reshape(it.layout[0]) for it in self.items],
+        return lpcore.channel_sparsity([host(it.mask).reshape(it.layout[0]) for it in self.items],
                                        [it.layout[1] for it in self.items])
 
     def _zero_dead_biases(self):
@@ -420,8 +420,9 @@ class SparseTrainer:
                 w.mul_(it.mask.to(w.dtype))
             if isinstance(self.optimizer, LpSGD) and self._p(it) is not None:
                 # the unit sphere holds for the effective weights w * mask
-                arr = to_numpy(w).reshape(it.layout[0])
-                lpcore.normalize(arr, self._p(it), axis=it.layout[1], out=arr, zero="keep")
+                arr = C.core_view(w).reshape(it.layout[0])
+                with C.stream_of([w]):
+                    lpcore.normalize(arr, self._p(it), axis=it.layout[1], out=arr, zero="keep")
 
     def _p(self, it):
         for group in self.optimizer.param_groups:
@@ -459,16 +460,25 @@ class SparseTrainer:
                 if k.startswith("lpcore.")}
         self._rewind_to = {n: v.clone() for n, v in tensors.items()} if tensors else None
         if self.policy.learns:
-            self.policy.load_array_state({k: v.numpy() for k, v in ours.items()
+            self.policy.load_array_state({k: host(v) for k, v in ours.items()
                                           if k.startswith("scores.")})
             active = self.policy.gate_active(self.t) and f"theta.0" in ours
             gates = self.policy.gates() if active else [None] * len(self.items)
             for i, (it, g) in enumerate(zip(self.items, gates)):
-                it.theta = ours[f"theta.{i}"].clone() if active else None
-                it.gate = None if g is None else \
-                    torch.from_numpy(g).reshape(it.weight.shape).to(it.weight.dtype)
+                it.theta = ours[f"theta.{i}"].to(it.weight.device, copy=True) if active else None
+                it.gate = None if g is None else _gate(g, it.weight)
 
     def report(self):
         """Per-layer exact sparsity of the sparse weights: list of (name, sparsity)."""
         return [(f"{it.name}.weight", float((it.weight == 0).float().mean()))
                 for it in self.items]
+
+
+def _gate(g, w):
+    """A learned method's gate (NumPy, the weight's view) as a tensor like ``w``."""
+    return torch.from_numpy(g).reshape(w.shape).to(device=w.device, dtype=w.dtype)
+
+
+def _index(idx, t):
+    """Flat positions (NumPy) as an index tensor on ``t``'s device."""
+    return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(t.device)

@@ -1,0 +1,249 @@
+"""The torch binding on the GPU: ``LpSGD`` and ``SparseTrainer`` on CUDA tensors.
+
+The same tests run in two ways:
+
+* on a machine with a GPU and torch built for CUDA, on real CUDA tensors
+  (``.cuda()``), against the same run on CPU tensors;
+* under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, the simulator step
+  of ``.ci/run``), on CPU tensors that the binding hands to lpcore as
+  simulator device arrays over their memory (the ``gpu`` fixture replaces
+  the three functions of ``lpcore_torch._convert`` that know what a CUDA
+  tensor is): the optimizer and the trainer then take their GPU code paths
+  through lpcore's CUDA kernels, on a stream of the test's own.  What the
+  simulator cannot show: torch's ``__cuda_array_interface__`` and
+  ``torch.as_tensor`` of a numba array, torch's current stream, speed.
+
+Skipped when neither a GPU nor the simulator is there.
+"""
+import contextlib
+import copy
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from numba import cuda  # noqa: E402
+
+if not cuda.is_available():
+    if os.environ.get("LPCORE_REQUIRE_CUDA"):  # .ci/run's simulator step: never skip silently
+        raise RuntimeError("LPCORE_REQUIRE_CUDA is set but numba.cuda has no GPU or simulator")
+    pytest.skip("no GPU and no CUDA simulator (NUMBA_ENABLE_CUDASIM=1)", allow_module_level=True)
+
+import lpcore  # noqa: E402
+import lpcore_torch  # noqa: E402
+from lpcore import _device as D  # noqa: E402
+from lpcore_torch import _convert as C  # noqa: E402
+from naive import norm_ref  # noqa: E402
+
+pytestmark = pytest.mark.cuda
+nn = torch.nn
+
+
+class GPU:
+    """Where the test's GPU tensors live and how the binding sees them."""
+
+    def __init__(self, monkeypatch):
+        self.sim = D.simulated()
+        if not self.sim and not torch.cuda.is_available():
+            pytest.skip("numba sees a GPU but this torch has no CUDA")
+        self.device = torch.device("cpu" if self.sim else "cuda")
+        self._mp = monkeypatch
+        self.stream = cuda.stream() if self.sim else None
+        self.launches = []
+
+    def to(self, x):
+        return x.to(self.device)
+
+    @contextlib.contextmanager
+    def on(self):
+        """Inside: the binding treats this fixture's tensors as GPU tensors."""
+        if not self.sim:
+            yield
+            return
+        from numba.cuda.simulator import kernel as sim_kernel
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        real_view = C.core_view
+        get = sim_kernel.FakeCUDAKernel.__getitem__
+
+        def core_view(t):
+            return FakeCUDAArray(real_view(t))
+
+        def from_core(a, device):
+            return torch.from_numpy(a._ary if isinstance(a, FakeCUDAArray) else a)
+
+        @contextlib.contextmanager
+        def stream_of(tensors):
+            with lpcore.cuda_stream(self.stream):
+                yield
+
+        def getitem(kern, conf):
+            self.launches.append(conf[2] if len(conf) > 2 else 0)
+            return get(kern, conf)
+
+        with self._mp.context() as m:
+            m.setattr(C, "core_view", core_view)
+            m.setattr(C, "from_core", from_core)
+            m.setattr(C, "stream_of", stream_of)
+            m.setattr(sim_kernel.FakeCUDAKernel, "__getitem__", getitem)
+            yield
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    from lpcore.kernels.cuda import launch_config
+    # small blocks: every launch is a few simulated blocks
+    with launch_config(threads=2, items=4, max_blocks=2):
+        yield GPU(monkeypatch)
+
+
+def _net(seed=0, width=6):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 3))
+
+
+def _batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g))
+            for _ in range(n)]
+
+
+def _train(net, opt, batches, gpu=None, trainer=None):
+    for x, y in batches:
+        if gpu is not None:
+            x, y = gpu.to(x), gpu.to(y)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        with gpu.on() if gpu is not None else contextlib.nullcontext():
+            opt.step()
+            if trainer is not None:
+                trainer.step()
+
+
+def _assert_close(a, b, rtol):
+    np.testing.assert_allclose(a.detach().cpu().numpy(), b.detach().cpu().numpy(), rtol=rtol,
+                               atol=rtol)
+
+
+def test_lpsgd_on_gpu_tensors_matches_the_cpu_step(gpu, variant="dual"):
+    ref = _net()
+    net = copy.deepcopy(ref).to(gpu.device)
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=1e-3, variant=variant)
+    opt_ref = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(ref, p=1.3), **kw)
+    with gpu.on():
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), **kw)
+    mask = torch.rand(6, 5, generator=torch.Generator().manual_seed(1)) > 0.3
+    opt_ref.set_mask(ref[0].weight, mask)
+    opt.set_mask(net[0].weight, gpu.to(mask))
+    ptrs = [q.data_ptr() for q in net.parameters()]
+    batches = _batches(2)
+    _train(ref, opt_ref, batches)
+    _train(net, opt, batches, gpu)
+    assert [q.data_ptr() for q in net.parameters()] == ptrs  # stepped in place
+    for a, b in zip(net.parameters(), ref.parameters()):
+        _assert_close(a, b, 1e-5)
+    for a, b in zip(net.parameters(), ref.parameters()):
+        for k in ("dual", "momentum_buffer"):
+            if k in opt_ref.state[b]:
+                assert opt.state[a][k].device == gpu.device
+                _assert_close(opt.state[a][k], opt_ref.state[b][k], 1e-5)
+    w = net[0].weight.detach().cpu().numpy()
+    assert np.all(w[~mask.numpy()] == 0)
+    np.testing.assert_allclose(norm_ref(w.astype(np.float64), 1.3, 1), 1.0, rtol=1e-5)
+    if gpu.sim:  # every kernel went to the step's stream (torch's current one on a GPU)
+        assert gpu.launches and all(s is gpu.stream for s in gpu.launches)
+
+
+def test_lpsgd_on_gpu_allocates_nothing_per_step(gpu, monkeypatch):
+    if not gpu.sim:
+        pytest.skip("counts the simulator's allocations (on a GPU: benchmarks/gpu_profile.py)")
+    net = _net().to(gpu.device)
+    with gpu.on():
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.4), lr=0.1,
+                                 momentum=0.9)
+    batches = _batches(3)
+    _train(net, opt, batches[:1], gpu)  # the first step makes the momentum buffers
+    made = []
+    real = cuda.device_array
+    monkeypatch.setattr(cuda, "device_array",
+                        lambda *a, **k: made.append(a) or real(*a, **k))
+    _train(net, opt, batches[1:], gpu)
+    assert made == []
+
+
+def test_lpsgd_on_gpu_bad_gradient_names_it_and_changes_nothing(gpu):
+    net = _net().to(gpu.device)
+    with gpu.on():
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1,
+                                 momentum=0.9)
+    _train(net, opt, _batches(1), gpu)
+    before = [q.detach().clone() for q in net.parameters()]
+    state = {k: v.clone() for k, v in opt.state[net[2].weight].items() if torch.is_tensor(v)}
+    x, y = _batches(1, seed=3)[0]
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(gpu.to(x)), gpu.to(y)).backward()
+    net[2].weight.grad[4, 1] = float("nan")
+    with gpu.on(), pytest.raises(ValueError, match=r"gradient of|grad contains NaN"):
+        opt.step()
+    for a, b in zip(net.parameters(), before):
+        assert torch.equal(a.detach(), b)
+    for k, v in state.items():
+        assert torch.equal(opt.state[net[2].weight][k], v)
+
+
+def _lpss(device=None):
+    net = _net(width=8)
+    if device is not None:
+        net = net.to(device)
+    opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3, target_sparsity=0.5),
+                             lr=0.1, momentum=0.9)
+    tr = lpcore_torch.SparseTrainer(net, opt, method="lpss", target_sparsity=0.5,
+                                    init_sparsity=0.2, begin=1, end=3, frequency=1,
+                                    finalize="exact")
+    return net, opt, tr
+
+
+def test_sparse_trainer_lpss_on_gpu_reaches_the_target_with_masks_on_the_device(gpu):
+    ref, opt_ref, tr_ref = _lpss()
+    _train(ref, opt_ref, _batches(4), trainer=tr_ref)
+    with gpu.on():
+        net, opt, tr = _lpss(gpu.device)
+    _train(net, opt, _batches(4), gpu, trainer=tr)
+    assert tr.sparsity == 0.5
+    for it, it_ref in zip(tr.items, tr_ref.items):
+        assert it.mask.device == gpu.device
+        # the same decisions as on the CPU (latent values from the GPU kernels)
+        assert torch.equal(it.mask.cpu(), it_ref.mask)
+        w = it.weight.detach().cpu().numpy()
+        m = it.mask.cpu().numpy()
+        assert np.all(w[~m] == 0)
+        live = np.abs(w).sum(1) > 0
+        np.testing.assert_allclose(norm_ref(w[live].astype(np.float64), 1.3, 1), 1.0, rtol=1e-5)
+
+
+def test_sparse_trainer_rigl_with_torch_sgd_on_gpu_tensors(gpu):
+    # a method deciding on the host from device masks, weights and gradients
+    net = _net(width=8).to(gpu.device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    with gpu.on():
+        tr = lpcore_torch.SparseTrainer(net, opt, method="rigl", target_sparsity=0.6,
+                                        begin=1, end=3, frequency=1)
+    _train(net, opt, _batches(4), gpu, trainer=tr)
+    assert tr.sparsity == pytest.approx(0.6, abs=0.02)
+    for it in tr.items:
+        assert it.mask.device == gpu.device
+        assert torch.all(it.weight[~it.mask] == 0)
+
+
+def test_cli_device_cuda_trains_on_the_gpu(tmp_path):
+    if D.simulated() or not torch.cuda.is_available():
+        pytest.skip("needs a GPU and torch built for CUDA")
+    import json
+
+    from lpcore_torch import train as cli
+    out = tmp_path / "r"
+    cli.main(["--device", "cuda", "--data", "digits", "--epochs", "2", "--out", str(out),
+              "--quiet"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["device"] == "cuda" and m["test_accuracy"] > 0.5
