@@ -190,8 +190,7 @@ def test_cli_sweep_writes_hoyer_plot(tmp_path):
 
 @pytest.mark.parametrize("bad", [["--target-sparsity", "1.5"], ["--p", "0.9"], ["--epochs", "0"],
                                  ["--dataset", "cifar"], ["--model", "cnn", "--dataset",
-                                                          "breast_cancer"], ["--device", "cuda"],
-                                 ["--p", "abc"]])
+                                                          "breast_cancer"], ["--p", "abc"]])
 def test_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(bad + ["--out", str(tmp_path / "x")])
@@ -388,3 +387,22 @@ def test_cli_device_cuda_without_a_gpu_says_so(tmp_path, capsys):
     assert e.value.code == 2
     assert "no CUDA device was found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_device_auto_takes_the_device_that_can_run(tmp_path):
+    out = tmp_path / "r"
+    assert cli.main(["--device", "auto", "--dataset", "breast_cancer", "--epochs", "1",
+                     "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["device"] == ("cpu" if cli._no_cuda() else "cuda")
+
+
+def test_evidence_device_cuda_without_a_gpu_says_so(tmp_path, capsys):
+    from lpcore_torch import evidence, train
+    if not train._no_cuda():
+        pytest.skip("this machine can train on CUDA")
+    with pytest.raises(SystemExit) as e:
+        evidence.main(["--device", "cuda", "--out", str(tmp_path / "ev")])
+    assert e.value.code == 2
+    assert "no CUDA device was found" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()

@@ -243,7 +243,7 @@ def test_cli_device_cuda_trains_on_the_gpu(tmp_path):
 
     from lpcore_torch import train as cli
     out = tmp_path / "r"
-    cli.main(["--device", "cuda", "--data", "digits", "--epochs", "2", "--out", str(out),
+    cli.main(["--device", "cuda", "--dataset", "digits", "--epochs", "2", "--out", str(out),
               "--quiet"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["device"] == "cuda" and m["test_accuracy"] > 0.5

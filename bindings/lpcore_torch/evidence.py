@@ -46,8 +46,13 @@ EPOCHS = {("digits", "mlp"): 60, ("digits", "cnn"): 30, ("mnist5k", "mlp"): 30,
           ("mnist5k", "cnn"): 8, ("mnist1d", "mlp"): 30}
 
 
+#: the device every run trains on (--device)
+DEVICE = ["cpu"]
+
+
 def _args(**kw):
     a = build_parser().parse_args([])
+    a.device = DEVICE[0]
     for k, v in kw.items():
         setattr(a, k, v)
     return a
@@ -418,7 +423,16 @@ def main(argv=None):
     ap.add_argument("--tabulate-a", default=None, metavar="JSON",
                     help="tabulate (a) from the runs saved in an earlier evidence.json "
                          "(re-scoring the estimators without retraining)")
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="where the runs train (as lpcore-train --device)")
     a = ap.parse_args(argv)
+    if a.device != "cpu":
+        from .train import _no_cuda
+        why = _no_cuda()
+        if a.device == "cuda" and why:
+            ap.error(f"--device cuda: {why}")
+        a.device = "cpu" if why else "cuda"
+    DEVICE[0] = a.device
     seeds = [int(s) for s in a.seeds.split(",")]
     parts = a.parts.split(",")
     os.makedirs(a.out, exist_ok=True)
@@ -428,7 +442,7 @@ def main(argv=None):
         print(f"{msg} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
     data = functools.cache(load)  # each (data set, seed) split loaded once
-    raw = {"seeds": seeds}
+    raw = {"seeds": seeds, "device": a.device}
     md = []
     saved_a = None
     if a.tabulate_a:

@@ -9,7 +9,7 @@ from torch import nn
 
 import lpcore
 
-from ._convert import _HALF, to_numpy
+from ._convert import _HALF, host
 from .groups import _CONV, _CONVT, fan_in_layout
 
 
@@ -59,7 +59,7 @@ def hoyer_report(model, exclude=(), spectral=False):
         view, axis = fan_in_layout(m)
         if math.prod(view[a] for a in axis) < 2:
             continue
-        arr = (w.detach().float().numpy() if w.dtype in _HALF else to_numpy(w)).reshape(view)
+        arr = host(w.detach().float() if w.dtype in _HALF else w).reshape(view)
         row = {"name": f"{name}.weight", "shape": tuple(w.shape), "params": w.numel(),
                "hoyer": lpcore.hoyer_layer(arr, axis),
                "zero_fraction": float(np.mean(arr == 0))}

@@ -121,9 +121,10 @@ def build_parser():
                          "(auto: not for lpss, yes for the baselines)")
     ap.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**32")
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
-                    help="cpu; cuda (exits 2: with no CUDA device, saying so; with one, because "
-                         "lpcore_torch's optimizer and trainer take CPU tensors only in this "
-                         "version); auto (the CPU in this version)")
+                    help="cpu; cuda (the model, data, optimizer state and masks on the GPU, "
+                         "lpcore's CUDA kernels on torch's stream; exits 2 when no CUDA device "
+                         "is found or numba-cuda is missing); auto (cuda when it can run, "
+                         "else cpu)")
     ap.add_argument("--out", default="lpcore-run", help="output folder")
     ap.add_argument("--sweep-p", type=_parse_sweep, default=None,
                     help="train once per p (comma list) and plot Hoyer vs p")
@@ -182,14 +183,11 @@ def _check(ap, a):
             ap.error(f"--channel-sparsity must be in [0, 1), got {a.channel_sparsity}")
     if a.penalty is not None and a.method != "concave":
         ap.error("--penalty applies to --method concave only")
-    if a.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            ap.error("--device cuda: no CUDA device was found (torch.cuda.is_available() is "
-                     "False)")
-        ap.error("--device cuda: lpcore_torch's optimizer and trainer take CPU tensors only in "
-                 "this version (lpcore's own functions take CUDA arrays); use --device cpu")
-    a.device = "cpu"  # auto: the only device the trainer runs on in this version
+    if a.device != "cpu":
+        why = _no_cuda()
+        if a.device == "cuda" and why:
+            ap.error(f"--device cuda: {why}")
+        a.device = "cpu" if why else "cuda"
     if a.model == "cnn" and a.dataset == "breast_cancer":
         ap.error("--model cnn needs image or sequence data; breast_cancer is tabular (use mlp)")
     if a.sweep_p and isinstance(a.p, list):
@@ -207,9 +205,23 @@ DEFAULT_ESTIMATOR = "momentum-empirical"  # smallest measured error: README tabl
 FALLBACK_ESTIMATOR = "gaussian"  # runs without a momentum buffer (momentum = 0)
 
 
+def _no_cuda():
+    """Why lpcore_torch cannot train on a CUDA device here, or None if it can."""
+    import torch
+    if not torch.cuda.is_available():
+        return "no CUDA device was found (torch.cuda.is_available() is False)"
+    try:
+        from numba import cuda
+    except ImportError:
+        return "lpcore's CUDA kernels need numba-cuda: pip install 'lpcore[cuda]'"
+    if not cuda.is_available():
+        return "torch sees a CUDA device but numba.cuda does not (numba.cuda.detect() tells why)"
+    return None
+
+
 def _state_groups(st, key, n):
     t = st.get(key)
-    return None if t is None else t.detach().float().numpy().reshape(-1, n)
+    return None if t is None else t.detach().float().cpu().numpy().reshape(-1, n)
 
 
 def _predict(estimator, sources, n, p, seed):
@@ -259,10 +271,13 @@ class Run:
         Xtr, ytr, Xte, yte, shape = data
         torch.manual_seed(a.seed)
         n_classes = int(max(ytr.max(), yte.max()) + 1)
-        self.net = net = build_model(a.model, Xtr[0].size, shape, n_classes)
+        # built on the CPU (the same initial weights for every device), then moved
+        dev = torch.device(a.device)
+        self.net = net = build_model(a.model, Xtr[0].size, shape, n_classes).to(dev)
         view = (-1,) + tuple(shape) if a.model == "cnn" else (-1, Xtr[0].size)
-        self.Xtr, self.Xte = torch.from_numpy(Xtr).reshape(view), torch.from_numpy(Xte).reshape(view)
-        self.ytr, self.yte = torch.from_numpy(ytr), torch.from_numpy(yte)
+        self.Xtr = torch.from_numpy(Xtr).reshape(view).to(dev)
+        self.Xte = torch.from_numpy(Xte).reshape(view).to(dev)
+        self.ytr, self.yte = torch.from_numpy(ytr).to(dev), torch.from_numpy(yte).to(dev)
         self.uses_lp = a.method in ("lpss", "dense-lp", "scl-lp")
         if self.uses_lp:
             groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
@@ -334,7 +349,7 @@ class Run:
         perm = torch.randperm(len(self.Xtr), generator=self.gen)
         tot = 0.0
         for i in range(self.steps_per_epoch):
-            idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
+            idx = perm[i * a.batch_size:(i + 1) * a.batch_size].to(self.Xtr.device)
             opt.zero_grad()
             loss = nn.functional.cross_entropy(net(self.Xtr[idx]), self.ytr[idx])
             loss.backward()
@@ -394,7 +409,7 @@ class Run:
             p_l, lay = pmap.get(id(w), (None, None))
             if lay is None:
                 lay = (tuple(w.shape), tuple(range(1, w.dim())))
-            arr = w.detach().numpy().reshape(lay[0])
+            arr = w.detach().cpu().numpy().reshape(lay[0])
             n_in = int(np.prod([lay[0][ax] for ax in lay[1]]))
             h = float(np.mean(lpcore.hoyer(arr, axis=lay[1])))
             est = {}
@@ -403,7 +418,7 @@ class Run:
                 gfull = dense.get(id(w), w.grad)
                 st = opt.state[w]
                 sources = {"gradient": (None if gfull is None else
-                                        gfull.detach().numpy().reshape(lay[0]), lay[1]),
+                                        gfull.detach().cpu().numpy().reshape(lay[0]), lay[1]),
                            "momentum": (_state_groups(st, "momentum_buffer", n_in), 1),
                            "dual": (_state_groups(st, "dual", n_in), 1)}
                 for e in (ESTIMATORS if a.all_estimators else
@@ -421,6 +436,7 @@ class Run:
                            "hoyer_estimates": {e: v[0] for e, v in est.items()}})
         out = {"dataset": a.dataset, "model": a.model, "method": a.method,
                "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
+               "device": a.device,
                "test_accuracy": self.history[-1]["test_accuracy"],
                "sparsity": self.exact_sparsity(), "epochs": total_epochs(a), "seed": a.seed,
                "train_time_s": self.elapsed, "layers": layers, "history": self.history}
@@ -436,19 +452,23 @@ class Run:
         """Parameters and CPU inference time (the test set, best of 20) of the
         masked model and of :func:`lpcore_torch.compact`'s copy, and the
         largest difference of their outputs."""
+        import copy
+
         import torch
 
         from .compact import compact, inference_seconds, parameter_count
-        small = compact(self.net)
+        net = copy.deepcopy(self.net).cpu() if self.Xte.is_cuda else self.net
+        X = self.Xte.cpu()
+        small = compact(net)
         with torch.no_grad():
-            self.net.eval()
-            diff = float((self.net(self.Xte) - small.eval()(self.Xte)).abs().max())
-            self.net.train()
-        (n_full, nz_full), (n_small, nz_small) = parameter_count(self.net), parameter_count(small)
+            net.eval()
+            diff = float((net(X) - small.eval()(X)).abs().max())
+            net.train()
+        (n_full, nz_full), (n_small, nz_small) = parameter_count(net), parameter_count(small)
         return {"params_masked_model": n_full, "nonzero_masked_model": nz_full,
                 "params_compact": n_small, "nonzero_compact": nz_small,
-                "inference_s_masked": inference_seconds(self.net, self.Xte),
-                "inference_s_compact": inference_seconds(small, self.Xte),
+                "inference_s_masked": inference_seconds(net, X),
+                "inference_s_compact": inference_seconds(small, X),
                 "max_output_difference": diff}
 
 
