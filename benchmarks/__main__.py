@@ -11,6 +11,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --startup       # first-call compile and cached start-up
     python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
     python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD: 8 x Linear(64, 64), ResNet-18
+    python -m benchmarks --torch-step --device cuda   # the same on CUDA tensors
     python -m benchmarks --device cuda   # the CUDA kernels vs PyTorch CUDA (benchmarks/gpu.py)
     python -m benchmarks --json out.json # also write the results as JSON
 """
@@ -244,7 +245,7 @@ def _resnet18(num_classes=1000):
     return nn.Sequential(*layers)
 
 
-def run_torch_step(repeat):
+def run_torch_step(repeat, device="cpu"):
     """lpcore_torch.LpSGD vs torch.optim.SGD, one step on all parameters of 8
     Linear(64, 64) layers (per-step overhead) and of a ResNet-18 (bandwidth)."""
     if torch is None:
@@ -253,20 +254,21 @@ def run_torch_step(repeat):
     from torch import nn
 
     mlp = nn.Sequential(*[nn.Linear(64, 64) for _ in range(8)])
-    return _torch_step_table("8 x Linear(64, 64)", mlp, 10 * repeat) + \
-        _torch_step_table("ResNet-18", _resnet18(), repeat)
+    return _torch_step_table("8 x Linear(64, 64)", mlp, 10 * repeat, device) + \
+        _torch_step_table("ResNet-18", _resnet18(), repeat, device)
 
 
-def _torch_step_table(model, net, repeat):
+def _torch_step_table(model, net, repeat, device="cpu"):
     import lpcore_torch
 
+    net = net.to(device)
     n_params = sum(q.numel() for q in net.parameters())
     gen = torch.Generator().manual_seed(0)
     for q in net.parameters():
-        q.grad = torch.randn(q.shape, generator=gen) * 1e-2
+        q.grad = (torch.randn(q.shape, generator=gen) * 1e-2).to(device)
     rows = []
-    print(f"\noptimizer step on {model} ({n_params / 1e6:.2f} M parameters, float32, CPU, "
-          "momentum 0.9)")
+    print(f"\noptimizer step on {model} ({n_params / 1e6:.2f} M parameters, float32, "
+          f"{device.upper()}, momentum 0.9)")
     cases = [("torch.optim.SGD", lambda: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=None", lambda: lpcore_torch.LpSGD(
                  net.parameters(), lr=0.01, momentum=0.9)),
@@ -275,9 +277,15 @@ def _torch_step_table(model, net, repeat):
     with torch.no_grad():
         for name, make in cases:
             opt = make()
-            t = timeit(opt.step, repeat)
+            if device == "cuda":
+                def step(opt=opt):  # the step's GPU work included
+                    opt.step()
+                    torch.cuda.synchronize()
+            else:
+                step = opt.step
+            t = timeit(step, repeat)
             rows.append({"model": model, "optimizer": name, "step_ms": t * 1e3,
-                         "params": n_params})
+                         "params": n_params, "device": device})
             print(f"  {name:<32}{t * 1e3:>10.2f} ms/step", flush=True)
     base = rows[0]["step_ms"]
     for r in rows:
@@ -411,6 +419,11 @@ def main(argv=None):
                          "simulator smoke test)")
     a = ap.parse_args(argv)
     repeat = a.repeat or (3 if a.quick else 7)
+    if a.device == "cuda" and a.torch_step:
+        results = {"torch_step": run_torch_step(repeat, "cuda")}
+        if a.json:
+            _write_json(a.json, results)
+        return 0
     if a.device == "cuda":
         from . import gpu
         results = {"info": {"lpcore": lpcore.__version__, "numba": __import__("numba").__version__}}
