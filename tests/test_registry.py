@@ -77,6 +77,7 @@ HOST_ONLY = {
     "concave_penalty": "learned-mask scores live on the host with the method's state",
     "concave_penalty_grad": "learned-mask scores live on the host with the method's state",
     "calibrate_lambda": "learned-mask scores live on the host with the method's state",
+    "cuda_stream": "no array: a context for the GPU functions (tested in test_cuda.py)",
 }
 
 

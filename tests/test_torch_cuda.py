@@ -247,3 +247,32 @@ def test_cli_device_cuda_trains_on_the_gpu(tmp_path):
               "--quiet"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["device"] == "cuda" and m["test_accuracy"] > 0.5
+
+
+def test_lpsgd_on_gpu_channels_last_conv_weights(gpu):
+    # weights and gradients that are not contiguous: stepped on a contiguous
+    # copy on the device and written back
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 2))
+    ref = ref.to(memory_format=torch.channels_last)
+    net = copy.deepcopy(ref).to(gpu.device)
+    assert not net[0].weight.is_contiguous()
+    opt_ref = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(ref, p=1.5), lr=0.1, momentum=0.9)
+    with gpu.on():
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.5), lr=0.1,
+                                 momentum=0.9)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(2):
+        x, y = torch.randn(4, 2, 4, 4, generator=g), torch.randint(0, 2, (4,), generator=g)
+        for model, o, dev in ((ref, opt_ref, None), (net, opt, gpu)):
+            o.zero_grad()
+            xx = x if dev is None else dev.to(x)
+            yy = y if dev is None else dev.to(y)
+            nn.functional.cross_entropy(model(xx.contiguous(memory_format=torch.channels_last)),
+                                        yy).backward()
+            with dev.on() if dev is not None else contextlib.nullcontext():
+                o.step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        _assert_close(a, b, 1e-5)
+    w = net[0].weight.detach().cpu().reshape(3, -1).numpy().astype(np.float64)
+    np.testing.assert_allclose(norm_ref(w, 1.5, 1), 1.0, rtol=1e-5)

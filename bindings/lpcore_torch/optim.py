@@ -177,7 +177,7 @@ class LpSGD(Optimizer):
             raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {name} must be a bool "
                              f"tensor of its shape {tuple(q.shape)} on {q.device}; nothing was "
                              "updated")
-        return C.core_view(m)
+        return C.core_view(m.contiguous())
 
     def _prepare(self, core, q, names, arr, cs):
         """Phase 1 of q's step on ``arr`` (q's weight in its grouped view) with
@@ -484,10 +484,14 @@ _FULL = (torch.float32, torch.float64)  # the dtypes NumPy views directly
 def _grad_array(q, names):
     """q's gradient as lpcore's array of q's dtype (a view when it is one)."""
     g = q.grad
-    if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in _FULL:
+    if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in _FULL \
+            and g.is_contiguous():
         return C.core_view(g)
     check_tensor(g, f"the gradient of {names[id(q)]}")
-    return C.core_view(g.detach().to(torch.float32) if g.dtype in _HALF else g)
+    # contiguous: the step reshapes it to the weight's (G, n) view, which a
+    # device array does only without a copy
+    g = g.detach().to(torch.float32) if g.dtype in _HALF else g
+    return C.core_view(g.contiguous())
 
 
 def _fingerprint(w):
