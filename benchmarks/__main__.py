@@ -12,6 +12,7 @@ NumPy's single-threaded copy and a multi-threaded Numba copy).
     python -m benchmarks --optim         # the fused LpSGD step vs NumPy and PyTorch eager
     python -m benchmarks --torch-step    # lpcore_torch.LpSGD vs torch.optim.SGD: 8 x Linear(64, 64), ResNet-18
     python -m benchmarks --torch-step --device cuda   # the same on CUDA tensors
+    python -m benchmarks --topology      # adjust_to_sparsity over ResNet-18's 11 M weights
     python -m benchmarks --device cuda   # the CUDA kernels vs PyTorch CUDA (benchmarks/gpu.py)
     python -m benchmarks --json out.json # also write the results as JSON
 """
@@ -295,6 +296,65 @@ def _torch_step_table(model, net, repeat, device="cpu"):
     return rows
 
 
+def resnet18_weight_shapes():
+    """The conv and linear weight shapes of ResNet-18 (torchvision's layout)."""
+    shapes = [(64, 3, 7, 7)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for k in range(2):
+            c = cin if k == 0 else cout
+            shapes += [(cout, c, 3, 3), (cout, cout, 3, 3)]
+            if k == 0 and (stride != 1 or c != cout):
+                shapes.append((cout, c, 1, 1))
+        cin = cout
+    return shapes + [(1000, 512)]
+
+
+def _np_adjust(masks, drop, grow, target):
+    """The NumPy baseline: one stable global argsort of the candidates' scores."""
+    total = sum(m.size for m in masks)
+    want = round(target * total)
+    zeros = total - sum(int(m.sum()) for m in masks)
+    flat_m = np.concatenate([m.reshape(-1) for m in masks])
+    if zeros < want:
+        cand = np.flatnonzero(flat_m)
+        sc = np.abs(np.concatenate([d.reshape(-1) for d in drop]))[cand]
+        pick = cand[np.argsort(sc, kind="stable")[:want - zeros]]
+        flat_m[pick] = False
+    elif zeros > want:
+        cand = np.flatnonzero(~flat_m)
+        sc = np.abs(np.concatenate([g.reshape(-1) for g in grow]))[cand]
+        pick = cand[np.argsort(-sc, kind="stable")[:zeros - want]]
+        flat_m[pick] = True
+    return flat_m
+
+
+def run_topology(repeat):
+    """``lpcore.adjust_to_sparsity`` over ResNet-18's weights (11.2 M), dropping
+    (masks at 85% zeros to 90%) and growing (95% to 90%), against one global
+    argsort in NumPy; the two agree on the number of zeros."""
+    shapes = resnet18_weight_shapes()
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    n = sum(w.size for w in ws)
+    rows = []
+    print(f"\nadjust_to_sparsity over ResNet-18's {len(shapes)} weights ({n / 1e6:.1f} M), "
+          "to exactly 90% zeros")
+    print(f"{'case':<24}{'lpcore s':>10}{'numpy argsort s':>17}{'x numpy':>9}")
+    for case, start in (("drop (85% -> 90%)", 0.85), ("grow (95% -> 90%)", 0.95)):
+        masks = [rng.random(s) >= start for s in shapes]
+        new, _ = lpcore.adjust_to_sparsity(masks, ws, gs, 0.9)
+        ref = _np_adjust(masks, ws, gs, 0.9)
+        assert sum(int((~m).sum()) for m in new) == int((~ref).sum()) == round(0.9 * n)
+        t_lp = timeit(lambda: lpcore.adjust_to_sparsity(masks, ws, gs, 0.9), repeat)
+        t_np = timeit(lambda: _np_adjust(masks, ws, gs, 0.9), repeat)
+        rows.append({"case": case, "weights": n, "lpcore_s": t_lp, "numpy_argsort_s": t_np,
+                     "speedup_vs_numpy": t_np / t_lp})
+        print(f"{case:<24}{t_lp:>10.3f}{t_np:>17.3f}{t_np / t_lp:>9.2f}", flush=True)
+    return rows
+
+
 HEADER = (f"{'op':<10}{'shape':>14}{'p':>5}{'lpcore ms':>11}{'numpy ms':>10}{'torch ms':>10}"
           f"{'x numpy':>9}{'x torch':>9}{'% of copy BW':>14}")
 
@@ -407,6 +467,8 @@ def main(argv=None):
     ap.add_argument("--optim", action="store_true", help="only the LpSGD step table")
     ap.add_argument("--torch-step", action="store_true",
                     help="lpcore_torch.LpSGD vs torch.optim.SGD on 8 Linear(64, 64) layers and a ResNet-18-shaped model")
+    ap.add_argument("--topology", action="store_true",
+                    help="adjust_to_sparsity over ResNet-18's 11 M weights vs a NumPy argsort")
     ap.add_argument("--spectral", action="store_true",
                     help="Ramanujan / weighted spectral gap of a 90%%-sparse layer")
     ap.add_argument("--all", action="store_true", help="table, scaling and start-up")
@@ -446,7 +508,7 @@ def main(argv=None):
           f"(numpy {bw['numpy_copy_GBps']:.1f}, numba parallel {bw['numba_parallel_copy_GBps']:.1f})")
     if torch is None:
         print("torch not installed: PyTorch columns are empty (pip install 'lpcore[bench]')")
-    only_extra = a.scaling or a.startup or a.optim or a.torch_step or a.spectral
+    only_extra = a.scaling or a.startup or a.optim or a.torch_step or a.spectral or a.topology
     if a.all or not only_extra:
         print("\n" + HEADER)
         results["table"] = run_table(SHAPES_QUICK if a.quick else SHAPES_FULL, repeat, bw["GBps"])
@@ -458,6 +520,8 @@ def main(argv=None):
         results["torch_step"] = run_torch_step(repeat)
     if a.all or a.spectral:
         results["spectral"] = run_spectral(a.quick, repeat)
+    if a.all or a.topology:
+        results["topology"] = run_topology(repeat)
     if a.all or a.startup:
         results["startup"] = run_startup()
     if a.json:
