@@ -47,6 +47,15 @@ def test_zero_copy_views():
             lpcore_torch.to_numpy(bad)
 
 
+def test_tensors_on_other_devices_are_refused_by_name():
+    net = torch.nn.Linear(4, 3, device="meta")
+    with pytest.raises(NotImplementedError, match="on meta; lpcore runs on CPU and CUDA"):
+        lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.5, include_classifier=True),
+                           lr=0.1)
+    with pytest.raises(NotImplementedError, match="on meta"):
+        lpcore_torch.to_numpy(torch.empty(2, device="meta"))
+
+
 def test_parameters_updated_in_place_and_equal_core_step():
     net = _mlp()
     ref = copy.deepcopy(net)

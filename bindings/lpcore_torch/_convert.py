@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import lpcore
+from lpcore import _device
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -45,7 +46,7 @@ def core_view(t):
     t = t.detach()
     if t.device.type == "cpu":
         return np.from_dlpack(t)
-    from numba import cuda
+    cuda = _device.cuda()  # a clear error without numba-cuda
     # no synchronisation: the work is queued on the stream torch's own work is on
     return cuda.from_cuda_array_interface(t.__cuda_array_interface__, owner=t, sync=False)
 
@@ -77,7 +78,7 @@ def stream_of(tensors):
         raise ValueError("lpcore_torch: the tensors are on several CUDA devices "
                          f"({', '.join(sorted(map(str, devs)))}); one optimizer steps one device")
     dev = devs.pop()
-    from numba import cuda
+    cuda = _device.cuda()
     with cuda.gpus[dev.index if dev.index is not None else torch.cuda.current_device()]:
         with lpcore.cuda_stream(torch.cuda.current_stream(dev).cuda_stream):
             yield
