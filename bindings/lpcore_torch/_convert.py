@@ -93,8 +93,7 @@ def to_numpy(t):
     Raises
     ------
     TypeError
-        Sparse, quantized, complex, integer or half-precision tensors (use
-        :func:`float32_copy` for fp16/bf16).
+        Sparse, quantized, complex, integer or half-precision tensors.
     ValueError
         CUDA tensors (:func:`core_view` gives lpcore's view of them).
     """
@@ -106,8 +105,3 @@ def to_numpy(t):
         raise TypeError("lpcore_torch.to_numpy: fp16/bf16 has no NumPy view; the binding "
                         "computes such tensors in float32 and writes them back")
     return np.from_dlpack(t.detach())
-
-
-def float32_copy(t):
-    """A float32 NumPy copy of an fp16/bf16 tensor (computed in float32, written back)."""
-    return t.detach().to(torch.float32).numpy()

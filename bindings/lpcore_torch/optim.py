@@ -5,7 +5,6 @@ import contextlib
 import math
 import weakref
 
-import numpy as np
 import torch
 from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd

@@ -54,14 +54,12 @@ connections, ``state_dict``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 from torch import nn
 
 import lpcore
-from lpcore._validate import check_real
 
 from . import _convert as C
 from ._convert import host
@@ -462,7 +460,7 @@ class SparseTrainer:
         if self.policy.learns:
             self.policy.load_array_state({k: host(v) for k, v in ours.items()
                                           if k.startswith("scores.")})
-            active = self.policy.gate_active(self.t) and f"theta.0" in ours
+            active = self.policy.gate_active(self.t) and "theta.0" in ours
             gates = self.policy.gates() if active else [None] * len(self.items)
             for i, (it, g) in enumerate(zip(self.items, gates)):
                 it.theta = ours[f"theta.{i}"].to(it.weight.device, copy=True) if active else None
