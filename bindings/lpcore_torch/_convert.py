@@ -1,6 +1,6 @@
 """Tensor <-> lpcore array exchange, without copies, on the CPU and on the GPU.
 
-A CPU tensor reaches lpcore as a NumPy view (DLPack); a CUDA tensor as a
+A CPU tensor reaches lpcore as a NumPy view; a CUDA tensor as a
 numba device array over its memory (``__cuda_array_interface__``; the array
 holds the tensor, so the memory lives as long as lpcore's view of it).  GPU
 work on CUDA tensors runs on torch's current stream of their device
@@ -45,7 +45,7 @@ def core_view(t):
     not see in-place updates made through the view)."""
     t = t.detach()
     if t.device.type == "cpu":
-        return np.from_dlpack(t)
+        return t.numpy()  # a view (torch's own, cheaper than a DLPack round trip)
     cuda = _device.cuda()  # a clear error without numba-cuda
     # no synchronisation: the work is queued on the stream torch's own work is on
     return cuda.from_cuda_array_interface(t.__cuda_array_interface__, owner=t, sync=False)

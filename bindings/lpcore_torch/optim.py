@@ -296,20 +296,20 @@ class LpSGD(Optimizer):
                     h = self._prepare(core, q, names, f.arr, f.state)
                     pending.append((core, h, None, self.state[q], f.state, False, q, True))
                     continue
-                check_tensor(q.grad, f"the gradient of {names[id(q)]}")
+                # (_grad_array checks the gradient, naming it only when it refuses)
                 if id(q) not in cons:
                     if not lpcore.all_finite(_grad_array(q, names)):
                         raise ValueError(f"lpcore_torch.LpSGD.step: the gradient of "
                                          f"{names[id(q)]} contains NaN or Inf; nothing was "
                                          "updated")
-                    _check_state(self.state.get(q, {}), q, names[id(q)], "momentum_buffer")
+                    _check_state(self.state.get(q, {}), q, names, "momentum_buffer")
                     pg.append(q)
                     gg.append(q.grad)
                     continue
                 view, axis = cons[id(q)]
                 st = self.state[q]
                 for key in ("dual", "momentum_buffer"):
-                    _check_state(st, q, names[id(q)], key)
+                    _check_state(st, q, names, key)
                 arr, back = _array(q, names[id(q)])
                 axis = tuple(axis) if axis is not None else None
                 fresh = self._changed(q)
@@ -518,13 +518,13 @@ def _layout_shape(layout):
     return (grp.G, grp.n)
 
 
-def _check_state(st, q, name, key):
+def _check_state(st, q, names, key):
     """A state tensor that cannot belong to q (e.g. loaded from another model)."""
     t = st.get(key)
     if t is None:
         return
     if t.numel() != q.numel():  # plain: q's shape; constrained: its (G, n) layout
-        raise ValueError(f"lpcore_torch.LpSGD.step: state {key!r} of {name} has shape "
+        raise ValueError(f"lpcore_torch.LpSGD.step: state {key!r} of {names[id(q)]} has shape "
                          f"{tuple(t.shape)}, which does not fit the parameter's "
                          f"{tuple(q.shape)}; nothing was updated")
 
