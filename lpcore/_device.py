@@ -90,9 +90,10 @@ def cuda_stream(stream):
         with lpcore.cuda_stream(torch.cuda.current_stream().cuda_stream):
             lpcore.normalize(w, 1.3, axis=1, out=w)
     """
-    _stream_handle(stream)  # refuse what cannot be a stream now, not at the first kernel
-    old = getattr(_tls, "stream", None)
-    _tls.stream = stream
+    # parsed once here (what cannot be a stream is refused now, not at the first kernel)
+    new = (stream, _stream_handle(stream))
+    old = getattr(_tls, "stream", (None, None))
+    _tls.stream = new
     try:
         yield stream
     finally:
@@ -101,7 +102,12 @@ def cuda_stream(stream):
 
 def requested_stream():
     """The ``stream`` of the innermost :func:`cuda_stream` block of this thread, or None."""
-    return getattr(_tls, "stream", None)
+    return getattr(_tls, "stream", (None, None))[0]
+
+
+def stream_handle():
+    """That stream as :func:`_stream_handle` parsed it (an int, a numba stream or None)."""
+    return getattr(_tls, "stream", (None, None))[1]
 
 
 def _stream_handle(s):
@@ -128,16 +134,11 @@ def _stream_handle(s):
 
 def stream_int():
     """The current stream's handle as an int (0: the default stream)."""
-    h = _stream_handle(requested_stream())
-    if h is None:
-        return 0
-    if isinstance(h, int):
-        return h
-    handle = getattr(h, "handle", None)  # a numba stream (the simulator's have none)
+    h = stream_handle()
     try:
-        return int(handle or 0)
-    except TypeError:
-        return int(getattr(handle, "value", 0) or 0)
+        return int(h or 0)  # a numba stream converts to its handle
+    except TypeError:  # the simulator's streams have none
+        return 0
 
 
 def simulated():

@@ -16,7 +16,7 @@ import numpy as np
 
 
 from . import _device as D
-from ._backend import for_arrays
+from ._backend import cuda_backend, for_arrays
 from ._validate import check_p
 from .kernels import lpsgd as _k
 from .layout import groups
@@ -81,7 +81,7 @@ class LpSGDState:
         for name in ("dual", "momentum_buffer"):
             a = getattr(self, name)
             if a is not None:
-                d[name] = _host(a) if D.is_device(a) else a.copy()
+                d[name] = cuda_backend().to_numpy(a) if D.is_device(a) else a.copy()
         return d
 
     def to_device(self):
@@ -463,11 +463,5 @@ class _Call:
 
 def _row_finite(a, i):
     """Whether row ``i`` of a (G, n) host or device array is finite (error path only)."""
-    row = _host(a[i]) if D.is_device(a) else a[i]
+    row = cuda_backend().to_numpy(a[i]) if D.is_device(a) else a[i]
     return bool(np.all(np.isfinite(row)))
-
-
-def _host(a):
-    """A host copy of a device array, through the current stream."""
-    from .kernels.cuda._launch import to_host
-    return to_host(a)

@@ -104,4 +104,4 @@ def to_numpy(t):
     if t.dtype in _HALF:
         raise TypeError("lpcore_torch.to_numpy: fp16/bf16 has no NumPy view; the binding "
                         "computes such tensors in float32 and writes them back")
-    return np.from_dlpack(t.detach())
+    return core_view(t)

@@ -36,7 +36,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from ..._device import _stream_handle, requested_stream, simulated
+from ..._device import simulated, stream_handle
 
 #: shared-memory slots per reduction: the largest block size supported
 MAXT = 1024
@@ -122,7 +122,7 @@ _external = {}  # (device, handle) -> numba's wrapper of a foreign stream
 def stream():
     """The stream lpcore's GPU work goes to now: 0 (numba's default stream)
     or a numba stream (see ``lpcore.cuda_stream``)."""
-    h = _stream_handle(requested_stream())
+    h = stream_handle()
     if h is None or h == 0:
         return 0
     if not isinstance(h, int):
@@ -145,18 +145,13 @@ def _stream_key(s):
     return 0 if s == 0 else id(s) if simulated() else int(s)
 
 
-def synchronize(s):
-    """Wait for stream ``s`` (after an asynchronous copy to the host)."""
-    if s != 0:
-        s.synchronize()
-
-
 def to_host(a):
-    """A host copy of device array ``a`` through the current stream (error paths,
-    and the flags)."""
+    """A host copy of device array ``a`` through the current stream, waited
+    for (error paths, and the flags)."""
     s = stream()
     h = a.copy_to_host(stream=s)
-    synchronize(s)
+    if s != 0:
+        s.synchronize()
     return h
 
 

@@ -187,5 +187,6 @@ def project_ball_rows(y, mrow, kind, p, r, out):
     if y.size == 0:
         return out
     nt = threads_for(n)
-    _k_ball[max(1, min(G, config.max_blocks)), nt, stream()](y, mrow, kind, float(p), float(r), out)
+    bl = max(1, min(G, config.max_blocks))
+    _k_ball[bl, nt, stream()](y, mrow, kind, float(p), float(r), out)
     return out

@@ -90,8 +90,9 @@ def hoyer_sums(x, out_dtype):
     Mb = scratch("hoyer.M", (G * nsplit,))
     S1 = scratch("hoyer.S1", (G * nsplit,))
     S2 = scratch("hoyer.S2", (G * nsplit,))
-    _k_hoyer[G * nsplit, nt, stream()](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
+    s = stream()
+    _k_hoyer[G * nsplit, nt, s](x, x.dtype != np.float32, nsplit, Mb, S1, S2)
     bl, t = combine_grid(G, nsplit)
-    _k_hoyer_combine[bl, t, stream()](Mb, S1, S2, G, nsplit, n, out, fl)
+    _k_hoyer_combine[bl, t, s](Mb, S1, S2, G, nsplit, n, out, fl)
     return out, read_flags(fl, G)[0]
 

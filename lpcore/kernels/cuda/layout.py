@@ -90,7 +90,7 @@ def gather(src_flat, shape, strides, dst):
     if dst.size:
         bl, t = grid1d(dst.size)
         _k_gather[bl, t, stream()](src_flat, tuple(np.int64(s) for s in shape),
-                         tuple(np.int64(s) for s in strides), dst)
+                                   tuple(np.int64(s) for s in strides), dst)
     return dst
 
 
@@ -99,5 +99,5 @@ def scatter(src, dst_flat, shape, strides):
     if src.size:
         bl, t = grid1d(src.size)
         _k_scatter[bl, t, stream()](src, dst_flat, tuple(np.int64(s) for s in shape),
-                          tuple(np.int64(s) for s in strides))
+                                    tuple(np.int64(s) for s in strides))
     return dst_flat

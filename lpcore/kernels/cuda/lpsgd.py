@@ -371,11 +371,12 @@ class StepCall:
         dt = self.w.dtype.type
         p = self.p
         P = scratch("lpsgd.P", (G * nsplit, 4))
-        _k_p1[G * nsplit, self.nt, stream()](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
-                                   dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
+        s = stream()
+        _k_p1[G * nsplit, self.nt, s](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
+                                      dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
         fl = flags()
         bl, t = combine_grid(G, nsplit)
-        _k_c1[bl, t, stream()](P, G, nsplit, self.variant, p, self.S, fl)
+        _k_c1[bl, t, s](P, G, nsplit, self.variant, p, self.S, fl)
         bad = read_flags(fl, G)[0]
         if bad < G:
             return bad, int(to_host(self.S[bad:bad + 1])[0, 4])
@@ -388,14 +389,15 @@ class StepCall:
         a = 1.0 / (p - 1.0)
         r = p / (p - 1.0) if self.variant == DUAL else p
         Q = scratch("lpsgd.Q", (G * nsplit, 3))
-        _k_p2a[G * nsplit, self.nt, stream()](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
-                                    dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
-                                    nsplit, self.S, Q, self.mask, self.masked)
+        s = stream()
+        _k_p2a[G * nsplit, self.nt, s](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
+                                       dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
+                                       nsplit, self.S, Q, self.mask, self.masked)
         N = scratch("lpsgd.N", (G, 2))
         bl, t = combine_grid(G, nsplit)
-        _k_c2[bl, t, stream()](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
-        _k_p2b[G * nsplit, self.nt, stream()](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
-                                    self.mask, self.masked)
+        _k_c2[bl, t, s](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
+        _k_p2b[G * nsplit, self.nt, s](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
+                                       self.mask, self.masked)
 
     def run(self, what="step"):
         """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or

@@ -192,9 +192,10 @@ def group_norms(x, p, out_dtype=None):
     Sb = scratch("norm.S", (G * nsplit,))
     single = x.dtype == np.float32 and kind in (KIND_ONE, KIND_TWO)
     pe = x.dtype.type(p if kind != KIND_INF else 1.0)
-    _k_powsum[G * nsplit, nt, stream()](x, kind, pe, single, nsplit, Mb, Sb)
+    s = stream()
+    _k_powsum[G * nsplit, nt, s](x, kind, pe, single, nsplit, Mb, Sb)
     bl, t = combine_grid(G, nsplit)
-    _k_norm_combine[bl, t, stream()](Mb, Sb, G, nsplit, kind, float(p), out, fl)
+    _k_norm_combine[bl, t, s](Mb, Sb, G, nsplit, kind, float(p), out, fl)
     return (out,) + read_flags(fl, G)
 
 

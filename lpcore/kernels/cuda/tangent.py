@@ -72,9 +72,10 @@ def tangent_coef(w, g, mw, p):
     nt, nsplit = split(n)
     A = scratch("tangent.A", (G * nsplit,))
     B = scratch("tangent.B", (G * nsplit,))
-    _k_tangent[G * nsplit, nt, stream()](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
+    s = stream()
+    _k_tangent[G * nsplit, nt, s](w, g, mw, w.dtype.type(p - 1.0), nsplit, A, B)
     bl, t = combine_grid(G, nsplit)
-    _k_tangent_combine[bl, t, stream()](A, B, G, nsplit, coef, fl)
+    _k_tangent_combine[bl, t, s](A, B, G, nsplit, coef, fl)
     return coef, read_flags(fl, G)[0]
 
 
