@@ -6,7 +6,8 @@ argument type to the numba.cuda kernels; see the README):
 norms        :func:`norm`, :func:`normalize`, :func:`all_finite`
 sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`from_dual`
 ball         :func:`project_ball`
-sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`
+sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`,
+             :func:`participation_ratio`
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
 GPU          :func:`cuda_stream` (the stream GPU work is enqueued on)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
@@ -14,7 +15,7 @@ topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_small
              :func:`adjust_to_sparsity`, :func:`unmasked_mean_magnitude`,
              :func:`channel_sparsity`, schedules
 methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp,
-             scl, concave)
+             scl, concave, chase)
 learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
              :func:`concave_penalty_grad`, :func:`calibrate_lambda`
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
@@ -28,7 +29,7 @@ _threads.preload_tbb()  # before any kernel: Numba then picks TBB by its own def
 from .ball import project_ball  # noqa: E402
 from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
                     p_for_sparsity)
-from .hoyer import hoyer, hoyer_layer, hoyer_network
+from .hoyer import hoyer, hoyer_layer, hoyer_network, participation_ratio
 from .layout import fan_in_axes, group_positions, to_groups
 from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad, normalize_per_feature,
                         ste_mask_grad)
@@ -46,7 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "norm", "normalize", "all_finite", "to_groups", "group_positions", "project_tangent", "retract", "to_dual", "from_dual",
-    "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes",
+    "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes", "participation_ratio",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
     "p_for_sparsity",
     "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",

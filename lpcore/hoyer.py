@@ -10,7 +10,7 @@ from ._device import is_device
 from ._validate import compute_dtype
 from .layout import groups, fan_in_axes
 
-__all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes"]
+__all__ = ["hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes", "participation_ratio"]
 
 
 def hoyer(x, axis=None, keepdims=False):
@@ -115,3 +115,54 @@ def hoyer_network(weights, axes="fan_in"):
                      dtype=np.float64)
     vals = np.array([hoyer_layer(w, a) for w, a in zip(weights, axes)])
     return float(np.dot(sizes, vals) / sizes.sum())
+
+
+def participation_ratio(x, axis=None):
+    """How many entries really carry weight: ``(sum |x|)^2 / sum x^2`` per group.
+
+    For a group with ``k`` equal non-zero magnitudes it is exactly ``k``;
+    in general ``1 <= PR <= count of non-zero entries`` (the inverse
+    participation ratio's reciprocal; Hoyer's sparsity of the same group is
+    ``(sqrt(n) - sqrt(PR)) / (sqrt(n) - 1)``).  Zero entries (masked
+    connections) do not count, so over a masked weight it measures the
+    active connections.  An all-zero group has 0.
+
+    Parameters
+    ----------
+    x : array_like
+        Real data (host arrays).
+    axis : None, int or tuple of ints
+        The axes of one group (reduced); None: the whole array (a layer's
+        value).
+
+    Returns
+    -------
+    float64 ndarray or float
+
+    Raises
+    ------
+    ValueError
+        NaN/Inf data (names the group).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> float(lpcore.participation_ratio(np.array([0.0, 2.0, -2.0, 0.0])))
+    2.0
+    >>> lpcore.participation_ratio(np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 1e-9]]), axis=1)
+    array([3., 1.])
+    """
+    from .norms import norm
+    fn = "lpcore.participation_ratio"
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{fn}: x must be real, got dtype {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    try:
+        l1 = np.asarray(norm(x, 1, axis=axis), dtype=np.float64)
+        l2 = np.asarray(norm(x, 2, axis=axis), dtype=np.float64)
+    except ValueError as e:  # the norms name the offending group
+        raise ValueError(str(e).replace("lpcore.norm", fn)) from None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(l2 > 0, (l1 / np.where(l2 > 0, l2, 1.0)) ** 2, 0.0)
+    return float(r) if r.ndim == 0 else r

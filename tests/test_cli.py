@@ -59,7 +59,8 @@ def _never_trains(monkeypatch):
     ["--lp-lr", "nan"], ["--lr-decay", "nan"], ["--lr-decay", "inf"], ["--momentum", "nan"],
     ["--h0", "nan"], ["--target-sparsity", "nan"], ["--seed", "-1"],
     ["--seed", "18446744073709551616"], ["--seed", str(2**32)], ["--lr", "1e308"],
-    ["--lr-decay", "1e39"],
+    ["--lr-decay", "1e39"], ["--recipe", "reference", "--p", "1.3"],
+    ["--recipe", "reference", "--method", "rigl"], ["--recipe", "reference", "--no-revive"],
 ])
 def test_bad_arguments_exit_2_before_anything(bad, tmp_path, capsys, monkeypatch):
     _never_trains(monkeypatch)

@@ -146,3 +146,52 @@ def test_imp_prunes_the_same_fraction_of_the_remaining_weights_each_round():
     for bad, match in [(dict(end=25), "multiple"), (dict(begin=10), "first round")]:
         with pytest.raises(ValueError, match=match):
             lpcore.make_method("imp", **{**dict(begin=3, end=30, frequency=10), **bad})
+
+
+def test_reference_p_is_the_references_per_depth_table_interpolated_between_targets():
+    from lpcore.methods.lpss import reference_p
+    assert reference_p(0.9, 6) == [1.2] * 4 + [1.07] * 2
+    assert reference_p(0.8, 5) == [1.3] * 4 + [1.15]
+    assert reference_p(0.5, 2) == [1.4, 1.4]
+    assert reference_p(0.3, 5) == reference_p(0.5, 5) and reference_p(0.99, 5) == reference_p(0.9, 5)
+    assert reference_p(0.85, 5) == pytest.approx([1.25] * 4 + [1.11])
+    for bad in ((1.0, 2), (0.9, -1), (0.9, 2.5)):
+        with pytest.raises(ValueError, match="reference_p"):
+            reference_p(*bad)
+
+
+def test_reference_lr_factor_warms_up_over_a_sixth_then_decays_towards_zero():
+    from lpcore.methods.lpss import reference_lr_factor
+    f = [reference_lr_factor(t, 600) for t in range(600)]
+    assert all(0 < x <= 1 for x in f)
+    assert f[99] == 1.0 and np.all(np.diff(f[:100]) > 0) and np.all(np.diff(f[100:]) < 0)
+    assert f[-1] == pytest.approx(1 / 501)
+    with pytest.raises(ValueError, match="step"):
+        reference_lr_factor(600, 600)
+
+
+def test_reference_settings_never_revive_and_aim_the_grow_ratio_at_the_final_target():
+    """The reference's LpSS (DESIGN section 5): a latent value above the threshold
+    does not come back; only gradient-ranked regrowth activates connections, and
+    phi = (1 -+ delta) s/s* with s over all parameters and s* the final target."""
+    from lpcore.methods.lpss import REFERENCE
+    opts = {k: REFERENCE[k] for k in ("revive", "pruning", "controller", "h_schedule",
+                                      "adapt_h", "finalize", "init_sparsity", "delta")}
+    m = lpcore.make_method("lpss", target_sparsity=0.8, begin=10, end=100, frequency=10,
+                           h0=0.3, dense_params=50, seed=0, **opts)
+    rng = np.random.default_rng(3)
+    masks = m.init_masks([(8, 12), (6, 8)])
+    layers = _layers(masks, rng, latent=True)
+    for ly in layers:  # masked connections with huge latent values
+        ly.latent[~ly.mask] = 100.0
+    out = m.update(10, layers)
+    zeros = sum(int((~ly.mask).sum()) for ly in layers)
+    s_all = zeros / (144 + 50)
+    h = m.h(10)
+    assert m.phi == pytest.approx(lpcore.grow_ratio(s_all, 0.8, h, 0.1))
+    for ly, (new, grown) in zip(layers, out):
+        came_back = np.flatnonzero((new & ~ly.mask).reshape(-1))
+        assert set(came_back) <= set(grown)  # nothing by the threshold
+        dropped_now, _ = lpcore.drop_by_threshold(ly.latent, ly.mask, h, axis=1)
+        assert np.all(new[~dropped_now & ~np.isin(np.arange(new.size), grown).reshape(new.shape)]
+                      == False)  # noqa: E712

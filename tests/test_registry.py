@@ -55,6 +55,7 @@ HOST_ONLY = {
     "to_groups": "a NumPy layout helper for LpSGDState arrays",
     "group_positions": "a NumPy layout helper for LpSGDState arrays",
     "fan_in_axes": "shapes only",
+    "participation_ratio": "a statistic of trained weights, read on the host like the layer report",
     "LpSGDState": "a container (its to_device/to_dict are tested in test_cuda.py)",
     "expected_hoyer": "scalar model", "p_for_hoyer": "scalar model",
     "fit_gamma_shape": "a fit on host samples", "predict_hoyer": "scalar model",

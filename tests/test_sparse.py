@@ -76,6 +76,37 @@ def test_reference_controller_stalls_below_the_target():
     assert tr.sparsity < 0.7
 
 
+def test_reference_recipe_masks_the_classifier_and_keeps_masked_values_zero():
+    """--recipe reference: the classifier is masked too (but not constrained), a dropped
+    connection's latent dual value is zeroed and masked duals stay 0 (nothing can come
+    back by the threshold), and the controller counts sparsity over all parameters."""
+    from lpcore.methods.lpss import REFERENCE, reference_p
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(),
+                        nn.Linear(48, 4))
+    groups = lpcore_torch.lp_param_groups(net, p=reference_p(0.8, 2), target_sparsity=0.8)
+    assert [g["p"] for g in groups] == [1.3, None]
+    opt = lpcore_torch.LpSGD(groups, lr=0.05, momentum=0.9, nesterov=True)
+    opts = {k: REFERENCE[k] for k in ("h_schedule", "controller", "revive", "finalize",
+                                      "adapt_h", "pruning", "init_sparsity", "delta")}
+    tr = lpcore_torch.SparseTrainer(net, opt, "lpss", target_sparsity=0.8, begin=10, end=100,
+                                    frequency=10, mask_classifier=True,
+                                    count_all_parameters=True, **opts)
+    assert [it.name for it in tr.items] == ["0", "2", "4"]
+    total = sum(q.numel() for q in net.parameters())
+    assert tr.policy.dense_params == total - sum(it.weight.numel() for it in tr.items)
+    _steps(net, opt, tr, 120)
+    assert 0.2 < tr.sparsity < 0.8
+    for it in tr.items:
+        m = it.mask.numpy()
+        assert (~m).any() and np.all(it.weight.detach().numpy()[~m] == 0)
+        dual = opt.state[it.weight].get("dual")
+        if it.name == "4":
+            assert dual is None  # the classifier: masked, not on the sphere
+        else:
+            assert np.all(dual.numpy().reshape(m.shape)[~m] == 0)
+
+
 def test_p_auto_gives_each_layer_its_own_exponent():
     net = nn.Sequential(nn.Linear(9, 16), nn.ReLU(), nn.Linear(16, 256), nn.ReLU(),
                         nn.Linear(256, 32), nn.Linear(32, 2))

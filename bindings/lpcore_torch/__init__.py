@@ -5,7 +5,7 @@ core; the mathematics lives in ``lpcore``.
 
 * :class:`LpSGD` - a ``torch.optim.Optimizer`` keeping each output unit's
   fan-in on the unit Lp sphere (``p=None`` groups are plain SGD).
-* :func:`lp_param_groups` - the reference selection of constrained weights.
+* :func:`lp_param_groups` - which weights are constrained (Linear/Conv by module type, the classifier not).
 * :func:`hoyer_report` - per-layer Hoyer sparsity and exact-zero fractions.
 * :class:`SparseTrainer` - topology evolution (LpSS semi-pruning and baselines).
 * :func:`compact` - a smaller copy of a Sequential model without its dead channels.

@@ -1,18 +1,19 @@
 """Evidence on real data for the README (``python -m lpcore_torch.evidence``).
 
-(a) Hoyer sparsity vs p (LpSGD without pruning; digits and mnist5k, MLP and
-    CNN): measured per layer beside the gamma model's prediction from every
-    shape estimator, and each estimator's mean absolute error.
-(b) LpSS (p = "auto") at target sparsities 0.5, 0.8, 0.9 on digits and
-    mnist5k: the controller-alone sparsity just before ``end``, the final
-    sparsity, the p chosen per layer, the plateau ``expected_pruned_fraction``
-    predicts beside the one measured with the drop threshold held fixed, and
+(a) Hoyer sparsity vs p (LpSGD without pruning; digits, mnist5k and mnist1d,
+    MLP and CNN): measured per layer beside the gamma model's prediction from
+    every shape estimator, and each estimator's mean absolute error.
+(b) LpSS (the default p = 2) at target sparsities 0.5, 0.8, 0.9 on digits and
+    mnist5k: the sparsity just before ``end``, the final sparsity, the
+    plateau ``expected_pruned_fraction`` predicts for the drop rule alone
+    beside the one measured with the drop threshold held fixed, and
     ``sparsity_vs_epoch.png``.
-(c) Test accuracy at sparsity 0.9: LpSS (auto p) vs dense SGD, SET, RigL,
-    static, gradual magnitude pruning and LpSS with a fixed p = 1.3, on
-    digits, mnist5k and mnist1d, mean +- std over seeds.
-    The learned-mask methods (SCL, SCL on LpSGD, the concave lottery with the
-    log and the l1 penalty) and IMP join them.
+(c) Test accuracy at sparsity 0.9, MLP and CNN, on digits, mnist5k and
+    mnist1d, mean +- std over seeds: LpSS (the default p = 2, p = auto, p =
+    1.3, the reference's recipe) against dense SGD, gradual magnitude pruning
+    on SGD and on LpSGD (magnitude-lp: the optimizer's share of the gain),
+    SET, RigL, static; on the MLP also IMP, the learned-mask methods (SCL, SCL
+    on LpSGD, the concave lottery with the log and the l1 penalty).
 (d) The controller, step by step from the reference's (digits, target 0.9).
 (e) Chase against RigL on the CNN (digits, mnist1d): channel sparsity, the
     compacted model's size and CPU inference time.
@@ -36,14 +37,15 @@ import time
 import numpy as np
 
 from .data import load
-from .train import DEFAULT_ESTIMATOR, ESTIMATORS, build_parser, run
+from .train import DEFAULT_ESTIMATOR, DEFAULT_P, ESTIMATORS, build_parser, run
 
 PS = (1.1, 1.2, 1.3, 1.5, 2.0)
 TARGETS = (0.5, 0.8, 0.9)
 # epochs per (data set, model): what 2 CPU cores allow for 3 seeds
 CHASE_EPOCHS = 10
 EPOCHS = {("digits", "mlp"): 60, ("digits", "cnn"): 30, ("mnist5k", "mlp"): 30,
-          ("mnist5k", "cnn"): 8, ("mnist1d", "mlp"): 30}
+          ("mnist5k", "cnn"): 8, ("mnist1d", "mlp"): 30, ("mnist1d", "cnn"): 20}
+DATASETS = ("digits", "mnist5k", "mnist1d")
 
 
 #: the device every run trains on (--device)
@@ -76,8 +78,7 @@ def _pre_end(r):
 def part_a(seeds, data, log, runs=None):
     if runs is None:
         runs = []
-        for (ds, model) in (("digits", "mlp"), ("digits", "cnn"), ("mnist5k", "mlp"),
-                            ("mnist5k", "cnn")):
+        for (ds, model) in ((d, m) for d in DATASETS for m in ("mlp", "cnn")):
             for p in PS:
                 for s in seeds:
                     a = _args(dataset=ds, model=model, method="dense-lp",
@@ -124,7 +125,8 @@ def part_a(seeds, data, log, runs=None):
 def part_b(seeds, data, log, out):
     import lpcore
     runs = []
-    md = [f"#### (b) LpSS reaching the target by itself (p = auto, MLP, seeds {seeds})", "",
+    md = [f"#### (b) LpSS reaching the target by itself (p = {DEFAULT_P}, the default; MLP, "
+          f"seeds {seeds})", "",
           "| data | target | p per layer | sparsity just before `end` | final sparsity | "
           "plateau predicted / measured (drop rule alone at these p) | test acc |",
           "|---|---|---|---|---|---|---|"]
@@ -132,7 +134,7 @@ def part_b(seeds, data, log, out):
     for ds in ("digits", "mnist5k"):
         for target in TARGETS:
             rs = [run(_args(dataset=ds, target_sparsity=target, seed=s,
-                            epochs=EPOCHS[(ds, "mlp")]), "auto", data(ds, s), progress=False)
+                            epochs=EPOCHS[(ds, "mlp")]), DEFAULT_P, data(ds, s), progress=False)
                   for s in seeds]
             ps = [lay["p"] for lay in rs[0]["layers"]]
             # where the drop rule alone stalls at these p: fixed h, no threshold adaptation and
@@ -162,7 +164,7 @@ def part_b(seeds, data, log, out):
             ax.axhline(target, color="grey", lw=0.5, ls=":")
         n = len(curves[(ds, TARGETS[0])])
         ax.axvline(0.8 * n, color="k", lw=0.6, ls="--")
-        ax.set_title(f"{ds}: LpSS, p = auto (mean of {len(seeds)} seeds)")
+        ax.set_title(f"{ds}: LpSS, p = {DEFAULT_P} (mean of {len(seeds)} seeds)")
         ax.set_xlabel("epoch")
     axes[0].set_ylabel("exact sparsity")
     axes[0].legend(loc="lower right", fontsize=8)
@@ -172,32 +174,52 @@ def part_b(seeds, data, log, out):
     return runs, md
 
 
+#: table (c)'s rows: (method[:concave penalty], label, p, extra arguments, on the CNN too)
+C_ROWS = [
+    ("dense", "dense SGD (no pruning)", None, {}, True),
+    ("lpss", f"lpss (default: p = {DEFAULT_P})", DEFAULT_P, {}, True),
+    ("lpss", "lpss, p = auto", "auto", {}, True),
+    ("lpss", "lpss, p = 1.3", 1.3, {}, False),
+    ("lpss", "lpss, the reference's recipe (--recipe reference)", None,
+     {"recipe": "reference"}, True),
+    ("magnitude", "magnitude (SGD)", None, {}, True),
+    ("magnitude-lp", f"magnitude on LpSGD, p = {DEFAULT_P} (magnitude-lp)", DEFAULT_P, {}, True),
+    ("set", "set", None, {}, False), ("rigl", "rigl", None, {}, True),
+    ("static", "static", None, {}, False),
+    ("imp", "imp (3 rounds + ticket: 4 trainings)", None, {}, False),
+    ("scl", "scl (SGD, lam calibrated)", None, {}, False),
+    ("scl-lp", f"scl on LpSGD, p = {DEFAULT_P}", DEFAULT_P, {}, False),
+    ("concave", "concave, log penalty (search + ticket: 2 trainings)", None, {}, False),
+    ("concave:l1", "concave, l1 penalty (search + ticket: 2 trainings)", None, {}, False),
+]
+
+
 def part_c(seeds, data, log):
     runs = []
-    md = [f"#### (c) Test accuracy at sparsity 0.9 (MLP, mean +- std over seeds {seeds})", "",
-          "| data set | method | test accuracy | exact sparsity | train s/run |",
-          "|---|---|---|---|---|"]
-    methods = [("dense", "dense SGD (no pruning)", 1.3), ("lpss", "lpss, p = auto", "auto"),
-               ("lpss", "lpss, p = 1.3", 1.3), ("set", "set", 1.3), ("rigl", "rigl", 1.3),
-               ("static", "static", 1.3), ("magnitude", "magnitude", 1.3),
-               ("imp", "imp (3 rounds + ticket: 4 trainings)", 1.3),
-               ("scl", "scl (SGD, lam calibrated)", 1.3),
-               ("scl-lp", "scl on LpSGD, p = auto", "auto"),
-               ("concave", "concave, log penalty (search + ticket: 2 trainings)", 1.3),
-               ("concave:l1", "concave, l1 penalty (search + ticket: 2 trainings)", 1.3)]
-    for ds in ("digits", "mnist5k", "mnist1d"):
-        for method, label, p in methods:
-            method, _, penalty = method.partition(":")
-            kw = {"penalty": penalty} if penalty else {}
-            rs = [run(_args(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s, **kw),
-                      p, data(ds, s), progress=False) for s in seeds]
-            for r in rs:
-                r["label"] = label
-            runs += rs
-            md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
-                      f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "
-                      f"{statistics.mean(r['train_time_s'] for r in rs):.1f} |")
-            log(f"(c) {ds} {label}")
+    md = [f"#### (c) Test accuracy at sparsity 0.9 (mean +- std over seeds {seeds})", "",
+          "The CNN runs a subset of the methods (the LpSS rows and the baselines that isolate "
+          "the optimizer and the pruning rule).", "",
+          "| data set | model | method | test accuracy | exact sparsity | train s/run |",
+          "|---|---|---|---|---|---|"]
+    for model in ("mlp", "cnn"):
+        for ds in DATASETS:
+            for method, label, p, kw, on_cnn in C_ROWS:
+                if model == "cnn" and not on_cnn:
+                    continue
+                method, _, penalty = method.partition(":")
+                if penalty:
+                    kw = dict(kw, penalty=penalty)
+                rs = [run(_args(dataset=ds, model=model, method=method,
+                                epochs=EPOCHS[(ds, model)], seed=s, **kw),
+                          p, data(ds, s), progress=False) for s in seeds]
+                for r in rs:
+                    r["label"] = label
+                runs += rs
+                md.append(f"| {ds} | {model} | {label} | "
+                          f"{_fmt((r['test_accuracy'] for r in rs), 4)} | "
+                          f"{statistics.mean(r['sparsity'] for r in rs):.3f} | "
+                          f"{statistics.mean(r['train_time_s'] for r in rs):.1f} |")
+                log(f"(c) {ds} {model} {label}")
     return runs, md
 
 
@@ -207,16 +229,21 @@ def part_d(seeds, data, log):
           f"0.9, seeds {seeds})", "",
           "| variant | p | sparsity just before `end` | final | largest epoch-to-epoch step "
           "after 50% | test acc |", "|---|---|---|---|---|---|"]
+    ref = dict(controller="reference", h_schedule="cosine", no_adapt_h=True, no_revive=True)
     variants = [
-        ("reference: grow ratio (1 -+ delta) s/s*, cosine-annealed h, revival", 1.3,
-         dict(controller="reference", h_schedule="cosine", no_adapt_h=True)),
-        ("reference, p = auto", "auto",
-         dict(controller="reference", h_schedule="cosine", no_adapt_h=True)),
-        ("+ schedule-tracking grow ratio", "auto", dict(h_schedule="cosine", no_adapt_h=True)),
-        ("+ constant h (the p was chosen for h0)", "auto", dict(no_adapt_h=True)),
-        ("+ threshold adaptation (library default)", "auto", {}),
-        ("library default, without revival", "auto", dict(no_revive=True)),
-        ("library default, fixed p = 1.3", 1.3, {}),
+        ("the reference's recipe (`--recipe reference`: no revival, hard pruning, grow ratio "
+         "(1 -+ delta) s/s* toward the final s* over all parameters, cosine-annealed h, classifier "
+         "masked, Nesterov, warm-up-then-decay lr)", None, dict(recipe="reference")),
+        ("reference controller alone (grow ratio toward s*, cosine-annealed h, no revival)",
+         1.3, ref),
+        ("the same", DEFAULT_P, ref),
+        ("+ revival of latent values above the threshold (the library's semi-pruning)",
+         DEFAULT_P, dict(ref, no_revive=False)),
+        ("+ schedule-tracking grow ratio", DEFAULT_P, dict(h_schedule="cosine", no_adapt_h=True)),
+        ("+ constant h", DEFAULT_P, dict(no_adapt_h=True)),
+        ("+ threshold adaptation (library default)", DEFAULT_P, {}),
+        ("library default, without revival", DEFAULT_P, dict(no_revive=True)),
+        ("library default, p = auto", "auto", {}),
     ]
     for label, p, kw in variants:
         rs = [run(_args(seed=s, **kw), p, data("digits", s), progress=False) for s in seeds]
@@ -225,7 +252,8 @@ def part_d(seeds, data, log):
         for r in rs:
             h = [x["sparsity"] for x in r["history"]]
             steps.append(max(abs(b - a) for a, b in zip(h[len(h) // 2:], h[len(h) // 2 + 1:])))
-        md.append(f"| {label} | {p} | {_fmt(_pre_end(r) for r in rs)} | "
+        pl = p if p is not None else ", ".join(f"{v:g}" for v in rs[0]["p"])
+        md.append(f"| {label} | {pl} | {_fmt(_pre_end(r) for r in rs)} | "
                   f"{_fmt(r['sparsity'] for r in rs)} | {max(steps):.3f} | "
                   f"{_fmt((r['test_accuracy'] for r in rs), 4)} |")
         log(f"(d) {label}")
@@ -280,10 +308,12 @@ def part_f(runs_c):
           "(2 sqrt(d - 1) - sigma_2 of the 0/1 mask) and weighted spectral gap (sigma_1 - sigma_2 "
           "of |w| * mask); the last rows: Spearman's rank correlation of test accuracy with each "
           "gap across all the sparse runs of a data set (p-value in brackets).", "",
-          "| data set | method | test accuracy | Ramanujan gap | weighted spectral gap |",
-          "|---|---|---|---|---|"]
-    for ds in ("digits", "mnist5k", "mnist1d"):
-        rs = [r for r in sparse if r["dataset"] == ds]
+          "| data set | model | method | test accuracy | Ramanujan gap | weighted spectral gap |",
+          "|---|---|---|---|---|---|"]
+    for model, ds in ((m, d) for m in ("mlp", "cnn") for d in DATASETS):
+        rs = [r for r in sparse if r["dataset"] == ds and r.get("model", "mlp") == model]
+        if not rs:
+            continue
         labels = []
         for r in rs:
             if r["label"] not in labels:
@@ -291,7 +321,8 @@ def part_f(runs_c):
         for label in labels:
             grp = [r for r in rs if r["label"] == label]
             g = [gaps(r) for r in grp]
-            md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in grp), 4)} | "
+            md.append(f"| {ds} | {model} | {label} | "
+                      f"{_fmt((r['test_accuracy'] for r in grp), 4)} | "
                       f"{_fmt(x[0] for x in g)} | {_fmt(x[1] for x in g)} |")
         acc = [r["test_accuracy"] for r in rs]
         g = [gaps(r) for r in rs]
@@ -300,7 +331,8 @@ def part_f(runs_c):
             ok = [(a, x[i]) for a, x in zip(acc, g) if x[i] == x[i]]
             rho, pv = spearmanr([a for a, _ in ok], [x for _, x in ok])
             cells.append(f"{rho:+.2f} ({pv:.2g}, n = {len(ok)})")
-        md.append(f"| {ds} | **Spearman rho with accuracy** | | {cells[0]} | {cells[1]} |")
+        md.append(f"| {ds} | {model} | **Spearman rho with accuracy** | | {cells[0]} | "
+                  f"{cells[1]} |")
     return md
 
 
@@ -425,7 +457,14 @@ def main(argv=None):
                          "(re-scoring the estimators without retraining)")
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                     help="where the runs train (as lpcore-train --device)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch's intra-op threads for this process (recorded with the tables; "
+                         "the last digits of a run can depend on it)")
     a = ap.parse_args(argv)
+    if a.threads < 1:
+        ap.error("--threads must be >= 1")
+    import torch
+    torch.set_num_threads(a.threads)
     if a.device != "cpu":
         from .train import _no_cuda
         why = _no_cuda()
@@ -442,8 +481,8 @@ def main(argv=None):
         print(f"{msg} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
     data = functools.cache(load)  # each (data set, seed) split loaded once
-    raw = {"seeds": seeds, "device": a.device}
-    md = []
+    raw = {"seeds": seeds, "device": a.device, "torch_threads": torch.get_num_threads()}
+    md = [f"(torch intra-op threads: {torch.get_num_threads()}; device: {a.device})", ""]
     saved_a = None
     if a.tabulate_a:
         with open(a.tabulate_a) as f:

@@ -10,11 +10,10 @@ the mask.  All decisions are computed by ``lpcore``'s topology primitives.
 Methods (the policy lives in ``lpcore.methods``, one module each)
 -----------------------------------------------------------------
 ``lpss``       semi-pruning with threshold adaptation (needs
-               :class:`lpcore_torch.LpSGD`; build its groups with
-               ``lp_param_groups(model, p="auto", target_sparsity=...)`` so
-               that each layer's p can reach the target); latent magnitudes
+               :class:`lpcore_torch.LpSGD`, e.g. with
+               ``lp_param_groups(model)``: p = 2); latent magnitudes
                are ``D_q`` of LpSGD's dual state, which inactive connections
-               keep (``pruning="hard"`` zeroes it).  See
+               keep (``pruning="hard"`` zeroes it, as the reference does).  See
                :mod:`lpcore.methods.lpss` for the controller and where it
                departs from the reference.
 ``set``        drop the smallest ``|w|``, regrow at random (fixed sparsity).
@@ -116,7 +115,8 @@ class SparseTrainer:
     controller : {"schedule", "reference"}
         ``lpss``'s grow ratio (see the module docstring).
     revive : bool
-        ``lpss``: let latent connections above the threshold come back.
+        ``lpss``: let latent connections above the threshold come back (the
+        library's option; the reference never revives by threshold).
     adapt_h : bool
         ``lpss``: raise the threshold when a drop round falls short.
     finalize : {"auto", "exact", "none"}
@@ -132,14 +132,36 @@ class SparseTrainer:
     channel_sparsity
         ``chase``: the fraction of every layer's channels removed by ``end``
         (None: 0.3).
+    mask_classifier : bool
+        Also mask the final classifier (the last Linear/Conv layer), which
+        ``lp_param_groups`` leaves unconstrained; its mask is re-applied after
+        every step (the reference masks it: ``lpcore.methods.lpss.REFERENCE``).
+    count_all_parameters : bool
+        ``lpss``: its controller counts mask zeros over all the model's
+        parameters (biases and unmasked weights included), as the reference
+        does, instead of over the masked weights.
     """
 
     def __init__(self, model, optimizer, method="lpss", target_sparsity=0.9, init_sparsity=0.2,
                  begin=0, end=1000, frequency=40, h0=0.2, h_schedule="auto", delta=0.1,
                  pruning="semi", seed=0, controller="schedule", revive=True, finalize="auto",
-                 adapt_h=True, mask_lr=None, lam=None, penalty=None, channel_sparsity=None):
+                 adapt_h=True, mask_lr=None, lam=None, penalty=None, channel_sparsity=None,
+                 mask_classifier=False, count_all_parameters=False):
+        self.model, self.optimizer, self.method = model, optimizer, method
+        self.mask_classifier = bool(mask_classifier)
+        self.items = self._select()
+        if not self.items:
+            raise ValueError("SparseTrainer: the model has no weight to sparsify")
+        dense = None
+        if count_all_parameters:
+            if method != "lpss":
+                raise ValueError("SparseTrainer: count_all_parameters is lpss's (its controller's "
+                                 f"sparsity), not {method!r}'s")
+            dense = sum(q.numel() for q in model.parameters()) - \
+                sum(it.weight.numel() for it in self.items)
         extra = {k: v for k, v in (("mask_lr", mask_lr), ("lam", lam), ("penalty", penalty),
-                                   ("channel_sparsity", channel_sparsity)) if v is not None}
+                                   ("channel_sparsity", channel_sparsity),
+                                   ("dense_params", dense)) if v is not None}
         try:
             self.policy = lpcore.make_method(
                 method, target_sparsity=target_sparsity, init_sparsity=init_sparsity,
@@ -151,12 +173,8 @@ class SparseTrainer:
         if self.policy.uses_latent and not isinstance(optimizer, LpSGD):
             raise TypeError(f"SparseTrainer: method={method!r} ranks latent values and needs "
                             "lpcore_torch.LpSGD")
-        self.model, self.optimizer, self.method = model, optimizer, method
         self.t = 0
         self._rewind_to = None
-        self.items = self._select()
-        if not self.items:
-            raise ValueError("SparseTrainer: the model has no weight to sparsify")
         for it in self.items:
             if "weight_mask" in it.module._buffers:
                 # a second trainer would multiply its masks into the first one's
@@ -199,18 +217,22 @@ class SparseTrainer:
             if isinstance(w, nn.Parameter):
                 owners[id(w)] = (name, mod)
         items = []
+        layers = [(n, m) for n, m in self.model.named_modules()
+                  if isinstance(m, (nn.Linear,) + _CONV + _CONVT)]
         if isinstance(self.optimizer, LpSGD):
             for w, layout in self.optimizer.constrained_weights():
                 if id(w) in owners:
                     name, mod = owners[id(w)]
                     items.append(_Sparse(name, mod, w, layout))
         if not items:
-            layers = [(n, m) for n, m in self.model.named_modules()
-                      if isinstance(m, (nn.Linear,) + _CONV + _CONVT)]
             for name, mod in layers[:-1]:
                 view, axis = fan_in_layout(mod)
                 if math.prod(view[a] for a in axis) >= 2:
                     items.append(_Sparse(name, mod, mod.weight, (view, axis)))
+        if self.mask_classifier and layers:
+            name, mod = layers[-1]
+            if not any(it.weight is mod.weight for it in items):
+                items.append(_Sparse(name, mod, mod.weight, fan_in_layout(mod)))
         return items
 
     def _hook(self, it):

@@ -28,8 +28,14 @@ import time
 
 import numpy as np
 
-METHODS = ("lpss", "set", "rigl", "static", "magnitude", "imp", "scl", "scl-lp", "concave",
-           "chase", "dense", "dense-lp")
+METHODS = ("lpss", "set", "rigl", "static", "magnitude", "magnitude-lp", "imp", "scl", "scl-lp",
+           "concave", "chase", "dense", "dense-lp")
+#: the methods whose constrained weights LpSGD steps (the others use torch.optim.SGD)
+LP_METHODS = ("lpss", "dense-lp", "scl-lp", "magnitude-lp")
+#: the methods of the trainer behind each command-line method
+TRAINER_METHOD = {"scl-lp": "scl", "magnitude-lp": "magnitude"}
+#: the p of --p when it is not given (README table (c): LpSS at p = 2 against p = auto)
+DEFAULT_P = 2.0
 
 
 def total_epochs(a):
@@ -66,7 +72,8 @@ def build_parser():
     ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     ap.add_argument("--method", choices=METHODS, default="lpss",
                     help="lpss (LpSGD + semi-pruning), set, rigl, static, magnitude (SGD "
-                         "baselines), imp (iterative magnitude pruning with rewinding: "
+                         "baselines), magnitude-lp (gradual magnitude pruning on LpSGD, the "
+                         "same p and schedule as lpss), imp (iterative magnitude pruning with rewinding: "
                          "--rounds + 1 trainings of --epochs each), scl (sparse connectivity "
                          "learning, SGD), scl-lp (SCL on LpSGD), concave (concave-regularised "
                          "lottery: a mask search and the ticket, 2 trainings of --epochs each), "
@@ -89,10 +96,20 @@ def build_parser():
     ap.add_argument("--channel-sparsity", type=float, default=None,
                     help="chase: the fraction of every layer's output channels removed by the "
                          "end of pruning (default 0.3)")
-    ap.add_argument("--p", type=_parse_p, default="auto",
-                    help="'auto' (each layer's p from its fan-in, --h0 and --target-sparsity: "
-                         "lpcore.p_for_sparsity), an exponent, or a comma list with one value per "
-                         "constrained layer")
+    ap.add_argument("--p", type=_parse_p, default=None,
+                    help=f"the exponent of the LpSGD methods: a number (default {DEFAULT_P}), "
+                         "a comma list with one value per constrained layer, or 'auto' (each "
+                         "layer's p from its fan-in, --h0 and --target-sparsity: "
+                         "lpcore.p_for_sparsity; p = 1.1-1.2 at 0.9, which cost 1-20 points of "
+                         "test accuracy against p = 2 in README table (c))")
+    ap.add_argument("--recipe", choices=("library", "reference"), default="library",
+                    help="lpss: 'library' (the defaults here) or 'reference', the reference "
+                         "implementation's LpSS as it is (lpcore.methods.lpss.REFERENCE: no "
+                         "revival, masked values zero, grow ratio aimed at the final target, "
+                         "classifier masked, sparsity over all parameters, per-depth p "
+                         "(reference_p), Nesterov, warm-up-then-decay learning rate); it sets "
+                         "--p, --controller, --h-schedule, --frequency, --no-revive, "
+                         "--no-adapt-h and --finalize, which may then not be given")
     ap.add_argument("--target-sparsity", type=float, default=0.9)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -114,8 +131,9 @@ def build_parser():
                     help="lpss: keep the drop threshold on its schedule even when a drop round "
                          "falls short of the sparsity schedule")
     ap.add_argument("--no-revive", action="store_true",
-                    help="lpss: drop among active connections only (the reference lets latent "
-                         "ones above the threshold come back)")
+                    help="lpss: drop among active connections only, as the reference does "
+                         "(by default latent connections above the threshold come back: the "
+                         "library's semi-pruning)")
     ap.add_argument("--finalize", choices=("auto", "exact", "none"), default="auto",
                     help="adjust the masks to exactly the target at the end of pruning "
                          "(auto: not for lpss, yes for the baselines)")
@@ -188,6 +206,20 @@ def _check(ap, a):
         if a.device == "cuda" and why:
             ap.error(f"--device cuda: {why}")
         a.device = "cpu" if why else "cuda"
+    if a.recipe == "reference":
+        if a.method != "lpss":
+            ap.error("--recipe reference is LpSS's (the reference implementation's); "
+                     f"not for --method {a.method}")
+        given = [f for f, v, d in (("--p", a.p, None), ("--controller", a.controller, "schedule"),
+                                   ("--h-schedule", a.h_schedule, "auto"),
+                                   ("--frequency", a.frequency, None),
+                                   ("--no-revive", a.no_revive, False),
+                                   ("--no-adapt-h", a.no_adapt_h, False),
+                                   ("--finalize", a.finalize, "auto"),
+                                   ("--sweep-p", a.sweep_p, None)) if v != d]
+        if given:
+            ap.error(f"--recipe reference sets {', '.join(given)} itself; leave "
+                     f"{'it' if len(given) == 1 else 'them'} out")
     if a.model == "cnn" and a.dataset == "breast_cancer":
         ap.error("--model cnn needs image or sequence data; breast_cancer is tabular (use mlp)")
     if a.sweep_p and isinstance(a.p, list):
@@ -278,16 +310,26 @@ class Run:
         self.Xtr = torch.from_numpy(Xtr).reshape(view).to(dev)
         self.Xte = torch.from_numpy(Xte).reshape(view).to(dev)
         self.ytr, self.yte = torch.from_numpy(ytr).to(dev), torch.from_numpy(yte).to(dev)
-        self.uses_lp = a.method in ("lpss", "dense-lp", "scl-lp")
+        self.uses_lp = a.method in LP_METHODS
+        reference = a.recipe == "reference"
+        if not self.uses_lp:
+            self.p = None
+        elif reference:
+            from lpcore.methods.lpss import reference_p
+            n_lp = len(lpcore_torch.lp_param_groups(net)[0]["params"])
+            self.p = p = reference_p(a.target_sparsity, n_lp)
         if self.uses_lp:
             groups = lpcore_torch.lp_param_groups(net, p=p, target_sparsity=a.target_sparsity,
                                                   h0=a.h0)
             for g in groups[:-1]:
                 g["lr"] = a.lp_lr
             self.opt = lpcore_torch.LpSGD(groups, lr=a.lr, momentum=a.momentum,
-                                          lr_decay=a.lr_decay)
+                                          nesterov=reference, lr_decay=0.0 if reference
+                                          else a.lr_decay)
         else:
             self.opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum)
+        # the reference's piecewise-linear learning rate scales every group's own rate
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups] if reference else None
         self.steps_per_epoch = max(1, len(Xtr) // a.batch_size)
         total = a.epochs * self.steps_per_epoch
         self.trainer = None
@@ -303,13 +345,20 @@ class Run:
             begin, end = int(0.2 * total), max(int(0.8 * total), int(0.2 * total) + 1)
             freq = a.frequency or max(1, min(20, (end - begin) // 40))
         if a.method not in ("dense", "dense-lp"):
+            opts = dict(h_schedule=a.h_schedule, controller=a.controller,
+                        revive=not a.no_revive, finalize=a.finalize, adapt_h=not a.no_adapt_h)
+            if reference:
+                from lpcore.methods.lpss import REFERENCE
+                opts = {k: REFERENCE[k] for k in ("h_schedule", "controller", "revive",
+                                                  "finalize", "adapt_h", "pruning",
+                                                  "mask_classifier", "init_sparsity", "delta")}
+                opts["count_all_parameters"] = REFERENCE["count_all_parameters"]
+                freq = REFERENCE["frequency"]
             self.trainer = lpcore_torch.SparseTrainer(
-                net, self.opt, method="scl" if a.method == "scl-lp" else a.method,
-                target_sparsity=a.target_sparsity,
-                begin=begin, end=end, frequency=freq, h0=a.h0, h_schedule=a.h_schedule,
-                seed=a.seed, controller=a.controller, revive=not a.no_revive,
-                finalize=a.finalize, adapt_h=not a.no_adapt_h, mask_lr=a.mask_lr, lam=a.lam,
-                penalty=a.penalty, channel_sparsity=a.channel_sparsity)
+                net, self.opt, method=TRAINER_METHOD.get(a.method, a.method),
+                target_sparsity=a.target_sparsity, begin=begin, end=end, frequency=freq,
+                h0=a.h0, seed=a.seed, mask_lr=a.mask_lr, lam=a.lam, penalty=a.penalty,
+                channel_sparsity=a.channel_sparsity, **opts)
         self.gen = torch.Generator().manual_seed(a.seed)
         self.history = []
         self.elapsed = 0.0
@@ -348,7 +397,13 @@ class Run:
         t0 = time.time()
         perm = torch.randperm(len(self.Xtr), generator=self.gen)
         tot = 0.0
+        total = total_epochs(a) * self.steps_per_epoch
         for i in range(self.steps_per_epoch):
+            if self.base_lrs is not None:
+                from lpcore.methods.lpss import reference_lr_factor
+                f = reference_lr_factor(len(self.history) * self.steps_per_epoch + i, total)
+                for g, lr in zip(opt.param_groups, self.base_lrs):
+                    g["lr"] = lr * f
             idx = perm[i * a.batch_size:(i + 1) * a.batch_size].to(self.Xtr.device)
             opt.zero_grad()
             loss = nn.functional.cross_entropy(net(self.Xtr[idx]), self.ytr[idx])
@@ -428,17 +483,27 @@ class Run:
                 else FALLBACK_ESTIMATOR
             pred, k = est.get(used, (None, None))
             from .report import spectral_gaps
+            active = int(np.count_nonzero(arr))
+            pr = lpcore.participation_ratio(arr)
             layers.append({"name": name, "shape": list(w.shape), "fan_in": n_in,
                            "sparsity": float((w == 0).float().mean()), "hoyer": h,
+                           # how many connections really carry weight: (sum |w|)^2 / sum w^2
+                           # over the active ones, and that count over the active count
+                           "participation_ratio": pr,
+                           "participation_fraction": pr / active if active else 0.0,
                            **spectral_gaps(arr, lay[1]),
                            "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
                            "estimator": used if pred is not None else None,
                            "hoyer_estimates": {e: v[0] for e, v in est.items()}})
         out = {"dataset": a.dataset, "model": a.model, "method": a.method,
-               "p": self.p, "target_sparsity": a.target_sparsity if trainer is not None else None,
+               "p": self.p, "recipe": a.recipe,
+               "target_sparsity": a.target_sparsity if trainer is not None else None,
                "device": a.device,
                "test_accuracy": self.history[-1]["test_accuracy"],
-               "sparsity": self.exact_sparsity(), "epochs": total_epochs(a), "seed": a.seed,
+               "sparsity": self.exact_sparsity(),
+               "sparsity_all_parameters": sum(int((q == 0).sum()) for q in net.parameters())
+               / sum(q.numel() for q in net.parameters()),
+               "epochs": total_epochs(a), "seed": a.seed,
                "train_time_s": self.elapsed, "layers": layers, "history": self.history}
         if trainer is not None:
             out["channel_sparsity"] = trainer.channel_sparsity
@@ -478,7 +543,7 @@ def _train(r, progress, after_epoch=None):
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=total_epochs(r.a), initial=len(r.history), desc=f"{r.a.method} p={r.p}",
+        bar = tqdm(total=total_epochs(r.a), initial=len(r.history), desc=_label(r.a.method, r.p),
                    unit="epoch", file=sys.stderr)
     while not r.done:
         rec = r.epoch()
@@ -498,19 +563,29 @@ def run(a, p, data, progress=True):
     return r.finish()
 
 
+def _label(method, p):
+    """The method, and its p for the LpSGD methods (the others have none)."""
+    if p is None:
+        return method
+    if isinstance(p, list):
+        p = ",".join(f"{v:g}" for v in p)
+    return f"{method} p={p}"
+
+
 def _table(m):
-    lines = [f"{m['dataset']} / {m['model']} / {m['method']}  p={m['p']}  "
+    lines = [f"{m['dataset']} / {m['model']} / {_label(m['method'], m['p'])}  "
              f"test accuracy {m['test_accuracy']:.4f}  exact sparsity {m['sparsity']:.4f}"
              + (f" (target {m['target_sparsity']})" if m['target_sparsity'] else "")
              + f"  train time {m['train_time_s']:.1f} s",
              f"{'layer':<14}{'fan-in':>8}{'p':>8}{'sparsity':>10}{'hoyer':>8}{'predicted':>11}"
-             f"{'k':>7}{'ram-gap':>9}{'w-gap':>9}"]
+             f"{'k':>7}{'PR/active':>10}{'ram-gap':>9}{'w-gap':>9}"]
     for r in m["layers"]:
         pred = "-" if r["hoyer_predicted"] is None else f"{r['hoyer_predicted']:.4f}"
         k = "-" if r["gamma_shape"] is None else f"{r['gamma_shape']:.2f}"
         pl = "-" if r["p"] is None else f"{r['p']:.4f}"
         lines.append(f"{r['name']:<14}{r['fan_in']:>8}{pl:>8}{r['sparsity']:>10.4f}"
-                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}{r['ramanujan_gap']:>9.3f}"
+                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}{r['participation_fraction']:>10.3f}"
+                     f"{r['ramanujan_gap']:>9.3f}"
                      f"{r['weighted_spectral_gap']:>9.3f}")
     if "channel_sparsity" in m:
         lines.append(f"channel sparsity (output channels without connections): "
@@ -537,7 +612,7 @@ def _plot_training(m, path):
         ax.plot(ep, [h["mask_sparsity"] for h in m["history"]], ls="--", label="mask sparsity")
     ax.set_xlabel("epoch")
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{m['dataset']} {m['model']} {m['method']} p={m['p']}")
+    ax.set_title(f"{m['dataset']} {m['model']} {_label(m['method'], m['p'])}")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -690,7 +765,7 @@ def main(argv=None):
         data = load(a.dataset, a.seed)
     except RuntimeError as e:
         ap.error(str(e))
-    ps = a.sweep_p or [a.p]
+    ps = a.sweep_p or [DEFAULT_P if a.p is None else a.p]
     try:  # the model and groups now: a wrong --p count is an argument error
         first = Run(a, ps[0], data)
     except ValueError as e:
