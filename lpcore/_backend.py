@@ -121,6 +121,15 @@ class Host(_Backend):
         return np.asarray(a)
 
     @staticmethod
+    def address(a):
+        """The address of ``a``'s first element (for the kernels' tensor tables)."""
+        return a.__array_interface__["data"][0]
+
+    @staticmethod
+    def register(a):
+        """Make ``a`` reachable through its address in the kernels (a no-op here)."""
+
+    @staticmethod
     def value(a, i):
         """Element ``i`` of a 1-D array as a float (error paths)."""
         return float(a[i])
@@ -217,6 +226,17 @@ class Cuda(_Backend):
     def to_numpy(a):
         from .kernels.cuda._launch import to_host
         return to_host(a)
+
+    @staticmethod
+    def address(a):
+        return D.address(a)[0]
+
+    @staticmethod
+    def register(a):
+        """Under the CUDA simulator, make ``a`` reachable through its address
+        (its kernels are Python: ``lpcore.kernels.cuda._pointers``)."""
+        from .kernels.cuda._pointers import register
+        register(a)
 
     @staticmethod
     def value(a, i):

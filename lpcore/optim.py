@@ -23,7 +23,7 @@ from .layout import groups
 from .norms import normalize
 from .sphere import to_dual
 
-__all__ = ["LpSGD", "LpSGDState"]
+__all__ = ["LpSGD", "LpSGDState", "StepPlan", "FlagSet"]
 
 _VARIANTS = {"dual": _k.DUAL, "primal": _k.PRIMAL, "riemannian": _k.RIEMANNIAN}
 
@@ -52,7 +52,8 @@ class LpSGDState:
     axis: tuple | None
     dual: np.ndarray | None = None
     momentum_buffer: np.ndarray | None = None
-    #: the step kernel's scratch, kept between steps (not part of the state's value)
+    #: the step plan of LpSGD.step / step_many, kept between steps (not part of
+    #: the state's value)
     _work: object = field(default=None, repr=False, compare=False)
 
     def __getstate__(self):  # copies and pickles leave the scratch behind
@@ -62,14 +63,6 @@ class LpSGDState:
 
     def __setstate__(self, d):
         self.__dict__.update(d)
-
-    def _workspace(self, B, G):
-        """The step kernel's per-group scratch for this tensor on backend ``B``,
-        made once and reused by every later step (no allocation per step)."""
-        w = self._work
-        if w is None or w[0] != B.name or w[1] != G:
-            w = self._work = (B.name, G, B.kernels.StepCall.workspace(G))
-        return w[2]
 
     def to_dict(self):
         """A dict of NumPy arrays (for ``np.savez`` and the like); GPU state is
@@ -268,7 +261,7 @@ class LpSGD:
                           dual=dual)
 
     def step(self, w, grad, state, lr=None, mask=None):
-        """One in-place step on ``w`` and ``state`` (one fused kernel call); returns ``state``.
+        """One in-place step on ``w`` and ``state`` (one kernel call); returns ``state``.
 
         Parameters
         ----------
@@ -298,39 +291,75 @@ class LpSGD:
             in the gradient, momentum buffer, weights or dual state (the
             message names the group).  Nothing is written when it raises.
         """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.step", lr, mask)
-        call.check(call.kernel.run("step"))
-        return call.commit()
+        fn = "lpcore.LpSGD.step"
+        e = self._entry(w, state, fn, mask)
+        eta = None if lr is None else _check_lr(lr, self.variant, fn)
+        g2 = self._grad2d(e, grad, fn)
+        hit = state._work
+        plan = hit[1] if hit is not None and hit[0] == e.key else None
+        if plan is None:
+            plan = StepPlan([e], fn=fn)
+            state._work = (e.key, plan)
+        else:
+            plan.entries[0] = e
+        plan._reload(0, eta)  # the state, not the plan, holds the counters here
+        plan._run([g2], fn, "immediate", single=True)
+        if not e.direct:  # the updated rows were a copy of w's
+            e.B.write(e.grp, e.w2, e.w)
+        return state
 
-    def prepare(self, w, grad, state, lr=None, mask=None):
-        """Phase 1 of a step: read and validate, write nothing.
+    def plan(self, ws, states, masks=None, names=None):
+        """A :class:`StepPlan` stepping the tensors ``ws`` together: their
+        tables, scratch and guard made once, then each :meth:`StepPlan.step`
+        is one kernel call (CPU) or three launches (GPU) for all of them.
 
-        Returns a handle for :meth:`apply`.  Use the pair to step several
-        tensors atomically: prepare all of them (any may raise, and then
-        nothing anywhere was written), then apply all.  The passes over
-        memory are those of :meth:`step`; only the kernel call is split.
-        Between ``prepare`` and ``apply``, ``w``, ``grad`` and the state must
-        not change.  ``lr`` and ``mask`` as in :meth:`step`.
-        """
-        call = self._bind(w, grad, state, "lpcore.LpSGD.prepare", lr, mask)
-        call.check(call.kernel.run("phase1"))
-        return call
+        ``ws``: weights viewable in place (C-contiguous in their grouped
+        layout, float32/float64, on one backend); ``states`` their
+        :class:`LpSGDState` from :meth:`init`; ``masks`` None or one bool
+        array (or None) per weight, re-read at every step when passed there
+        instead; ``names`` what errors call each tensor (default ``tensor
+        k``).  The plan owns the step counts and momentum buffers of the
+        states from now on (it writes them back at every CPU step and at
+        :meth:`StepPlan.sync` on the GPU)."""
+        fn = "lpcore.LpSGD.plan"
+        masks = [None] * len(ws) if masks is None else list(masks)
+        if not (len(ws) == len(states) == len(masks)):
+            raise ValueError(f"{fn}: got {len(ws)} weights, {len(states)} states and "
+                             f"{len(masks)} masks")
+        entries = [self._entry(w, s, fn, m, in_place=True) for w, s, m in zip(ws, states, masks)]
+        return StepPlan(entries, fn=fn, names=names)
 
-    def apply(self, prepared):
-        """Phase 2 of a step prepared by :meth:`prepare`; returns the state."""
-        if not isinstance(prepared, _Call) or prepared.opt is not self or prepared.done:
-            raise ValueError("lpcore.LpSGD.apply: pass the handle returned by this optimizer's "
-                             "prepare(), once")
-        prepared.kernel.run("phase2")
-        return prepared.commit()
+    def step_many(self, ws, grads, states, masks=None):
+        """Step several tensors atomically in one kernel call (one launch per
+        phase on the GPU): if any input is bad, none is changed (ValueError
+        naming the tensor and group).  Builds a :meth:`plan` on first use and
+        reuses it while the same arrays come back (kept on the first state)."""
+        fn = "lpcore.LpSGD.step_many"
+        masks = [None] * len(ws) if masks is None else list(masks)
+        if not (len(ws) == len(grads) == len(states) == len(masks)) or not ws:
+            raise ValueError(f"{fn}: need as many weights, gradients, states and masks (and at "
+                             "least one)")
+        entries = [self._entry(w, s, fn, m) for w, s, m in zip(ws, states, masks)]
+        key = tuple(e.key for e in entries)
+        hit = states[0]._work
+        plan = hit[1] if hit is not None and hit[0] == key else None
+        if plan is None:
+            plan = StepPlan(entries, fn=fn)
+            states[0]._work = (key, plan)
+        else:
+            plan.entries[:] = entries
+        for k in range(len(entries)):
+            plan._reload(k, None)
+        g2 = [self._grad2d(e, g, fn) for e, g in zip(entries, grads)]
+        plan._run(g2, fn, "immediate")
+        for e in entries:
+            if not e.direct:
+                e.B.write(e.grp, e.w2, e.w)
+        return list(states)
 
-    def step_many(self, ws, grads, states):
-        """Step several tensors; if any input is bad, none is changed."""
-        calls = [self.prepare(w, g, s) for w, g, s in zip(ws, grads, states, strict=True)]
-        return [self.apply(c) for c in calls]
-
-    def _bind(self, w, grad, state, fn, lr=None, mask=None):
-        B = for_arrays(fn, w=w, grad=grad, mask=mask,
+    def _entry(self, w, state, fn, mask=None, in_place=False):
+        """One tensor of a step: validated, in its (G, n) view."""
+        B = for_arrays(fn, w=w, mask=mask,
                        **{f"state.{k}": getattr(state, k, None)
                           for k in ("dual", "momentum_buffer")})
         w = self._check_weight(B, w, fn)
@@ -343,12 +372,6 @@ class LpSGD:
         st = state.step
         if isinstance(st, (bool, np.bool_)) or not isinstance(st, numbers.Integral) or st < 0:
             raise ValueError(f"{fn}: state.step must be an integer >= 0, got {st!r}")
-        eta = self.lr_at(st) if lr is None else _check_lr(lr, self.variant, fn)
-        grad = B.as_array(grad, fn, "grad")
-        if grad.shape != w.shape:
-            raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape {w.shape}")
-        if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
-            raise TypeError(f"{fn}: grad must be a real array, got dtype {grad.dtype}")
         grp = groups(w.shape, state.axis, fn)
         dt = w.dtype
         G, n = grp.G, grp.n
@@ -363,12 +386,32 @@ class LpSGD:
                                  "place); pass a writable copy")
         if self.variant == "dual" and state.dual is None:
             raise ValueError(f"{fn}: the dual variant needs state.dual (use LpSGD.init)")
+        m2 = None
         if mask is not None:
             mask = B.as_array(mask, fn, "mask")
             if mask.dtype != np.bool_ or mask.shape != w.shape:
                 raise ValueError(f"{fn}: mask must be a boolean array of w's shape {w.shape}, "
                                  f"got dtype {mask.dtype} and shape {mask.shape}")
-        return _Call(B, self, fn, w, grad, state, grp, eta, mask)
+            m2 = B.to2d(grp, mask, np.bool_)
+        w2 = B.view2d(grp, w, dt)
+        direct = w2 is not None
+        if not direct:
+            if in_place:
+                raise ValueError(f"{fn}: w must be viewable in place in its grouped layout "
+                                 "(C-contiguous groups of its dtype); step a contiguous copy")
+            w2 = B.to2d(grp, w, dt).copy() if B.name == "cpu" else B.to2d(grp, w, dt)
+        return _Entry(self, B, w, w2, direct, state, grp, m2)
+
+    @staticmethod
+    def _grad2d(e, grad, fn):
+        grad = e.B.as_array(grad, fn, "grad")
+        if grad.shape != e.w.shape:
+            raise ValueError(f"{fn}: grad has shape {grad.shape}, expected w's shape "
+                             f"{e.w.shape}")
+        if grad.dtype.kind not in "fiub" or grad.dtype.itemsize > 8:
+            raise TypeError(f"{fn}: grad must be a real array, got dtype {grad.dtype}")
+        e.grad = grad
+        return e.B.to2d(e.grp, grad, e.w2.dtype)
 
     # ------------------------------------------------------------------
     def _culprit(self, code, i, g2, state, grad, grp, B):
@@ -418,47 +461,268 @@ def _check_lr(lr, variant, fn):
     return float(lr)
 
 
-class _Call:
-    """One tensor's step in flight: the (G, n) views, the kernel arguments and
-    what to do once the kernel has run (either backend)."""
+class _Entry:
+    """One tensor of a step: the optimizer whose hyperparameters it takes,
+    the weight and its (G, n) view (``direct``: w's own memory), the state,
+    the layout and the (G, n) mask."""
 
-    def __init__(self, B, opt, fn, w, grad, state, grp, eta, mask=None):
-        dt = w.dtype
-        self.B, self.opt, self.fn, self.w, self.state, self.grp = B, opt, fn, w, state, grp
-        self.grad = grad
-        self.done = False
-        w2 = B.view2d(grp, w, dt)
-        self.direct = w2 is not None
-        # a weight whose groups are not trailing and contiguous is stepped on a copy
-        self.w2 = w2 if self.direct else B.to2d(grp, w, dt).copy() if B.name == "cpu" \
-            else B.to2d(grp, w, dt)
-        self.g2 = B.to2d(grp, grad, dt)
-        self.first = opt.momentum > 0 and state.momentum_buffer is None
-        self.buf = None
-        if opt.momentum > 0:
-            self.buf = B.zeros((grp.G, grp.n), dt) if self.first else state.momentum_buffer
-        self.kernel = B.kernels.StepCall(self.w2, self.g2, self.buf, state.dual,
-                                         opt.weight_decay, opt.momentum, opt.dampening,
-                                         opt.nesterov, self.first, _VARIANTS[opt.variant],
-                                         opt.p, eta,
-                                         None if mask is None else B.to2d(grp, mask, np.bool_),
-                                         work=state._workspace(B, grp.G))
+    __slots__ = ("opt", "B", "w", "w2", "direct", "state", "grp", "mask2", "grad", "key")
 
-    def check(self, result):
-        bad, code = result
-        if bad >= 0:
-            why = self.opt._culprit(code, bad, self.g2, self.state, self.grad, self.grp, self.B)
-            raise ValueError(f"{self.fn}: {why} in group {self.grp.index(bad)}; "
-                             "nothing was updated")
+    def __init__(self, opt, B, w, w2, direct, state, grp, mask2):
+        self.opt, self.B, self.w, self.w2, self.direct = opt, B, w, w2, direct
+        self.state, self.grp, self.mask2, self.grad = state, grp, mask2, None
+        addr = B.address
+        buf = state.momentum_buffer
+        self.key = (B.name, addr(w2), w2.shape, w2.dtype.str, opt.variant, opt.momentum > 0,
+                    None if mask2 is None else addr(mask2),
+                    None if state.dual is None else addr(state.dual),
+                    None if buf is None else addr(buf))
 
-    def commit(self):
-        if not self.direct:  # the updated rows were a copy of w's
-            self.B.write(self.grp, self.w2, self.w)
-        if self.first:
-            self.state.momentum_buffer = self.buf
-        self.state.step += 1
-        self.done = True
-        return self.state
+
+#: the guard's value when the step's external flag stopped it (``StepPlan.step(flag=...)``)
+FLAG = -2
+
+
+class FlagSet(ValueError):
+    """A step stopped by its external flag (``StepPlan.step(flag=...)``), not
+    by one of its own tensors: the binding that set the flag knows why."""
+
+
+class StepPlan:
+    """LpSGD steps of a fixed set of tensors, all of them in one kernel call
+    per step (CPU) or three launches (GPU), atomically: a bad input in any
+    tensor leaves every tensor and state unchanged.
+
+    Made by :meth:`LpSGD.plan` (or by :meth:`LpSGD.step` /
+    :meth:`LpSGD.step_many`, which keep one): the tensor tables (addresses,
+    layouts, hyperparameters, step counts) and all scratch are made once;
+    a step uploads only what changed (a gradient's address, a mask, a
+    learning rate).  Tensors of different dtypes, variants or momentum
+    settings form separate tables, checked together before any is written.
+
+    On the GPU nothing in :meth:`step` waits for the device with
+    ``check="deferred"``: a bad input is found on the device, where it stops
+    every later write (the *guard*), and is raised at the next :meth:`step`,
+    at :meth:`sync` or at :meth:`check`.  ``check="immediate"`` (the default)
+    reads it back at once; ``check="none"`` leaves it to :meth:`check` (a
+    step captured in a CUDA graph).  The step counts and the first-momentum
+    rule live in device memory, so a captured step replays correctly.
+    """
+
+    def __init__(self, entries, fn="lpcore.StepPlan", names=None):
+        self.fn = fn
+        self.entries = list(entries)
+        self.names = names
+        self.B = B = entries[0].B
+        if any(e.B is not B for e in entries):
+            raise TypeError(f"{fn}: the weights are on different devices (host and GPU)")
+        classes = {}
+        for k, e in enumerate(entries):
+            classes.setdefault((e.w2.dtype.str, e.opt.variant, e.opt.momentum > 0), []).append(k)
+        self.classes = []
+        self._fresh = {}  # entry -> the momentum buffer made for its first momentum step
+        base = 0
+        guard = None
+        for (dt, variant, has_mom), idx in classes.items():
+            dt = np.dtype(dt)
+            nmax = max(1, max(entries[k].grp.n for k in idx))
+            dummy = B.zeros((1, nmax), dt)  # read (as zeros) where a tensor has no buf / v
+            rows = []
+            for k in idx:
+                e = entries[k]
+                buf = e.state.momentum_buffer
+                if has_mom and buf is None:
+                    buf = self._fresh[k] = B.zeros((e.grp.G, e.grp.n), dt)
+                rows.append(self._row(e, buf if has_mom else dummy,
+                                      e.state.dual if e.state.dual is not None else dummy))
+            tables = _k.Tables(dt, rows, base)
+            ms = B.kernels.MultiStep(tables, _VARIANTS[variant], has_mom, guard=guard)
+            guard = getattr(ms, "guard", None)
+            self.classes.append((ms, tables, idx, dummy))
+            base += tables.ngroups
+        self._keep = None  # the arrays of the step in flight (their memory must stay)
+        self._optimistic = False
+
+    def _row(self, e, buf, v):
+        B, opt = self.B, e.opt
+        for a in (e.w2, buf, v, e.mask2):
+            B.register(a)
+        return dict(w=B.address(e.w2), buf=B.address(buf), v=B.address(v),
+                    mask=0 if e.mask2 is None else B.address(e.mask2), G=e.grp.G, n=e.grp.n,
+                    p=opt.p, wd=opt.weight_decay, mu=opt.momentum, damp=opt.dampening,
+                    nest=1.0 if opt.nesterov else 0.0, lr=opt.lr, decay=opt.lr_decay,
+                    step=e.state.step, started=0 if e.state.momentum_buffer is None else 1)
+
+    def _where(self, k):
+        for ms, tables, idx, _ in self.classes:
+            if k in idx:
+                return ms, idx.index(k)
+        raise IndexError(k)
+
+    def _reload(self, k, eta):
+        """Tensor ``k``'s counters, hyperparameters and mask from its entry (the
+        one-call API, where the state holds them between calls)."""
+        e = self.entries[k]
+        ms, t = self._where(k)
+        ms.set_counters(t, e.state.step, 0 if e.state.momentum_buffer is None and
+                        k in self._fresh else 1)
+        if eta is None:
+            ms.set_lr(t, e.opt.lr, e.opt.lr_decay)
+        else:
+            ms.set_lr(t, eta, 0.0)
+
+    # ------------------------------------------------------------------
+    def set_lr(self, k, lr, lr_decay=None):
+        """Tensor ``k``'s step size from the next step on: ``lr / (1 + lr_decay
+        * t)`` (``lr_decay`` None: unchanged)."""
+        ms, t = self._where(k)
+        _check_lr(lr, self.entries[k].opt.variant, self.fn)
+        tab = ms.t.ftab
+        ms.set_lr(t, float(lr), float(tab[t, _k.F_DECAY] if lr_decay is None else lr_decay))
+
+    def step(self, grads, masks=None, check="immediate", arrays=None, flag=0):
+        """Step every tensor with ``grads`` (arrays of the weights' shapes; of
+        their dtypes and C-contiguous to be used without a copy).  ``masks``
+        (a list with a bool array or None per tensor) replaces the masks for
+        this and later steps.  ``check``: see the class.
+
+        For bindings that checked the gradients themselves (w's dtype, shape
+        and device, C-contiguous in w's grouped layout), ``grads`` and
+        ``masks`` may hold plain addresses (ints; 0: no mask) instead: nothing
+        is converted.  ``arrays()`` then returns the gradients as arrays for
+        an error message.  ``flag`` (GPU): the address of a float32 device
+        scalar that, when non-zero as the step starts, stops it like a bad
+        group (:class:`FlagSet` names it) and that the step sets to 1 when a
+        group is bad (torch's ``found_inf``: it ties a binding's own updates
+        to the same guard)."""
+        fn = self.fn + ".step"
+        if check not in ("immediate", "deferred", "none"):
+            raise ValueError(f"{fn}: check must be 'immediate', 'deferred' or 'none', "
+                             f"got {check!r}")
+        if len(grads) != len(self.entries):
+            raise ValueError(f"{fn}: got {len(grads)} gradients for {len(self.entries)} tensors")
+        self.check()
+        if masks is not None:
+            for k, m in enumerate(masks):
+                self._set_mask(k, m, fn)
+        g2 = [g if isinstance(g, int) else LpSGD._grad2d(e, g, fn)
+              for e, g in zip(self.entries, grads)]
+        self._arrays = arrays
+        self._run(g2, fn, check, flag=flag)
+
+    def _set_mask(self, k, m, fn):
+        e = self.entries[k]
+        if isinstance(m, int):
+            ms, t = self._where(k)
+            ms.set_mask(t, m)
+            e.mask2 = m or None
+            return
+        if m is None:
+            e.mask2 = None
+        else:
+            m = e.B.as_array(m, fn, "mask")
+            if m.dtype != np.bool_ or tuple(m.shape) != tuple(e.w.shape):
+                raise ValueError(f"{fn}: mask {k} must be a boolean array of shape "
+                                 f"{tuple(e.w.shape)}, got dtype {m.dtype} and shape {m.shape}")
+            e.mask2 = e.B.to2d(e.grp, m, np.bool_)
+            e.B.register(e.mask2)
+        ms, t = self._where(k)
+        ms.set_mask(t, 0 if e.mask2 is None else e.B.address(e.mask2))
+
+    def _run(self, g2, fn, check, single=False, flag=0):
+        B = self.B
+        for k, g in enumerate(g2):
+            ms, t = self._where(k)
+            if isinstance(g, int):
+                ms.set_grad(t, g)
+            else:
+                B.register(g)
+                ms.set_grad(t, B.address(g))
+        self._keep = (g2, [e.mask2 for e in self.entries])
+        if B.name == "cpu":
+            check = "immediate"
+        if len(self.classes) == 1:
+            res = self.classes[0][0].run(check, flag=flag)
+        else:
+            res = (-1, None)
+            for ms, *_ in self.classes:
+                res = ms.run(check, "phase1", flag=flag)
+                if res[0] != -1:
+                    break
+            if res[0] == -1:
+                for i, (ms, *_) in enumerate(self.classes):
+                    last = i == len(self.classes) - 1
+                    ms.run(check if last else "none", "phase2", flag=flag)
+        if res[0] != -1:
+            self._raise(res, fn, single)
+        self._advance(optimistic=check != "immediate")
+
+    def _advance(self, optimistic):
+        """The states after a step: step counts and first momentum buffers
+        (on the GPU without a check, assumed to have succeeded until
+        :meth:`check` says otherwise)."""
+        for ms, tables, idx, _ in self.classes:
+            ctr = None if optimistic else ms.counters()
+            for t, k in enumerate(idx):
+                st = self.entries[k].state
+                st.step = st.step + 1 if ctr is None else int(ctr[t, 0])
+                if k in self._fresh and st.momentum_buffer is None:
+                    st.momentum_buffer = self._fresh[k]
+        self._optimistic = optimistic
+
+    def check(self):
+        """Raise the error of an earlier step that ran without an immediate
+        check (it changed nothing; the guard is cleared by raising); waits only
+        for that step's kernels."""
+        for ms, *_ in self.classes:
+            res = ms.pending(wait=True)
+            if res is not None and res[0] != -1:
+                self._raise(res, self.fn + ".step", False, deferred=True)
+
+    def sync(self):
+        """Wait for the enqueued steps, raise a pending error, and write the
+        step counts back into the states (the GPU keeps them on the device)."""
+        for ms, *_ in self.classes:
+            res = ms.check_now()
+            if res[0] != -1:
+                self._raise(res, self.fn + ".step", False, deferred=True)
+        if self._optimistic:
+            self._advance(optimistic=False)
+
+    def _raise(self, res, fn, single, deferred=False):
+        gg, code = res
+        if gg == FLAG:
+            for ms2, *_ in self.classes:
+                ms2.clear()
+            if deferred:
+                self._advance(optimistic=False)
+            raise FlagSet(f"{fn}: {'an earlier step: ' if deferred else ''}the flag was set; "
+                          "nothing was updated")
+        for ms, tables, idx, _ in self.classes:
+            if tables.base <= gg < tables.base + tables.ngroups:
+                break
+        t, i = tables.locate(gg)
+        k = idx[t]
+        e = self.entries[k]
+        if code is None:
+            code = _k.BAD_DIRECTION
+        g2 = self._keep[0][k] if self._keep is not None else None
+        if isinstance(g2, int):  # an address: the binding has the array
+            arrays = getattr(self, "_arrays", None)
+            g2 = None if arrays is None else arrays()[k]
+            if g2 is not None:
+                e.grad = g2
+                g2 = e.B.to2d(e.grp, g2, e.w2.dtype)
+        why = e.opt._culprit(code, i, g2, e.state, e.grad, e.grp, e.B) if g2 is not None \
+            else "a gradient, weight or state contains NaN or Inf"
+        for ms2, *_ in self.classes:
+            ms2.clear()
+        if deferred:  # the states were advanced before the outcome was known
+            self._advance(optimistic=False)
+        who = "" if single else (f"{self.names[k]}: " if self.names else f"tensor {k}: ")
+        when = "an earlier step: " if deferred else ""
+        raise ValueError(f"{fn}: {when}{who}{why} in group {e.grp.index(i)}; nothing was "
+                         "updated")
 
 
 def _row_finite(a, i):

@@ -307,7 +307,7 @@ def test_argument_errors(rng):
     assert state.step == 0
 
 
-def test_prepare_apply_equals_step_and_step_many_is_atomic(rng):
+def test_step_many_equals_step_and_is_atomic(rng):
     opt = lpcore.LpSGD(1.3, lr=0.1, momentum=0.9, weight_decay=1e-3)
     ws = [rng.standard_normal((4, 6)), rng.standard_normal((3, 2, 2)), rng.standard_normal((5, 3))]
     ref = [w.copy() for w in ws]
@@ -332,10 +332,41 @@ def test_prepare_apply_equals_step_and_step_many_is_atomic(rng):
         assert_unchanged(b, w)
         assert_unchanged(bb, s.momentum_buffer)
         assert s.step == 3
-    h = opt.prepare(ws[0], gs[0], states[0])
-    opt.apply(h)
-    with pytest.raises(ValueError, match="once"):
-        opt.apply(h)
+
+
+def test_a_plan_steps_tensors_of_several_dtypes_atomically_and_names_them(rng):
+    """A plan over float32 and float64 tensors (two tables): bit-identical to
+    one-tensor steps; a bad gradient in the float64 table stops the float32
+    one too, and the error names the tensor."""
+    opt = lpcore.LpSGD(1.4, lr=0.05, momentum=0.9, nesterov=True)
+    ws = [rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((3, 5)),
+          rng.standard_normal((2, 9)).astype(np.float32)]
+    ref = [w.copy() for w in ws]
+    states = [opt.init(w, axis=1) for w in ws]
+    rstates = [opt.init(w, axis=1) for w in ref]
+    plan = opt.plan(ws, states, names=["a", "b", "c"])
+    for _ in range(3):
+        gs = [rng.standard_normal(w.shape).astype(w.dtype) for w in ws]
+        plan.step(gs)
+        for w, g, s in zip(ref, gs, rstates):
+            opt.step(w, g, s)
+    for a, b, s, r in zip(ws, ref, states, rstates):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(s.momentum_buffer, r.momentum_buffer)
+        assert s.step == r.step == 3
+    gs = [rng.standard_normal(w.shape).astype(w.dtype) for w in ws]
+    gs[1][2, 0] = np.inf
+    before = [w.copy() for w in ws]
+    with pytest.raises(ValueError, match=r"b: grad contains NaN or Inf in group \(2,\)"):
+        plan.step(gs)
+    for w, b, s in zip(ws, before, states):
+        assert_unchanged(b, w)
+        assert s.step == 3
+    gs[1][2, 0] = 0.0
+    plan.step(gs)  # the plan goes on after an error
+    assert all(s.step == 4 for s in states)
+    with pytest.raises(ValueError, match="viewable in place"):
+        opt.plan([np.asfortranarray(rng.standard_normal((3, 4)))], [opt.init(np.ones((3, 4)), 1)])
 
 
 # ------------------------------------------------------------ the masked step

@@ -45,7 +45,7 @@ from .ball import project_ball_rows
 from .dual import signed_pow
 from .hoyer import hoyer_sums
 from .layout import add, fill
-from .lpsgd import StepCall
+from .lpsgd import MultiStep, Tables
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
@@ -53,5 +53,5 @@ from .tangent import tangent_coef, tangent_write
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
-    "signed_pow", "project_ball_rows", "add", "fill", "StepCall",
+    "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables",
 ]

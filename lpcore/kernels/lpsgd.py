@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 from numba import literally, njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from ._dispatch import log2_for, scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
+from ._pointers import as_ptr
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
 DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
@@ -391,3 +393,271 @@ class StepCall:
         par, ser = self.kernels[what]
         bad = (par if self.par else ser)(*self.args)
         return (bad, int(self.st[bad])) if bad >= 0 else (-1, None)
+
+
+# ---------------------------------------------------------------------------
+# The multi-tensor step: every group of every tensor of a step in one call.
+#
+# A tensor table describes the tensors (one row each; the layout both
+# backends share, :class:`Tables`): the int64 table holds the addresses of
+# w, the gradient, the momentum buffer, the dual state and the mask (all
+# C-contiguous (G, n); the gradient of w's dtype, the mask one byte per
+# entry), G, n, the tensor's first global group and whether it is masked;
+# the float64 table its hyperparameters; the int64 counters its step count
+# and whether its momentum buffer has started (device memory on the GPU, so
+# that a CUDA graph replays with them).
+
+#: int64 table columns
+T_W, T_GRAD, T_BUF, T_V, T_MASK, T_G, T_N, T_GOFF, T_MASKED = range(9)
+T_COLS = 9
+#: float64 table columns
+F_P, F_WD, F_MU, F_DAMP, F_NEST, F_LR, F_DECAY = range(7)
+F_COLS = 7
+#: counter columns
+C_STEP, C_STARTED = 0, 1
+
+_U8 = np.uint8(0)
+
+
+@njit(inline="always", **_JIT)
+def tensor_of(itab, gg):
+    """The table row of group ``gg`` (counted from the table's first group: the
+    last row starting at or before it)."""
+    lo = 0
+    hi = itab.shape[0] - 1
+    base = itab[0, T_GOFF]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if itab[mid, T_GOFF] - base <= gg:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def step_coefficients(mu, damp, nest, started, lr, decay, step, has_mom):
+    """``(bmu, bd, c1, c2, eta)`` of one tensor's step: :func:`coefficients`
+    with the first momentum step read from ``started``, and the decayed step
+    size ``lr / (1 + decay * step)``.  Compiled for both targets."""
+    bmu = 0.0
+    bd = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    if has_mom:
+        if started == 0:
+            bd = 1.0
+        else:
+            bmu = mu
+            bd = 1.0 - damp
+        if nest != 0.0:
+            c1 = 1.0
+            c2 = mu
+        else:
+            c2 = 1.0
+    return bmu, bd, c1, c2, lr / (1.0 + decay * step)
+
+
+_step_coefficients = njit(inline="always", **_JIT)(step_coefficients)
+
+
+@njit(inline="always", **_JIT)
+def _views(itab, t, like, has_mom, dual):
+    G = itab[t, T_G]
+    n = itab[t, T_N]
+    w = numba.carray(as_ptr(itab[t, T_W], like), (G, n))
+    g = numba.carray(as_ptr(itab[t, T_GRAD], like), (G, n))
+    buf = numba.carray(as_ptr(itab[t, T_BUF], like), (G if has_mom else 1, n))
+    v = numba.carray(as_ptr(itab[t, T_V], like), (G if dual else 1, n))
+    masked = itab[t, T_MASKED] != 0
+    mk = numba.carray(as_ptr(itab[t, T_MASK], _U8), (G if masked else 1, n if masked else 1))
+    return w, g, buf, v, mk, masked
+
+
+def _build_multi(variant, has_mom):
+    """The multi-tensor step drivers of one (variant, momentum) combination:
+    ``{"step": (par, ser), "phase1": ..., "phase2": ...}`` over every group of
+    every tensor of a table (the per-group work of the one-tensor drivers
+    above, so the arithmetic is theirs).  ``step`` runs phase 1, the check and
+    phase 2 in one call; the two phases apart let several tables (tensors of
+    other dtypes) be checked before any is written."""
+    V = int(variant)
+    M = bool(has_mom)
+    DU = V == DUAL
+
+    @njit(inline="always", **_JIT)
+    def one1(itab, ftab, ctr, S, st, like, gg):
+        t = tensor_of(itab, gg)
+        w, g, buf, v, mk, masked = _views(itab, t, like, M, DU)
+        bmu, bd, c1, c2, eta = _step_coefficients(
+            ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST], ctr[t, C_STARTED],
+            ftab[t, F_LR], ftab[t, F_DECAY], ctr[t, C_STEP], M)
+        o = itab[t, T_GOFF] - itab[0, T_GOFF]
+        G = itab[t, T_G]
+        _phase1(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
+                ftab[t, F_P], st[o:o + G], S[o:o + G], V, M)
+
+    @njit(inline="always", **_JIT)
+    def one2(itab, ftab, ctr, S, like, gg):
+        t = tensor_of(itab, gg)
+        w, g, buf, v, mk, masked = _views(itab, t, like, M, DU)
+        bmu, bd, c1, c2, eta = _step_coefficients(
+            ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST], ctr[t, C_STARTED],
+            ftab[t, F_LR], ftab[t, F_DECAY], ctr[t, C_STEP], M)
+        o = itab[t, T_GOFF] - itab[0, T_GOFF]
+        G = itab[t, T_G]
+        i = np.int64(gg - o)
+        if masked:
+            _phase2(i, w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2, ftab[t, F_P], eta,
+                    S[o:o + G], mk, V, M, True)
+        else:
+            _phase2(i, w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2, ftab[t, F_P], eta,
+                    S[o:o + G], mk, V, M, False)
+
+    @njit(inline="always", **_JIT)
+    def count(itab, ctr):
+        for t in range(itab.shape[0]):
+            ctr[t, C_STEP] += 1
+            if M:
+                ctr[t, C_STARTED] = 1
+
+    def make(loop, parallel):
+        @njit(parallel=parallel, **_JIT)
+        def step(itab, ftab, ctr, S, st, like, NG):
+            for gg in loop(NG):
+                one1(itab, ftab, ctr, S, st, like, gg)
+            for gg in range(NG):
+                if st[gg] != OK:
+                    return gg
+            for gg in loop(NG):
+                one2(itab, ftab, ctr, S, like, gg)
+            count(itab, ctr)
+            return -1
+
+        @njit(parallel=parallel, **_JIT)
+        def phase1(itab, ftab, ctr, S, st, like, NG):
+            for gg in loop(NG):
+                one1(itab, ftab, ctr, S, st, like, gg)
+            for gg in range(NG):
+                if st[gg] != OK:
+                    return gg
+            return -1
+
+        @njit(parallel=parallel, **_JIT)
+        def phase2(itab, ftab, ctr, S, st, like, NG):
+            for gg in loop(NG):
+                one2(itab, ftab, ctr, S, like, gg)
+            count(itab, ctr)
+            return -1
+        return step, phase1, phase2
+
+    par, ser = make(prange, True), make(range, False)
+    return {k: (par[i], ser[i]) for i, k in enumerate(("step", "phase1", "phase2"))}
+
+
+class Tables:
+    """The host description of a multi-tensor step: the int64 tensor table,
+    the float64 hyperparameters and the int64 counters (one row per tensor,
+    columns ``T_*``, ``F_*``, ``C_*``), for tensors of one dtype.
+
+    ``rows``: per tensor a dict with the addresses ``w``, ``grad``, ``buf``,
+    ``v``, ``mask`` (0: none; ``buf`` and ``v`` then point to a dummy row of
+    ``n`` zeros the kernels read but never write), ``G``, ``n``, and ``p``,
+    ``wd``, ``mu``, ``damp``, ``nest``, ``lr``, ``decay``, ``step``,
+    ``started``.  The backend's :class:`MultiStep` keeps its own copies
+    where the kernels need them (device memory on the GPU) and updates them
+    through its setters.
+    """
+
+    def __init__(self, dtype, rows, base=0):
+        T = len(rows)
+        self.dtype = np.dtype(dtype)
+        self.itab = np.zeros((T, T_COLS), np.int64)
+        self.ftab = np.zeros((T, F_COLS), np.float64)
+        self.ctr = np.zeros((T, 2), np.int64)
+        o = base
+        for t, r in enumerate(rows):
+            self.itab[t, [T_W, T_GRAD, T_BUF, T_V, T_MASK, T_G, T_N, T_GOFF, T_MASKED]] = (
+                r["w"], r.get("grad", 0), r["buf"], r["v"], r["mask"], r["G"], r["n"], o,
+                1 if r["mask"] else 0)
+            self.ftab[t] = (r["p"], r["wd"], r["mu"], r["damp"], r["nest"], r["lr"], r["decay"])
+            self.ctr[t] = (r["step"], r["started"])
+            o += r["G"]
+        self.base = base
+        self.ngroups = o - base
+        self.size = int(sum(r["G"] * r["n"] for r in rows))
+
+    def locate(self, gg):
+        """(tensor, group within it) of global group ``gg`` (``base`` <= gg <
+        ``base + ngroups``)."""
+        t = int(np.searchsorted(self.itab[:, T_GOFF], gg, side="right")) - 1
+        while self.itab[t, T_G] == 0:  # empty tensors share their successor's offset
+            t += 1
+        return t, int(gg - self.itab[t, T_GOFF])
+
+
+_MULTI = {}
+
+
+class MultiStep:
+    """The LpSGD step of many tensors in one kernel call (CPU).
+
+    Over a :class:`Tables` (the kernels read and write its host arrays
+    directly): :meth:`run` steps every tensor and advances its counters, or
+    writes nothing and returns the first bad global group and its status.
+    The GPU twin is :class:`lpcore.kernels.cuda.lpsgd.MultiStep` (same
+    methods).
+    """
+
+    def __init__(self, tables, variant, has_mom, guard=None):
+        key = (int(variant), bool(has_mom))
+        if key not in _MULTI:
+            _MULTI[key] = _build_multi(*key)
+        self.kernels = _MULTI[key]
+        self.has_mom = bool(has_mom)
+        self.t = tables
+        self.like = tables.dtype.type(0)
+        self.parallel = use_parallel(tables.size, tables.ngroups)
+        self.S = np.zeros((max(tables.ngroups, 1), 4))
+        self.st = np.zeros(max(tables.ngroups, 1), np.int8)
+
+    def set_grad(self, t, addr):
+        self.t.itab[t, T_GRAD] = addr
+
+    def set_mask(self, t, addr):
+        self.t.itab[t, T_MASK] = addr
+        self.t.itab[t, T_MASKED] = 1 if addr else 0
+
+    def set_lr(self, t, lr, decay):
+        self.t.ftab[t, F_LR] = lr
+        self.t.ftab[t, F_DECAY] = decay
+
+    def set_counters(self, t, step, started):
+        self.t.ctr[t] = (step, started)
+
+    def counters(self):
+        return self.t.ctr
+
+    def run(self, check="immediate", what="step", flag=0):
+        """Run ``what`` ("step", "phase1" or "phase2") over every tensor:
+        (-1, None), or (first bad global group, status) with nothing written
+        (the CPU always checks at once: ``check`` and ``flag`` are the GPU's)."""
+        t = self.t
+        if t.ngroups == 0:
+            if what != "phase1":
+                t.ctr[:, C_STEP] += 1
+                if self.has_mom:
+                    t.ctr[:, C_STARTED] = 1
+            return -1, None
+        par, ser = self.kernels[what]
+        bad = (par if self.parallel else ser)(t.itab, t.ftab, t.ctr, self.S, self.st,
+                                               self.like, t.ngroups)
+        return (bad + t.base, int(self.st[bad])) if bad >= 0 else (-1, None)
+
+    def pending(self, wait=True):
+        return -1, None
+
+    def check_now(self):
+        return -1, None
+
+    def clear(self):
+        pass

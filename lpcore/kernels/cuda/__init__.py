@@ -12,10 +12,10 @@ from .ball import project_ball_rows
 from .dual import signed_pow
 from .hoyer import hoyer_sums
 from .layout import add, fill, gather, scatter
-from .lpsgd import StepCall
+from .lpsgd import MultiStep
 from .norm import group_max, group_norms, norm_kind, scale_rows
 from .tangent import tangent_coef, tangent_write
 
 __all__ = ["config", "launch_config", "project_ball_rows", "signed_pow", "hoyer_sums", "add",
-           "fill", "gather", "scatter", "StepCall", "group_max", "group_norms", "norm_kind",
+           "fill", "gather", "scatter", "MultiStep", "group_max", "group_norms", "norm_kind",
            "scale_rows", "tangent_coef", "tangent_write"]

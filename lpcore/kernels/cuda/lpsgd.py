@@ -1,413 +1,610 @@
-"""The LpSGD step on the GPU: the CPU kernel's two phases as five launches.
+"""The LpSGD step on the GPU: every group of every tensor of a step in three
+launches, without a synchronisation.
 
-Contract as ``lpcore/kernels/lpsgd.py`` (same arguments, same status codes);
-a group may span several thread blocks (``nsplit`` slices), so each
-per-group reduction is a slice kernel plus a combine (one block per group,
-its threads striding over the group's slices):
+Contract as the CPU :class:`lpcore.kernels.lpsgd.MultiStep` (the same tensor
+table, status codes and per-group arithmetic; directions and updates in
+float64, fractional powers in the data's precision, sums in float64).  One
+thread block per *slice* of a group (``nsplit`` slices per group, one for
+ordinary fan-ins); a per-group reduction over several slices is finished by
+the group's last block to arrive (an atomic counter per group, reset by that
+block), not by a second kernel:
 
-phase 1 (reads only)
-    ``_k_p1``   per slice: max |d|, max |s| (s = v for ``dual``, w otherwise;
-                NaN-propagating), then the slice's max-scaled sum
-                ``sum (|d|/max_slice |d|)^q`` or, for ``riemannian``,
-                ``<nu, d>`` and ``<nu, nu>`` with nu from the slice max of |w|.
-    ``_k_c1``   per group: rescale and combine the slices into (max|d|,
-                max|s|, ||d||_q or the tangent coefficient, update?) and a
-                status; the first bad group is recorded with an atomic max of
-                ``G - i`` (see ``_launch.flags``).
-check       two integers to the host; nothing has been written.
-phase 2 (writes)
-    ``_k_p2a``  per slice: momentum buffer and the updated state in one pass,
-                then the slice's max and max-scaled power sum of the new state.
-    ``_k_c2``   per group: the new state's norm (Lq for ``dual``, Lp else).
-    ``_k_p2b``  elementwise: normalise; ``dual`` also maps v back to w
-                (``w = sign(v) (|v| / ||v||_q)^(1/(p-1))``, one power).
+``_k_check``  (phase 1, reads only) per slice: max |d|, max |s| (s = v for
+              ``dual``, w otherwise; NaN-propagating), then the slice's
+              max-scaled ``sum (|d| / max)^q`` or, for ``riemannian``,
+              ``<nu, d>`` and ``<nu, nu>``; the group's last block combines
+              them into (max|d|, max|s|, ||d||_q or the tangent coefficient,
+              update?, status).  A bad group sets the *guard* (an atomic min
+              of its global index).
+``_k_update`` (phase 2) nothing if the guard is set; else per slice the
+              momentum buffer and the updated state in one pass, then the
+              slice's max and max-scaled power sum of the new state; the last
+              block makes the group's norm.
+``_k_scale``  nothing if the guard is set; else normalise (``dual`` also maps
+              v back to w) and advance the tensor's counters (step, momentum
+              started).
 
-Arithmetic: directions and updates in float64 as on the CPU, fractional powers
-in the data's precision (``powf`` for float32), sums in float64.
+The step size and the first-momentum-step rule are computed on the device
+from the counters, so a CUDA graph that captured the launches replays later
+steps correctly.  The guard stays set until the host clears it
+(:meth:`MultiStep.clear`): a bad step, and every step after it, writes
+nothing.  The host learns of it by a synchronising read (``check=
+"immediate"``), by a copy into pinned memory read at the next call
+(``"deferred"``, no synchronisation), or not at all (``"none"``, for graph
+capture; :meth:`MultiStep.pending` reads it).
 """
 from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+import numpy as np
+from numba import cuda, float64, int32
 
-from ..lpsgd import (BAD_DIRECTION, BAD_STATE, DUAL, OK, PRIMAL, RIEMANNIAN, coefficients,
-                     direction)
-from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
-                      read_flags, scratch, split, stream, to_host)
+from ..._device import simulated
+from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, F_DECAY, F_LR,
+                     F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
+                     T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
+from ._launch import MAXT, bmax, bsum, config, maxnan, stream
+from ._pointers import as_ptr
 
 INF = math.inf
+#: the guard's value while no group is bad
+CLEAR = np.int64(1 << 62)
+_U8 = np.uint8(0)
+_F32 = np.float32(0)
+#: the guard's value when the external flag stopped the step
+FLAG = np.int64(-2)
+#: extra columns of the device copy of the tensor table
+T_NSPLIT, T_BOFF = 9, 10
+#: rows of the float64 scratch: per group S (5 cols), per block partials, per group N
+S_MD, S_MS, S_C, S_UPD, S_ST = range(5)
 
-
-#: the update direction, the CPU kernel's own source compiled for the GPU
 _dir = cuda.jit(device=True)(direction)
+_coef = cuda.jit(device=True)(step_coefficients)
 
 
-@cuda.jit(cache=True)
-def _k_p1(w, g, buf, v, wd, bmu, bd, c1, c2, e1, qe, variant, has_mom, nsplit, P):
+@cuda.jit(device=True)
+def _locate(itab, b):
+    """(tensor, group, first, last element of the slice, nsplit, first block of
+    the group, the group counted from the table's first) of block ``b``."""
+    lo = 0
+    hi = itab.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if itab[mid, T_BOFF] <= b:
+            lo = mid
+        else:
+            hi = mid - 1
+    t = lo
+    nsplit = itab[t, T_NSPLIT]
+    local = b - itab[t, T_BOFF]
+    i = local // nsplit
+    s = local - i * nsplit
+    n = itab[t, T_N]
+    span = (n + nsplit - 1) // nsplit
+    j0 = s * span
+    return t, i, j0, min(n, j0 + span), nsplit, b - s, itab[t, T_GOFF] - itab[0, T_GOFF] + i
+
+
+@cuda.jit(device=True)
+def _last_block(cnt, gg, nsplit, flag):
+    """True in every thread of the group's last block to finish (its partials
+    are then all visible); that block resets the counter."""
+    if nsplit == 1:
+        return True
+    cuda.threadfence()
+    if cuda.threadIdx.x == 0:
+        flag[0] = 1 if cuda.atomic.add(cnt, gg, 1) == nsplit - 1 else 0
+    cuda.syncthreads()
+    last = flag[0] == 1
+    cuda.syncthreads()
+    if last and cuda.threadIdx.x == 0:
+        cnt[gg] = 0
+    return last
+
+
+@cuda.jit
+def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
     sh = cuda.shared.array(MAXT, float64)
-    i, j0, j1 = _slice(w.shape[1], nsplit)
-    if i >= w.shape[0]:
-        return
-    bi = i if has_mom else 0
-    dual = variant == DUAL
+    flag = cuda.shared.array(1, int32)
+    b = cuda.blockIdx.x
+    if ext != 0 and b == 0 and cuda.threadIdx.x == 0 and as_ptr(ext, _F32)[0] != 0:
+        cuda.atomic.min(guard, 0, FLAG)
+    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    G = itab[t, T_G]
+    n = itab[t, T_N]
+    tid = cuda.threadIdx.x
     md = 0.0
     ms = 0.0
-    j = j0 + cuda.threadIdx.x
-    while j < j1:
-        d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-        md = maxnan(md, abs(d))
-        ms = maxnan(ms, abs(float64(v[i, j] if dual else w[i, j])))
-        j += cuda.blockDim.x
-    md = bmax(sh, md)
-    ms = bmax(sh, ms)
     a = 0.0
     bb = 0.0
-    if md < INF and ms < INF:
-        if variant == RIEMANNIAN:
-            if ms > 0.0:
-                mt = w.dtype.type(ms)
-                j = j0 + cuda.threadIdx.x
+    if i < G:
+        w = as_ptr(itab[t, T_W], like)
+        g = as_ptr(itab[t, T_GRAD], like)
+        buf = as_ptr(itab[t, T_BUF], like)
+        v = as_ptr(itab[t, T_V], like)
+        bmu, bd, c1, c2, eta = _coef(ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST],
+                                     ctr[t, C_STARTED], ftab[t, F_LR], ftab[t, F_DECAY],
+                                     ctr[t, C_STEP], has_mom)
+        wd = ftab[t, F_WD]
+        p = ftab[t, F_P]
+        row = i * n
+        brow = row if has_mom else 0
+        dual = variant == DUAL
+        j = j0 + tid
+        while j < j1:
+            d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
+            md = maxnan(md, abs(d))
+            ms = maxnan(ms, abs(float64(v[row + j] if dual else w[row + j])))
+            j += cuda.blockDim.x
+        md = bmax(sh, md)
+        ms = bmax(sh, ms)
+        if md < INF and ms < INF:
+            if variant == RIEMANNIAN:
+                if ms > 0.0:
+                    e1 = p - 1.0
+                    j = j0 + tid
+                    while j < j1:
+                        d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
+                                    has_mom)
+                        wj = float64(w[row + j])
+                        nu = math.pow(abs(wj) / ms, e1)
+                        if wj < 0:
+                            nu = -nu
+                        a += nu * d
+                        bb += nu * nu
+                        j += cuda.blockDim.x
+            elif md > 0.0:
+                qe = p / (p - 1.0)
+                j = j0 + tid
                 while j < j1:
-                    d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-                    wj = w[i, j]
-                    nu = float64(math.pow(abs(wj) / mt, e1))
-                    if wj < 0:
-                        nu = -nu
-                    a += nu * d
-                    bb += nu * nu
+                    d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
+                                has_mom)
+                    a += math.pow(abs(d) / md, qe)
                     j += cuda.blockDim.x
-        elif md > 0.0:
-            j = j0 + cuda.threadIdx.x
-            while j < j1:
-                d, _ = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-                a += float64(math.pow(w.dtype.type(abs(d) / md), qe))
-                j += cuda.blockDim.x
-    a = bsum(sh, a)
-    bb = bsum(sh, bb)
-    if cuda.threadIdx.x == 0:
-        b = cuda.blockIdx.x
+        a = bsum(sh, a)
+        bb = bsum(sh, bb)
+    if tid == 0:
         P[b, 0] = md
         P[b, 1] = ms
         P[b, 2] = a
         P[b, 3] = bb
-
-
-@cuda.jit(cache=True)
-def _k_c1(P, G, nsplit, variant, p, S, flag):
-    """Combine phase 1, one block per group: S[i] = (max|d|, max|state|, the
-    dual norm of d or the tangent coefficient, 1 if the group moves, status)."""
-    sh = cuda.shared.array(MAXT, float64)
-    tid = cuda.threadIdx.x
-    i = cuda.blockIdx.x
-    while i < G:
-        c0, c1 = i * nsplit, (i + 1) * nsplit
-        md = 0.0
-        ms = 0.0
-        c = c0 + tid
-        while c < c1:
-            md = maxnan(md, P[c, 0])
-            ms = maxnan(ms, P[c, 1])
-            c += cuda.blockDim.x
-        md = bmax(sh, md)
-        ms = bmax(sh, ms)
-        if tid == 0:
-            S[i, 0] = md
-            S[i, 1] = ms
-            S[i, 2] = 0.0
-            S[i, 3] = 0.0
-        if not ms < INF:  # first: a non-finite w also spoils d through weight decay
-            if tid == 0:
-                S[i, 4] = BAD_STATE
-                cuda.atomic.max(flag, 0, G - i)
-        elif not md < INF:
-            if tid == 0:
-                S[i, 4] = BAD_DIRECTION
-                cuda.atomic.max(flag, 0, G - i)
+    if i >= G or not _last_block(cnt, gg, nsplit, flag):
+        return
+    # the group's last block: combine its slices
+    p = ftab[t, F_P]
+    md = 0.0
+    ms = 0.0
+    c = b0 + tid
+    while c < b0 + nsplit:
+        md = maxnan(md, P[c, 0])
+        ms = maxnan(ms, P[c, 1])
+        c += cuda.blockDim.x
+    md = bmax(sh, md)
+    ms = bmax(sh, ms)
+    bad = not (ms < INF and md < INF)
+    a = 0.0
+    bb = 0.0
+    if not bad and md > 0.0 and ms > 0.0:
+        c = b0 + tid
+        if variant == RIEMANNIAN:
+            e = p - 1.0
+            while c < b0 + nsplit:
+                if P[c, 1] > 0.0:
+                    r = (P[c, 1] / ms) ** e
+                    a += P[c, 2] * r
+                    bb += P[c, 3] * r * r
+                c += cuda.blockDim.x
         else:
-            if tid == 0:
-                S[i, 4] = OK
+            q = p / (p - 1.0)
+            while c < b0 + nsplit:
+                if P[c, 0] > 0.0:
+                    a += P[c, 2] * (P[c, 0] / md) ** q
+                c += cuda.blockDim.x
+    a = bsum(sh, a)
+    bb = bsum(sh, bb)
+    if tid == 0:
+        S[gg, S_MD] = md
+        S[gg, S_MS] = ms
+        S[gg, S_C] = 0.0
+        S[gg, S_UPD] = 0.0
+        if not ms < INF:  # first: a non-finite w also spoils d through weight decay
+            S[gg, S_ST] = BAD_STATE
+            cuda.atomic.min(guard, 0, gg + itab[0, T_GOFF])
+        elif not md < INF:
+            S[gg, S_ST] = BAD_DIRECTION
+            cuda.atomic.min(guard, 0, gg + itab[0, T_GOFF])
+        else:
+            S[gg, S_ST] = OK
             if md > 0.0 and ms > 0.0:  # else: zero direction or dead group, left unchanged
-                a = 0.0
-                bb = 0.0
-                c = c0 + tid
+                S[gg, S_UPD] = 1.0
                 if variant == RIEMANNIAN:
-                    e = p - 1.0
-                    while c < c1:
-                        if P[c, 1] > 0.0:
-                            r = (P[c, 1] / ms) ** e
-                            a += P[c, 2] * r
-                            bb += P[c, 3] * r * r
-                        c += cuda.blockDim.x
+                    S[gg, S_C] = a / bb
                 else:
-                    q = p / (p - 1.0)
-                    while c < c1:
-                        if P[c, 0] > 0.0:
-                            a += P[c, 2] * (P[c, 0] / md) ** q
-                        c += cuda.blockDim.x
-                a = bsum(sh, a)
-                bb = bsum(sh, bb)
-                if tid == 0:
-                    S[i, 3] = 1.0
-                    if variant == RIEMANNIAN:
-                        S[i, 2] = a / bb
-                    else:
-                        S[i, 2] = md * a ** (1.0 / (p / (p - 1.0)))
-        i += cuda.gridDim.x
+                    S[gg, S_C] = md * a ** (1.0 / (p / (p - 1.0)))
 
 
 @cuda.jit(device=True)
-def _slice_norm_terms(sh, x, i, j0, j1, e):
-    """The slice's max |x[i]| and sum (|x| / max)^e (block reductions)."""
+def _slice_terms(sh, x, row, j0, j1, e):
+    """The slice's max |x| and sum (|x| / max)^e (block reductions)."""
     mx = 0.0
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        mx = maxnan(mx, abs(float64(x[i, j])))
+        mx = maxnan(mx, abs(float64(x[row + j])))
         j += cuda.blockDim.x
     mx = bmax(sh, mx)
     acc = 0.0
     if mx > 0.0:
-        mxt = x.dtype.type(mx)
         j = j0 + cuda.threadIdx.x
         while j < j1:
-            acc += float64(math.pow(abs(x[i, j]) / mxt, e))
+            acc += math.pow(abs(float64(x[row + j])) / mx, e)
             j += cuda.blockDim.x
     return mx, bsum(sh, acc)
 
 
-@cuda.jit(cache=True)
-def _k_p2a(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, ae, e1, re, variant, has_mom,
-           nsplit, S, Q, mk, masked):
+@cuda.jit
+def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
+    if guard[0] != CLEAR:
+        if ext != 0 and cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
+            as_ptr(ext, _F32)[0] = 1.0  # the binding's own updates skip too
+        return
     sh = cuda.shared.array(MAXT, float64)
-    i, j0, j1 = _slice(w.shape[1], nsplit)
-    if i >= w.shape[0]:
-        return
-    bi = i if has_mom else 0
+    flag = cuda.shared.array(1, int32)
     b = cuda.blockIdx.x
-    if S[i, 3] == 0.0:
-        if has_mom:  # the momentum buffer still advances
-            j = j0 + cuda.threadIdx.x
-            while j < j1:
-                _, nb = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-                buf[i, j] = nb
-                j += cuda.blockDim.x
-        mx = 0.0
-        acc = 0.0
-        hit = 0.0
-        if masked:  # zero the masked entries; the Lp terms of the rest, in case one was not zero
-            j = j0 + cuda.threadIdx.x
-            while j < j1:
-                if not mk[i, j]:
-                    if w[i, j] != 0:
-                        hit = 1.0
-                    w[i, j] = 0
-                j += cuda.blockDim.x
-            hit = bmax(sh, hit)
-            mx, acc = _slice_norm_terms(sh, w, i, j0, j1, w.dtype.type(p))
-        if cuda.threadIdx.x == 0:
-            Q[b, 0] = mx
-            Q[b, 1] = acc
-            Q[b, 2] = hit
+    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    G = itab[t, T_G]
+    if i >= G:
         return
-    md = S[i, 0]
-    ms = S[i, 1]
-    c2s = S[i, 2]
-    keep = 1.0 - eta
+    n = itab[t, T_N]
+    tid = cuda.threadIdx.x
+    w = as_ptr(itab[t, T_W], like)
+    g = as_ptr(itab[t, T_GRAD], like)
+    buf = as_ptr(itab[t, T_BUF], like)
+    v = as_ptr(itab[t, T_V], like)
+    masked = itab[t, T_MASKED] != 0
+    mk = as_ptr(itab[t, T_MASK], _U8)
+    bmu, bd, c1, c2, eta = _coef(ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST],
+                                 ctr[t, C_STARTED], ftab[t, F_LR], ftab[t, F_DECAY],
+                                 ctr[t, C_STEP], has_mom)
+    wd = ftab[t, F_WD]
+    p = ftab[t, F_P]
+    row = i * n
+    brow = row if has_mom else 0
     dual = variant == DUAL
-    ud = (md / c2s) ** (1.0 / (p - 1.0)) if variant == PRIMAL else 1.0
-    mst = w.dtype.type(ms)
+    r = p / (p - 1.0) if dual else p
+    moved = S[gg, S_UPD] != 0.0
     mx = 0.0
-    j = j0 + cuda.threadIdx.x
-    while j < j1:
-        d, nb = _dir(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-        if has_mom:
-            buf[i, j] = nb
-        if dual:
-            x = keep * float64(v[i, j]) - (eta / c2s) * d
-            xv = v.dtype.type(x)
-            v[i, j] = xv
-        else:
-            wj = w[i, j]
-            if variant == PRIMAL:
-                u = float64(math.pow(w.dtype.type(abs(d) / md), ae)) * ud
-                if d < 0:
-                    u = -u
-                x = keep * float64(wj) - eta * u
-            else:
-                nu = float64(math.pow(abs(wj) / mst, e1))
-                if wj < 0:
-                    nu = -nu
-                x = float64(wj) - eta * (d - c2s * nu)
-            xv = w.dtype.type(x) if not masked or mk[i, j] else w.dtype.type(0)
-            w[i, j] = xv
-        mx = maxnan(mx, abs(float64(xv)))
-        j += cuda.blockDim.x
-    mx = bmax(sh, mx)
     acc = 0.0
-    act = 0.0  # dual and masked: the active entries' terms (their share of ||w||_p^p)
-    if mx > 0.0:
-        mxt = w.dtype.type(mx)
-        j = j0 + cuda.threadIdx.x
+    third = 0.0  # moved: the active entries' terms (dual, masked); else: whether the mask hit
+    if not moved:
+        j = j0 + tid
         while j < j1:
-            xv = v[i, j] if dual else w[i, j]
-            t = float64(math.pow(abs(xv) / mxt, re))
-            acc += t
-            if masked and mk[i, j]:
-                act += t
+            if has_mom:  # the momentum buffer still advances
+                _, nb = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
+                             has_mom)
+                buf[row + j] = nb
+            if masked and mk[row + j] == 0:  # zero the masked entries
+                if w[row + j] != 0:
+                    third = 1.0
+                w[row + j] = 0
             j += cuda.blockDim.x
-    acc = bsum(sh, acc)
-    act = bsum(sh, act)
-    if cuda.threadIdx.x == 0:
+        if masked:  # the Lp terms of the rest, in case the mask zeroed an entry
+            third = bmax(sh, third)
+            mx, acc = _slice_terms(sh, w, row, j0, j1, p)
+    else:
+        md = S[gg, S_MD]
+        ms = S[gg, S_MS]
+        c2s = S[gg, S_C]
+        keep = 1.0 - eta
+        ae = 1.0 / (p - 1.0)
+        ud = (md / c2s) ** ae if variant == PRIMAL else 1.0
+        j = j0 + tid
+        while j < j1:
+            d, nb = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
+            if has_mom:
+                buf[row + j] = nb
+            if dual:
+                v[row + j] = keep * float64(v[row + j]) - (eta / c2s) * d
+                xv = float64(v[row + j])  # as stored
+            else:
+                wj = float64(w[row + j])
+                if variant == PRIMAL:
+                    u = math.pow(abs(d) / md, ae) * ud
+                    if d < 0:
+                        u = -u
+                    x = keep * wj - eta * u
+                else:
+                    nu = math.pow(abs(wj) / ms, p - 1.0)
+                    if wj < 0:
+                        nu = -nu
+                    x = wj - eta * (d - c2s * nu)
+                if masked and mk[row + j] == 0:
+                    x = 0.0
+                w[row + j] = x
+                xv = float64(w[row + j])
+            mx = maxnan(mx, abs(xv))
+            j += cuda.blockDim.x
+        mx = bmax(sh, mx)
+        if mx > 0.0:
+            j = j0 + tid
+            while j < j1:
+                xv = float64(v[row + j]) if dual else float64(w[row + j])
+                term = math.pow(abs(xv) / mx, r)
+                acc += term
+                if masked and mk[row + j] != 0:
+                    third += term
+                j += cuda.blockDim.x
+        acc = bsum(sh, acc)
+        third = bsum(sh, third)
+    if tid == 0:
         Q[b, 0] = mx
         Q[b, 1] = acc
-        Q[b, 2] = act
-
-
-@cuda.jit(cache=True)
-def _k_c2(Q, G, nsplit, r, p, dual, masked, S, N):
-    """Combine phase 2, one block per group: N[i, 0] = the r-norm of the new
-    state; masked: N[i, 1] = the factor putting w's active entries on the
-    sphere (dual), and for a group the step did not move the Lp norm of its
-    masked w if the mask zeroed an entry (else 0: left as it is)."""
-    sh = cuda.shared.array(MAXT, float64)
-    tid = cuda.threadIdx.x
-    i = cuda.blockIdx.x
-    while i < G:
-        c0, c1 = i * nsplit, (i + 1) * nsplit
-        moved = S[i, 3] != 0.0
-        e = r if moved else p
-        mx = 0.0
-        hit = 0.0
-        c = c0 + tid
-        while c < c1:
-            mx = max(mx, Q[c, 0])
-            hit = max(hit, Q[c, 2])
-            c += cuda.blockDim.x
-        mx = bmax(sh, mx)
-        hit = bmax(sh, hit)
-        use = mx > 0.0 and (moved or (masked and hit > 0.0))
-        acc = 0.0
-        act = 0.0
-        if use:
-            c = c0 + tid
-            while c < c1:
-                if Q[c, 0] > 0.0:
-                    sc = (Q[c, 0] / mx) ** e
-                    acc += Q[c, 1] * sc
-                    act += Q[c, 2] * sc
-                c += cuda.blockDim.x
-        acc = bsum(sh, acc)
-        act = bsum(sh, act)
-        if tid == 0:
-            N[i, 0] = mx * acc ** (1.0 / e) if use else 0.0
-            N[i, 1] = 1.0
-            if masked and dual and moved and use:
-                N[i, 1] = (act / acc) ** (-1.0 / p) if act > 0.0 else 0.0
-        i += cuda.gridDim.x
-
-
-@cuda.jit(cache=True)
-def _k_p2b(w, v, N, ae, variant, nsplit, S, mk, masked):
-    i, j0, j1 = _slice(w.shape[1], nsplit)
-    if i >= w.shape[0]:
+        Q[b, 2] = third
+    if not _last_block(cnt, gg, nsplit, flag):
         return
-    nv = N[i, 0]
+    # the group's last block: N[gg] = (the r-norm of the new state, or for a group
+    # the step did not move the Lp norm of its masked w if the mask zeroed an entry,
+    # else 0: left as it is; the factor putting w's active entries on the sphere)
+    e = r if moved else p
+    mx = 0.0
+    hit = 0.0
+    c = b0 + tid
+    while c < b0 + nsplit:
+        mx = max(mx, Q[c, 0])
+        hit = max(hit, Q[c, 2])
+        c += cuda.blockDim.x
+    mx = bmax(sh, mx)
+    hit = bmax(sh, hit)
+    use = mx > 0.0 and (moved or (masked and hit > 0.0))
+    acc = 0.0
+    act = 0.0
+    if use:
+        c = b0 + tid
+        while c < b0 + nsplit:
+            if Q[c, 0] > 0.0:
+                sc = (Q[c, 0] / mx) ** e
+                acc += Q[c, 1] * sc
+                act += Q[c, 2] * sc
+            c += cuda.blockDim.x
+    acc = bsum(sh, acc)
+    act = bsum(sh, act)
+    if tid == 0:
+        N[gg, 0] = mx * acc ** (1.0 / e) if use else 0.0
+        N[gg, 1] = 1.0
+        if masked and dual and moved and use:
+            N[gg, 1] = (act / acc) ** (-1.0 / p) if act > 0.0 else 0.0
+
+
+@cuda.jit
+def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
+    if guard[0] != CLEAR:
+        return
+    b = cuda.blockIdx.x
+    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    if b == itab[t, T_BOFF] and cuda.threadIdx.x == 0:  # the tensor's first block: its counters
+        ctr[t, C_STEP] += 1
+        if has_mom:
+            ctr[t, C_STARTED] = 1
+    if i >= itab[t, T_G]:
+        return
+    nv = N[gg, 0]
     if not nv > 0.0:
         return
+    n = itab[t, T_N]
+    w = as_ptr(itab[t, T_W], like)
+    v = as_ptr(itab[t, T_V], like)
+    masked = itab[t, T_MASKED] != 0
+    mk = as_ptr(itab[t, T_MASK], _U8)
+    ae = 1.0 / (ftab[t, F_P] - 1.0)
     f = 1.0 / nv
-    fw = N[i, 1]
+    fw = N[gg, 1]
+    row = i * n
+    dual = variant == DUAL and S[gg, S_UPD] != 0.0
     j = j0 + cuda.threadIdx.x
     while j < j1:
-        if variant == DUAL and S[i, 3] != 0.0:
-            x = v.dtype.type(float64(v[i, j]) * f)
-            v[i, j] = x
-            if masked and not mk[i, j]:
-                w[i, j] = 0
+        if dual:
+            v[row + j] = float64(v[row + j]) * f
+            x = float64(v[row + j])
+            if masked and mk[row + j] == 0:
+                w[row + j] = 0.0
             else:
-                r = math.pow(abs(x), ae)
+                rr = math.pow(abs(x), ae)
                 if masked:
-                    r = w.dtype.type(float64(r) * fw)
-                w[i, j] = -r if x < 0 else r
+                    rr = rr * fw
+                w[row + j] = -rr if x < 0 else rr
         else:
-            w[i, j] = float64(w[i, j]) * f
+            w[row + j] = float64(w[row + j]) * f
         j += cuda.blockDim.x
 
 
-class StepCall:
-    """The GPU twin of :class:`lpcore.kernels.lpsgd.StepCall` (same arguments,
-    device arrays): ``run("step" | "phase1" | "phase2")``."""
+def _launcher(kernel):
+    """``launch(key, grid, block, stream, *args)`` for ``kernel``: through
+    numba's dispatcher the first time for each ``key`` (the argument types:
+    it compiles), then straight to that compiled kernel's ``launch`` (the
+    dispatcher's per-call type checks cost more host time than the launch)."""
+    if simulated():
+        return lambda key, grid, block, s, *args: kernel[grid, block, s](*args)
+    cache = {}
 
-    @staticmethod
-    def workspace(G):
-        """The per-group scratch of one tensor's step (phase-1 statistics and
-        statuses), a (G, 5) device array to pass as ``work=`` to its later calls."""
-        return cuda.device_array((max(G, 1), 5))
+    def launch(key, grid, block, s, *args):
+        k = cache.get(key)
+        if k is not None:
+            k.launch(args, grid, block, s, 0)
+            return
+        before = set(kernel.overloads)
+        kernel[grid, block, s](*args)
+        new = [v for sig, v in kernel.overloads.items() if sig not in before]
+        if len(new) == 1:
+            cache[key] = new[0]
+    return launch
 
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None,
-                 work=None):
-        G, n = w.shape
-        self.empty = G == 0 or n == 0
-        has_mom = buf is not None
-        dummy = scratch("lpsgd.unused", (1, max(n, 1)), w.dtype)  # never written
-        bmu, bd, c1, c2 = coefficients(mu, damp, nest, first, has_mom)
-        if not has_mom:
-            buf = dummy
-        if v is None:
-            v = dummy if variant != DUAL else v
-        self.w, self.g, self.buf, self.v = w, g, buf, v
-        self.masked = mask is not None
-        self.mask = mask if self.masked else scratch("lpsgd.nomask", (1, 1), "bool")
-        self.coef = (float(wd), bmu, bd, c1, c2)
-        self.variant, self.has_mom, self.p, self.eta = int(variant), has_mom, float(p), float(eta)
-        self.G = G
-        if not self.empty:
-            self.nt, self.nsplit = split(n)
-            # the tensor's own workspace, not a shared scratch: step_many runs
-            # every tensor's phase 1 before any phase 2
-            self.S = self.workspace(G) if work is None else work
 
-    def _phase1(self):
-        G, nsplit = self.G, self.nsplit
-        dt = self.w.dtype.type
-        p = self.p
-        P = scratch("lpsgd.P", (G * nsplit, 4))
+_check_launch = _launcher(_k_check)
+_update_launch = _launcher(_k_update)
+_scale_launch = _launcher(_k_scale)
+
+
+class MultiStep:
+    """The GPU twin of :class:`lpcore.kernels.lpsgd.MultiStep`: the tables in
+    device memory (uploaded once; a gradient, mask or learning rate that
+    changes is uploaded from pinned memory, asynchronously, before the next
+    launch), per-group and per-block scratch made once, three launches per
+    step on the current stream (:func:`._launch.stream`), and the guard."""
+
+    def __init__(self, tables, variant, has_mom, guard=None):
+        self.t = tables
+        self.variant, self.has_mom = int(variant), bool(has_mom)
+        self.like = tables.dtype.type(0)
+        T = tables.itab.shape[0]
+        self.threads = config.threads
+        per_block = self.threads * config.items
+        ext = np.zeros((T, tables.itab.shape[1] + 2), np.int64)
+        ext[:, :tables.itab.shape[1]] = tables.itab
+        nblocks = 0
+        for t in range(T):
+            G, n = int(tables.itab[t, T_G]), int(tables.itab[t, T_N])
+            nsplit = max(1, -(-n // per_block))
+            ext[t, T_NSPLIT] = nsplit
+            ext[t, T_BOFF] = nblocks
+            nblocks += max(1, G * nsplit)  # an empty tensor still advances its counters
+        self.blocks = nblocks
         s = stream()
-        _k_p1[G * nsplit, self.nt, s](self.w, self.g, self.buf, self.v, *self.coef, dt(p - 1.0),
-                                      dt(p / (p - 1.0)), self.variant, self.has_mom, nsplit, P)
-        fl = flags()
-        bl, t = combine_grid(G, nsplit)
-        _k_c1[bl, t, s](P, G, nsplit, self.variant, p, self.S, fl)
-        bad = read_flags(fl, G)[0]
-        if bad < G:
-            return bad, int(to_host(self.S[bad:bad + 1])[0, 4])
+        # pinned host mirrors of what the host updates, device copies the kernels read
+        self.h_itab = cuda.pinned_array(ext.shape, np.int64)
+        self.h_itab[...] = ext
+        self.h_ftab = cuda.pinned_array(tables.ftab.shape, np.float64)
+        self.h_ftab[...] = tables.ftab
+        self.itab = cuda.to_device(self.h_itab, stream=s)
+        self.ftab = cuda.to_device(self.h_ftab, stream=s)
+        self.ctr = cuda.to_device(tables.ctr, stream=s)
+        NG = max(1, tables.ngroups)
+        self.S = cuda.device_array((NG, 5))
+        self.P = cuda.device_array((nblocks, 4))
+        self.N = cuda.device_array((NG, 2))
+        self.cnt = cuda.to_device(np.zeros(NG, np.int64), stream=s)
+        # the guard may be shared with the other tables of a step (tensors of other
+        # dtypes): then a bad group in any of them stops them all
+        self.guard = cuda.to_device(np.array([CLEAR], np.int64), stream=s) if guard is None \
+            else guard
+        self.h_guard = cuda.pinned_array(1, np.int64)
+        self.h_guard[0] = CLEAR
+        self.h_clear = cuda.pinned_array(1, np.int64)
+        self.h_clear[0] = CLEAR
+        self.event = None  # the deferred check's copy, until read
+        self.dirty_i = self.dirty_f = False
+        if s != 0:
+            s.synchronize()  # the pinned sources above are reused by later uploads
+
+    # ------------------------------------------------------------------ setters
+    def set_grad(self, t, addr):
+        if self.h_itab[t, T_GRAD] != addr:
+            self.h_itab[t, T_GRAD] = addr
+            self.t.itab[t, T_GRAD] = addr
+            self.dirty_i = True
+
+    def set_mask(self, t, addr):
+        if self.h_itab[t, T_MASK] != addr:
+            self.h_itab[t, T_MASK] = addr
+            self.h_itab[t, T_MASKED] = 1 if addr else 0
+            self.t.itab[t, T_MASK] = addr
+            self.t.itab[t, T_MASKED] = 1 if addr else 0
+            self.dirty_i = True
+
+    def set_lr(self, t, lr, decay):
+        if self.h_ftab[t, F_LR] != lr or self.h_ftab[t, F_DECAY] != decay:
+            self.h_ftab[t, F_LR] = lr
+            self.h_ftab[t, F_DECAY] = decay
+            self.t.ftab[t, F_LR] = lr
+            self.t.ftab[t, F_DECAY] = decay
+            self.dirty_f = True
+
+    def set_counters(self, t, step, started):
+        """The counters of tensor ``t`` (a synchronous upload: not a hot path)."""
+        self.t.ctr[t] = (step, started)
+        self.ctr[t:t + 1].copy_to_device(np.ascontiguousarray(self.t.ctr[t:t + 1]),
+                                         stream=stream())
+
+    def counters(self):
+        """The device counters, copied to the host (waits for the stream)."""
+        from ._launch import to_host
+        self.t.ctr[...] = to_host(self.ctr)
+        return self.t.ctr
+
+    # ------------------------------------------------------------------ the step
+    def run(self, check="immediate", what="step", flag=0):
+        """Enqueue the step.  ``check``: ``"immediate"`` reads the guard back
+        after the check kernel (a synchronisation) and returns (first bad
+        global group, status) with nothing written, or (-1, None);
+        ``"deferred"`` enqueues everything and a copy of the guard into pinned
+        memory that :meth:`pending` reads; ``"none"`` enqueues the kernels
+        only (graph capture)."""
+        s = stream()
+        if self.dirty_i:
+            self.itab.copy_to_device(self.h_itab, stream=s)
+            self.dirty_i = False
+        if self.dirty_f:
+            self.ftab.copy_to_device(self.h_ftab, stream=s)
+            self.dirty_f = False
+        common = (self.itab, self.ftab, self.ctr, self.S)
+        nt = self.threads
+        key = self.like.dtype.char
+        if what != "phase2":
+            _check_launch(key, self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
+                          self.like, self.variant, self.has_mom, flag)
+            if check == "immediate":
+                bad = self._read_guard(s)
+                if bad >= 0:
+                    return bad, self._status(bad)
+            if what == "phase1":
+                return -1, None
+        _update_launch(key, self.blocks, nt, s, *common, self.P, self.N, self.cnt, self.guard,
+                       self.like, self.variant, self.has_mom, flag)
+        _scale_launch(key, self.blocks, nt, s, *common, self.N, self.guard, self.like, self.variant,
+                      self.has_mom)
+        if check == "deferred":
+            self.guard.copy_to_host(self.h_guard, stream=s)
+            self.event = cuda.event() if simulated() else cuda.event(timing=False)
+            self.event.record(stream=s)
         return -1, None
 
-    def _phase2(self):
-        G, nsplit = self.G, self.nsplit
-        dt = self.w.dtype.type
-        p = self.p
-        a = 1.0 / (p - 1.0)
-        r = p / (p - 1.0) if self.variant == DUAL else p
-        Q = scratch("lpsgd.Q", (G * nsplit, 3))
-        s = stream()
-        _k_p2a[G * nsplit, self.nt, s](self.w, self.g, self.buf, self.v, *self.coef, p, self.eta,
-                                       dt(a), dt(p - 1.0), dt(r), self.variant, self.has_mom,
-                                       nsplit, self.S, Q, self.mask, self.masked)
-        N = scratch("lpsgd.N", (G, 2))
-        bl, t = combine_grid(G, nsplit)
-        _k_c2[bl, t, s](Q, G, nsplit, r, p, self.variant == DUAL, self.masked, self.S, N)
-        _k_p2b[G * nsplit, self.nt, s](self.w, self.v, N, dt(a), self.variant, nsplit, self.S,
-                                       self.mask, self.masked)
+    def _read_guard(self, s):
+        self.guard.copy_to_host(self.h_guard, stream=s)
+        if s != 0:
+            s.synchronize()
+        else:
+            cuda.synchronize()
+        g = int(self.h_guard[0])
+        return -1 if g == CLEAR else g
 
-    def run(self, what="step"):
-        """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or
-        (first bad group, status code)."""
-        if self.empty:
+    def _status(self, gg):
+        """The status of global group ``gg``, or None when it is another table's."""
+        from ._launch import to_host
+        k = gg - self.t.base
+        if not 0 <= k < self.t.ngroups:
+            return None
+        return int(to_host(self.S[k:k + 1])[0, S_ST])
+
+    def pending(self, wait=True):
+        """The deferred check of the last step: (first bad global group,
+        status) or (-1, None); None when it is not known yet and ``wait`` is
+        false.  ``wait``: wait for the last step's kernels (not for later work)."""
+        if self.event is None:
             return -1, None
-        if what == "phase2":
-            self._phase2()
-            return -1, None
-        res = self._phase1()
-        if what == "step" and res[0] < 0:
-            self._phase2()
-        return res
+        if not wait and not self.event.query():
+            return None
+        self.event.synchronize()
+        self.event = None
+        g = int(self.h_guard[0])
+        return (-1, None) if g == CLEAR else (g, self._status(g))
+
+    def check_now(self):
+        """The guard as it is after all enqueued work (a synchronisation)."""
+        self.event = None
+        bad = self._read_guard(stream())
+        return (-1, None) if bad < 0 else (bad, self._status(bad))
+
+    def clear(self):
+        """Clear the guard (after its error was raised): later steps write again."""
+        self.guard.copy_to_device(self.h_clear, stream=stream())
+        self.h_guard[0] = CLEAR
+        self.event = None
