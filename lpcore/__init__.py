@@ -8,7 +8,7 @@ sphere       :func:`project_tangent`, :func:`retract`, :func:`to_dual`, :func:`f
 ball         :func:`project_ball`
 sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`fan_in_axes`,
              :func:`participation_ratio`
-optimizer    :class:`LpSGD` (state :class:`LpSGDState`)
+optimizer    :class:`LpSGD` (state :class:`LpSGDState`; many tensors at once: :class:`StepPlan`)
 GPU          :func:`cuda_stream` (the stream GPU work is enqueued on)
 topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
@@ -36,7 +36,7 @@ from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad,
 from ._device import cuda_stream
 from .norms import all_finite, norm, normalize
 from .methods import make_method
-from .optim import LpSGD, LpSGDState
+from .optim import FlagSet, LpSGD, LpSGDState, StepPlan
 from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .topology import (adjust_to_sparsity, drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
@@ -50,7 +50,7 @@ __all__ = [
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes", "participation_ratio",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
     "p_for_sparsity",
-    "LpSGD", "LpSGDState", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
+    "LpSGD", "LpSGDState", "StepPlan", "FlagSet", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",

@@ -57,6 +57,8 @@ HOST_ONLY = {
     "fan_in_axes": "shapes only",
     "participation_ratio": "a statistic of trained weights, read on the host like the layer report",
     "LpSGDState": "a container (its to_device/to_dict are tested in test_cuda.py)",
+    "StepPlan": "made by LpSGD.plan / step_many (the LpSGD entry, both backends)",
+    "FlagSet": "an exception class",
     "expected_hoyer": "scalar model", "p_for_hoyer": "scalar model",
     "fit_gamma_shape": "a fit on host samples", "predict_hoyer": "scalar model",
     "expected_pruned_fraction": "scalar model", "p_for_sparsity": "scalar model",

@@ -243,7 +243,14 @@ def test_cli_failure_leaves_nothing_in_out(tmp_path, monkeypatch):
 
 def test_cli_lpss_records_the_p_it_chose_per_layer(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["--epochs", "2", "--target-sparsity", "0.8", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["--epochs", "2", "--out", str(out / "default"), "--quiet"]) == 0
+    m = json.loads((out / "default" / "metrics.json").read_text())
+    assert m["p"] == 2.0 and all(layer["p"] == 2.0 for layer in m["layers"])  # the default
+    assert all(1.0 <= layer["participation_ratio"] and 0 < layer["participation_fraction"] <= 1
+               for layer in m["layers"])
+    capsys.readouterr()
+    assert cli.main(["--epochs", "2", "--target-sparsity", "0.8", "--p", "auto", "--out", str(out),
+                     "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["p"] == "auto"
     got = [(layer["fan_in"], layer["p"]) for layer in m["layers"]]

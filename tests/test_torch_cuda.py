@@ -7,8 +7,8 @@ The same tests run in two ways:
 * under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, the simulator step
   of ``.ci/run``), on CPU tensors that the binding hands to lpcore as
   simulator device arrays over their memory (the ``gpu`` fixture replaces
-  the three functions of ``lpcore_torch._convert`` that know what a CUDA
-  tensor is): the optimizer and the trainer then take their GPU code paths
+  the functions of ``lpcore_torch._convert`` that know what a CUDA tensor
+  is): the optimizer and the trainer then take their GPU code paths
   through lpcore's CUDA kernels, on a stream of the test's own.  What the
   simulator cannot show: torch's ``__cuda_array_interface__`` and
   ``torch.as_tensor`` of a numba array, torch's current stream, speed.
@@ -47,7 +47,10 @@ class GPU:
         self.sim = D.simulated()
         if not self.sim and not torch.cuda.is_available():
             pytest.skip("numba sees a GPU but this torch has no CUDA")
-        self.device = torch.device("cpu" if self.sim else "cuda")
+        # with its index: a tensor moved to "cuda" is on "cuda:0", and
+        # torch.device("cuda:0") != torch.device("cuda")
+        self.device = torch.device("cpu") if self.sim else \
+            torch.device("cuda", torch.cuda.current_device())
         self._mp = monkeypatch
         self.stream = cuda.stream() if self.sim else None
         self.launches = []
@@ -72,6 +75,11 @@ class GPU:
         def from_core(a, device):
             return torch.from_numpy(a._ary if isinstance(a, FakeCUDAArray) else a)
 
+        def address(t):  # a device array over the tensor, reachable by the kernels
+            from lpcore.kernels.cuda._pointers import register
+            register(core_view(t.reshape(-1)))
+            return t.data_ptr()
+
         @contextlib.contextmanager
         def stream_of(tensors):
             with lpcore.cuda_stream(self.stream):
@@ -85,6 +93,8 @@ class GPU:
             m.setattr(C, "core_view", core_view)
             m.setattr(C, "from_core", from_core)
             m.setattr(C, "stream_of", stream_of)
+            m.setattr(C, "address", address)
+            m.setattr(C, "on_gpu", lambda t: True)
             m.setattr(sim_kernel.FakeCUDAKernel, "__getitem__", getitem)
             yield
 
@@ -184,12 +194,80 @@ def test_lpsgd_on_gpu_bad_gradient_names_it_and_changes_nothing(gpu):
     opt.zero_grad()
     nn.functional.cross_entropy(net(gpu.to(x)), gpu.to(y)).backward()
     net[2].weight.grad[4, 1] = float("nan")
-    with gpu.on(), pytest.raises(ValueError, match=r"gradient of|grad contains NaN"):
-        opt.step()
+    with gpu.on():
+        opt.step()  # found on the device: nothing is written, nothing waited for
     for a, b in zip(net.parameters(), before):
         assert torch.equal(a.detach(), b)
     for k, v in state.items():
         assert torch.equal(opt.state[net[2].weight][k], v)
+    # raised at the next step (or check / state_dict), naming the parameter and group
+    with gpu.on(), pytest.raises(ValueError, match=r"earlier step: 2\.weight: grad contains "
+                                                   r"NaN or Inf in group \(4,\)"):
+        opt.step()
+    for a, b in zip(net.parameters(), before):
+        assert torch.equal(a.detach(), b)
+    assert opt.state[net[2].weight]["step"] == 1
+    net[2].weight.grad[4, 1] = 0.0
+    with gpu.on():
+        opt.step()  # the guard was cleared by raising: the optimizer goes on
+        opt.check()
+    assert opt.state[net[2].weight]["step"] == 2
+    # a bad plain gradient (a bias) stops the constrained step too
+    before = [q.detach().clone() for q in net.parameters()]
+    net[0].bias.grad[1] = float("inf")
+    with gpu.on():
+        opt.step()
+        with pytest.raises(ValueError, match=r"gradient of 0\.bias"):
+            opt.check()
+    for a, b in zip(net.parameters(), before):
+        assert torch.equal(a.detach(), b)
+    # check="immediate" raises in the step itself
+    with gpu.on():
+        opt2 = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1,
+                                  momentum=0.9, check="immediate")
+        net[0].bias.grad[1] = 0.0
+        net[2].weight.grad[4, 1] = float("nan")
+        with pytest.raises(ValueError, match=r"2\.weight: grad contains NaN"):
+            opt2.step()
+
+
+def test_lpsgd_step_on_gpu_makes_three_launches_and_never_waits(gpu, monkeypatch):
+    """Issue 26's count: the optimizer step over constrained device tensors is a fixed
+    number of launches (three, whatever the number of tensors), no synchronisation and no
+    allocation after the first step; its only device-to-host traffic is the guard's
+    asynchronous copy into pinned memory."""
+    if not gpu.sim:
+        pytest.skip("counts the simulator's launches and copies")
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Linear(6, 6, bias=False) for _ in range(9)])  # 8 constrained
+    with gpu.on():
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1, momentum=0.9)
+    assert len(opt.constrained_weights()) == 8
+    net[8].weight.requires_grad_(False)  # no plain tensor: lpcore's launches alone
+    batches = [(torch.randn(4, 6), None) for _ in range(3)]
+
+    def step(x):
+        opt.zero_grad()
+        net(gpu.to(x)).square().mean().backward()
+        with gpu.on():
+            opt.step()
+    step(batches[0][0])  # the first step builds the plan
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+    made, copies, syncs = [], [], []
+    real = cuda.device_array
+    monkeypatch.setattr(cuda, "device_array", lambda *a, **k: made.append(a) or real(*a, **k))
+    copy = sim_array.FakeCUDAArray.copy_to_host
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                        lambda self, ary=None, stream=0: copies.append(ary) or copy(self, ary,
+                                                                                   stream))
+    monkeypatch.setattr(cuda, "synchronize", lambda: syncs.append(1))
+    monkeypatch.setattr(type(gpu.stream), "synchronize", lambda self: syncs.append(1))
+    n0 = len(gpu.launches)
+    step(batches[1][0])
+    assert len(gpu.launches) - n0 == 3
+    assert all(s is gpu.stream for s in gpu.launches[n0:])
+    assert made == [] and syncs == []
+    assert len(copies) == 1 and copies[0] is not None and copies[0].size == 1  # the guard
 
 
 def _lpss(device=None):

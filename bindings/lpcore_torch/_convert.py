@@ -51,6 +51,17 @@ def core_view(t):
     return cuda.from_cuda_array_interface(t.__cuda_array_interface__, owner=t, sync=False)
 
 
+def address(t):
+    """The address of tensor ``t``'s first element (lpcore's step plans take
+    checked gradients and masks by address: no array is made per step)."""
+    return t.data_ptr()
+
+
+def on_gpu(t):
+    """Whether ``t`` goes to lpcore's GPU kernels."""
+    return t.device.type == "cuda"
+
+
 def from_core(a, device):
     """A tensor over the memory of an array lpcore made (NumPy or a device
     array on ``device``), without a copy."""

@@ -71,10 +71,14 @@ class LpSGD(Optimizer):
     """
 
     def __init__(self, params, lr, p=None, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, lr_decay=0.0, variant="dual"):
+                 weight_decay=0.0, lr_decay=0.0, variant="dual", check="auto"):
+        if check not in ("auto", "immediate"):
+            raise ValueError(f"lpcore_torch.LpSGD: check must be 'auto' or 'immediate', "
+                             f"got {check!r}")
         defaults = dict(lr=lr, p=p, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay, lr_decay=lr_decay, variant=variant,
-                        maximize=False, foreach=None, fused=None, differentiable=False)
+                        maximize=False, foreach=None, fused=None, differentiable=False,
+                        check=check)
         super().__init__(params, defaults)
         names = self._names()
         with torch.no_grad(), C.stream_of(self._all_constrained()):
@@ -86,7 +90,9 @@ class LpSGD(Optimizer):
                 for w, layout in self._constrained(group):
                     if "step" in self.state[w]:
                         continue
-                    arr, back = _array(w, names[id(w)])
+                    copy = _work_copy(w, names[id(w)])
+                    arr = C.core_view(w if copy is None else copy)
+                    back = None if copy is None else (lambda w=w, c=copy: w.copy_(c))
                     if not lpcore.all_finite(arr):
                         raise ValueError(f"lpcore_torch.LpSGD: {names[id(w)]} contains NaN or "
                                          "Inf; no parameter was changed")
@@ -166,7 +172,7 @@ class LpSGD(Optimizer):
             masks[id(param)] = (weakref.ref(param), mask)
 
     def _mask_of(self, q, name):
-        """q's registered mask as lpcore's bool array of q's shape, or None."""
+        """q's registered mask (a contiguous bool tensor of q's shape), or None."""
         hit = self.__dict__.get("_mask_map", {}).get(id(q))
         if hit is None or hit[0]() is not q:
             return None
@@ -176,22 +182,7 @@ class LpSGD(Optimizer):
             raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {name} must be a bool "
                              f"tensor of its shape {tuple(q.shape)} on {q.device}; nothing was "
                              "updated")
-        return C.core_view(m.contiguous())
-
-    def _prepare(self, core, q, names, arr, cs):
-        """Phase 1 of q's step on ``arr`` (q's weight in its grouped view) with
-        its gradient and registered mask; errors name the parameter."""
-        mk = self._mask_of(q, names[id(q)])
-        try:
-            return core.prepare(arr, _grad_array(q, names).reshape(arr.shape), cs,
-                                mask=None if mk is None else mk.reshape(arr.shape))
-        except ValueError as e:
-            raise ValueError(f"{names[id(q)]}: {e}") from None
-
-    def _fast(self):
-        """id(weight) -> :class:`_Cached`: the core state of each constrained
-        weight kept between steps (dropped on copy/pickle, like ``_seen``)."""
-        return self.__dict__.setdefault("_fast_map", {})
+        return m if m.is_contiguous() else m.contiguous()
 
     def _cached_core(self, group):
         """The group's ``lpcore.LpSGD``, rebuilt (and so validated) only when
@@ -277,85 +268,142 @@ class LpSGD(Optimizer):
         return loss
 
     def _step(self):
-        pending = []  # (core, handle, writeback, state, core state, fresh, param, kept)
-        plain = []  # (group, params, grads)
         names = _LazyNames(self)
-        fast = self._fast()
-        # phase 1 everywhere: read and validate, write nothing
+        holder = self._plan_for(names)  # the constrained weights with a gradient
+        plain = []  # (group, params, grads)
+        gpu = False
         for group in self.param_groups:
-            core = self._cached_core(group)
-            cons = {id(w): layout for w, layout in self._constrained(group)}
-            pg, gg = [], []
-            for q in group["params"]:
-                if q.grad is None:
-                    continue
-                f = fast.get(id(q))
-                if f is not None and f.valid(q, self.state[q]) and not self._changed(q):
-                    # the cached state of this weight: views of its tensors, kept
-                    # from the last step; only the gradient is new
-                    h = self._prepare(core, q, names, f.arr, f.state)
-                    pending.append((core, h, None, self.state[q], f.state, False, q, True))
-                    continue
-                # (_grad_array checks the gradient, naming it only when it refuses)
-                if id(q) not in cons:
+            cons = {id(w) for w, _ in self._constrained(group)}
+            pg = [q for q in group["params"] if q.grad is not None and id(q) not in cons]
+            for q in pg:
+                _check_state(self.state.get(q, {}), q, names, "momentum_buffer")
+                gpu = gpu or q.device.type == "cuda" or C.on_gpu(q)
+            if pg:
+                plain.append((group, pg, [q.grad for q in pg]))
+        mode = self._mode(holder, gpu)
+        flag = None
+        if mode == "immediate":
+            for group, pg, gg in plain:  # plain gradients first: nothing is written if bad
+                for q in pg:
                     if not lpcore.all_finite(_grad_array(q, names)):
                         raise ValueError(f"lpcore_torch.LpSGD.step: the gradient of "
                                          f"{names[id(q)]} contains NaN or Inf; nothing was "
                                          "updated")
-                    _check_state(self.state.get(q, {}), q, names, "momentum_buffer")
-                    pg.append(q)
-                    gg.append(q.grad)
-                    continue
-                view, axis = cons[id(q)]
-                st = self.state[q]
-                for key in ("dual", "momentum_buffer"):
-                    _check_state(st, q, names, key)
-                arr, back = _array(q, names[id(q)])
-                axis = tuple(axis) if axis is not None else None
-                fresh = self._changed(q)
-                if fresh:
-                    # the weights were replaced outside the optimizer: derive the state
-                    # from them, on a copy (nothing is written before phase 2)
-                    if not lpcore.all_finite(arr):
-                        raise ValueError(f"lpcore_torch.LpSGD.step: {names[id(q)]} was changed "
-                                         "outside the optimizer and contains NaN or Inf; "
-                                         "nothing was updated")
-                    arr, back = _array(q, names[id(q)], copy=True)
-                    cs = core.init(arr.reshape(view), axis=axis)
-                    cs.step = int(st["step"])
-                else:
-                    cs = lpcore.LpSGDState(
-                        step=int(st["step"]), shape=view, axis=axis,
-                        dual=_state_array(st, "dual"),
-                        momentum_buffer=_state_array(st, "momentum_buffer"))
-                h = self._prepare(core, q, names, arr.reshape(view), cs)
-                pending.append((core, h, back, st, cs, fresh, q, False))
-            if pg:
-                plain.append((group, pg, gg))
-        # phase 2: write
-        seen = self._seen()
-        for core, h, back, st, cs, fresh, q, kept in pending:
-            core.apply(h)
-            if back is not None:
-                back()
-            st["step"] = cs.step
-            if fresh:
-                st.pop("momentum_buffer", None)
-                if cs.dual is not None:
-                    st["dual"] = C.from_core(cs.dual, q.device)
-            if cs.momentum_buffer is not None and "momentum_buffer" not in st:
-                st["momentum_buffer"] = C.from_core(cs.momentum_buffer, q.device)
-            seen[id(q)] = _fingerprint(q)
-            if back is None and not kept:
-                # stepped in place through views of its own memory: keep the
-                # state for the next step (fp16/bf16 and non-contiguous
-                # weights, stepped on copies, take the full path every step)
-                fast[id(q)] = _Cached(q, st, cs, h.w)
+        elif plain:
+            # on the device, without a synchronisation: torch's found-inf check of the
+            # plain gradients, a flag lpcore's step reads (and sets when one of its own
+            # groups is bad); torch's fused SGD then skips the plain update on it
+            flag = self._flag(plain[0][1][0].device)
+            flag.zero_()
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                [g for _, _, gg in plain for g in gg], flag, self._one(flag.device))
+        if holder is not None:
+            try:
+                holder.step(self, names, mode, flag)
+            except lpcore.FlagSet as e:
+                self._raise_plain(e, names)
+        elif flag is not None and mode != "none":
+            self._plain_flag = flag  # checked at the next step
+        # the plain gradients of a step checked on the device: named if it was bad
+        self._last_plain = [(q, g) for _, pg, gg in plain for q, g in zip(pg, gg)] \
+            if flag is not None else []
         for group, pg, gg in plain:
-            self._plain_sgd(group, pg, gg)
+            self._plain_sgd(group, pg, gg, None if mode == "immediate" else flag)
 
-    def _plain_sgd(self, group, params, grads):
-        """torch.optim.SGD's own update (same function, same arguments)."""
+    def _mode(self, holder, gpu):
+        """How this step learns of a bad input: at once on the CPU; on the GPU
+        as the ``check`` option says ("none" while a CUDA graph is captured)."""
+        on_gpu = gpu or (holder is not None and holder.gpu)
+        if not on_gpu or self.defaults.get("check", "auto") == "immediate":
+            return "immediate"
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return "none"
+        return "deferred"
+
+    def _flag(self, device):
+        """The float32 found-inf flag of the plain gradients (made once per device)."""
+        flags = self.__dict__.setdefault("_flag_map", {})
+        f = flags.get(device)
+        if f is None:
+            f = flags[device] = torch.zeros(1, dtype=torch.float32, device=device)
+        return f
+
+    def _one(self, device):
+        ones = self.__dict__.setdefault("_one_map", {})
+        if device not in ones:
+            ones[device] = torch.ones(1, dtype=torch.float32, device=device)
+        return ones[device]
+
+    def _raise_plain(self, err, names):
+        """A step was stopped by the plain gradients' flag: name the culprit
+        (among the gradients of the step that set it, kept for this)."""
+        when = "an earlier step: " if "earlier step" in str(err) else ""
+        for q, g in self.__dict__.get("_last_plain", []):
+            if not bool(torch.isfinite(g).all()):
+                raise ValueError(f"lpcore_torch.LpSGD.step: {when}the gradient of "
+                                 f"{names[id(q)]} contains NaN or Inf; nothing was "
+                                 "updated") from None
+        raise ValueError(f"lpcore_torch.LpSGD.step: {when}a plain gradient contained NaN or "
+                         "Inf; nothing was updated") from None
+
+    def check(self):
+        """Raise now the error of an earlier step whose bad input was found on
+        the GPU without a synchronisation (nothing of that step, or of any
+        later one, was written); waits for the enqueued steps.  A no-op on the
+        CPU, where every step checks at once."""
+        holder = self.__dict__.get("_plan_holder")
+        if holder is not None:
+            try:
+                with C.stream_of(holder.params):
+                    holder.sync(self, _LazyNames(self))
+            except lpcore.FlagSet as e:
+                self._raise_plain(e, _LazyNames(self))
+        flag = self.__dict__.pop("_plain_flag", None)
+        if flag is not None and bool(flag.item()):
+            raise ValueError("lpcore_torch.LpSGD: an earlier step: a plain gradient contained "
+                             "NaN or Inf; its update was skipped")
+
+    def state_dict(self):
+        """torch's ``state_dict``, after :meth:`check` (on the GPU the step
+        counts are brought back from the device first)."""
+        self.check()
+        return super().state_dict()
+
+    def _plan_for(self, names):
+        """The :class:`_PlanHolder` of the constrained weights that have a
+        gradient now: the one of the last step while the same weights, state
+        tensors, layouts and hyperparameters (but the lr) come back and no
+        weight was changed outside, else a new one."""
+        items = []
+        for group in self.param_groups:
+            core = None
+            for w, layout in self._constrained(group):
+                if w.grad is None:
+                    continue
+                if core is None:
+                    core = self._cached_core(group)
+                items.append((group, core, w, layout))
+        old = self.__dict__.get("_plan_holder")
+        if not items:
+            return None
+        if old is not None and old.valid(self, items):
+            return old
+        if old is not None:
+            try:
+                old.sync(self, names)
+            finally:
+                self._plan_holder = None
+        holder = self._plan_holder = _PlanHolder(self, items, names)
+        return holder
+
+    def _plain_sgd(self, group, params, grads, flag=None):
+        """torch.optim.SGD's own update (same function, same arguments); on the
+        GPU without a check, torch's fused SGD skipping on ``flag`` (momentum
+        buffers made as zeros when first needed, so that a skipped first step
+        leaves valid ones)."""
+        if flag is not None:
+            self._fused_sgd(group, params, grads, flag)
+            return
         bufs = [self.state[q].get("momentum_buffer") for q in params]
         lr = group["lr"]
         if group["lr_decay"]:
@@ -366,6 +414,31 @@ class LpSGD(Optimizer):
                 self.state[q]["step"] = t + 1
             return
         self._sgd(params, grads, bufs, group, lr)
+        for q in params:
+            self.state[q]["step"] = self.state[q].get("step", 0) + 1
+
+    def _fused_sgd(self, group, params, grads, flag):
+        mom = group["momentum"]
+        bufs = []
+        first = False
+        for q in params:
+            st = self.state[q]
+            if mom != 0 and "momentum_buffer" not in st:
+                st["momentum_buffer"] = torch.zeros_like(q, memory_format=torch.preserve_format)
+                first = True
+            bufs.append(st.get("momentum_buffer"))
+        lrs = {decayed_lr(group["lr"], group["lr_decay"], self.state[q].get("step", 0))
+               for q in params}
+        for lr in sorted(lrs):
+            sel = [i for i, q in enumerate(params)
+                   if decayed_lr(group["lr"], group["lr_decay"], self.state[q].get("step", 0))
+                   == lr]
+            torch._fused_sgd_([params[i] for i in sel], [grads[i] for i in sel],
+                              [] if mom == 0 else [bufs[i] for i in sel],
+                              weight_decay=group["weight_decay"], momentum=mom, lr=lr,
+                              dampening=group["dampening"], nesterov=group["nesterov"],
+                              maximize=bool(group["maximize"]), is_first_step=first,
+                              grad_scale=None, found_inf=flag)
         for q in params:
             self.state[q]["step"] = self.state[q].get("step", 0) + 1
 
@@ -445,24 +518,125 @@ class LpSGD(Optimizer):
         self.accept_weights()  # the loaded state belongs to the weights as they are now
 
 
-class _Cached:
-    """A constrained weight's step state kept between steps: the NumPy view of
-    the weight in its (G, n)-grouped shape and the core ``LpSGDState`` whose
-    arrays are views of the optimizer's state tensors.  Valid while the
-    weight object, its storage, its state tensors and step count are the
-    ones it was made from."""
+class _PlanHolder:
+    """The constrained weights of the last steps as one ``lpcore.StepPlan``
+    (built once, reused while nothing it was built from changes) and what the
+    binding adds around it: float32 copies of fp16/bf16 and non-contiguous
+    weights, the lr of each weight as last uploaded, the registered masks'
+    addresses."""
 
-    __slots__ = ("ref", "ptr", "dual", "buf", "state", "arr")
+    def __init__(self, opt, items, names):
+        fn = "lpcore_torch.LpSGD.step"
+        self.items = items
+        self.params = [w for _, _, w, _ in items]
+        self.gpu = any(C.on_gpu(w) for w in self.params)
+        entries, self.copies, self.fresh, self.cstates = [], [], [], []
+        for group, core, q, (view, axis) in items:
+            st = opt.state[q]
+            for key in ("dual", "momentum_buffer"):
+                _check_state(st, q, names, key)
+            fresh = opt._changed(q)
+            copy = _work_copy(q, names[id(q)], force=fresh)
+            arr = C.core_view(q if copy is None else copy).reshape(view)
+            if fresh:
+                # the weights were replaced outside the optimizer: the state is derived
+                # from them, on a copy written back only once the step succeeds
+                if not lpcore.all_finite(arr):
+                    raise ValueError(f"lpcore_torch.LpSGD.step: {names[id(q)]} was changed "
+                                     "outside the optimizer and contains NaN or Inf; "
+                                     "nothing was updated")
+                cs = core.init(arr, axis=axis)
+                cs.step = int(st["step"])
+            else:
+                cs = lpcore.LpSGDState(step=int(st["step"]), shape=view, axis=axis,
+                                       dual=_state_array(st, "dual"),
+                                       momentum_buffer=_state_array(st, "momentum_buffer"))
+            m = opt._mask_of(q, names[id(q)])
+            mask = None if m is None else C.core_view(m).reshape(view)
+            entries.append(core._entry(arr, cs, fn, mask, in_place=True))
+            self.copies.append(copy)
+            self.fresh.append(fresh)
+            self.cstates.append(cs)
+        self.plan = lpcore.StepPlan(entries, fn="lpcore_torch.LpSGD",
+                                    names=[names[id(q)] for q in self.params])
+        self.lrs = [core.lr for _, core, _, _ in items]
+        self.keys = [self._key(opt, g, c, q, lay) for g, c, q, lay in items]
 
-    def __init__(self, q, st, cs, arr):
-        self.ref = weakref.ref(q)
-        self.ptr = q.data_ptr()
-        self.dual, self.buf = st.get("dual"), st.get("momentum_buffer")
-        self.state, self.arr = cs, arr
+    @staticmethod
+    def _key(opt, group, core, q, layout):
+        st = opt.state.get(q, {})
+        return (id(q), q.data_ptr(), q.dtype, id(st.get("dual")), id(st.get("momentum_buffer")),
+                layout, core.p, core.momentum, core.dampening, core.nesterov,
+                core.weight_decay, core.lr_decay, core.variant)
 
-    def valid(self, q, st):
-        return (self.ref() is q and q.data_ptr() == self.ptr and st.get("dual") is self.dual
-                and st.get("momentum_buffer") is self.buf and st.get("step") == self.state.step)
+    def valid(self, opt, items):
+        if len(items) != len(self.items) or any(f for f in self.fresh):
+            return False
+        for (g, c, q, lay), key in zip(items, self.keys):
+            if self._key(opt, g, c, q, lay) != key or opt._changed(q):
+                return False
+        return True
+
+    def step(self, opt, names, mode, flag):
+        grads, keep = [], []
+        for k, q in enumerate(self.params):
+            g = q.grad
+            if g.layout is not torch.strided or g.dtype is not (q.dtype if self.copies[k] is None
+                                                              else torch.float32) \
+                    or not g.is_contiguous() or g.device != q.device:
+                check_tensor(g, f"the gradient of {names[id(q)]}")
+                g = g.detach().to(dtype=torch.float32 if q.dtype in _HALF else q.dtype,
+                                  device=q.device).contiguous()
+            keep.append(g)
+            grads.append(C.address(g))
+        masks = []
+        for q in self.params:
+            m = opt._mask_of(q, names[id(q)])
+            masks.append(0 if m is None else C.address(m))
+            if m is not None:
+                keep.append(m)
+        for k, (group, _, _, _) in enumerate(self.items):
+            if group["lr"] != self.lrs[k]:
+                self.plan.set_lr(k, group["lr"])
+                self.lrs[k] = group["lr"]
+        for q, copy in zip(self.params, self.copies):
+            if copy is not None:
+                copy.copy_(q)
+        self.keep = keep  # the tensors the enqueued kernels read stay alive
+        try:
+            self.plan.step(grads, masks=masks, check=mode,
+                           arrays=lambda: [C.core_view(g) for g in keep[:len(grads)]],
+                           flag=0 if flag is None else C.address(flag))
+        finally:
+            self._states(opt)
+        seen = opt._seen()
+        for k, q in enumerate(self.params):
+            if self.copies[k] is not None:
+                q.copy_(self.copies[k])
+            st = opt.state[q]
+            cs = self.cstates[k]
+            if self.fresh[k]:
+                st.pop("momentum_buffer", None)
+                if cs.dual is not None:
+                    st["dual"] = C.from_core(cs.dual, q.device)
+            if cs.momentum_buffer is not None and "momentum_buffer" not in st:
+                st["momentum_buffer"] = C.from_core(cs.momentum_buffer, q.device)
+            seen[id(q)] = _fingerprint(q)
+        if any(self.fresh):
+            opt._plan_holder = None  # next time: views of the weights and the new state
+        else:  # a first momentum buffer installed above is the plan's own
+            self.keys = [self._key(opt, g, c, q, lay) for g, c, q, lay in self.items]
+
+    def _states(self, opt):
+        for q, cs in zip(self.params, self.cstates):
+            opt.state[q]["step"] = cs.step
+
+    def sync(self, opt, names):
+        """Raise a pending error and bring the step counts back (GPU)."""
+        try:
+            self.plan.sync()
+        finally:
+            self._states(opt)
 
 
 class _LazyNames:
@@ -542,16 +716,13 @@ def _state_array(st, key):
     return C.core_view(t)
 
 
-def _array(q, name, copy=False):
-    """(lpcore's array to update in place, writeback callable or None) for
-    parameter q: a view of q's memory, or (fp16/bf16, non-contiguous, or
-    ``copy``) a float32-or-q's-dtype contiguous copy on q's device written back
-    by the callable."""
+def _work_copy(q, name, force=False):
+    """None when lpcore can step ``q`` in place; else (fp16/bf16,
+    non-contiguous, or ``force``) a float32-or-q's-dtype contiguous copy on
+    q's device that the step works on and the binding writes back."""
     check_tensor(q, name)
     if q.dtype in _HALF:
-        t = q.detach().to(torch.float32)
-    elif copy or not q.is_contiguous():
-        t = q.detach().clone(memory_format=torch.contiguous_format)
-    else:
-        return C.core_view(q), None
-    return C.core_view(t), (lambda: q.copy_(t))
+        return q.detach().to(torch.float32)
+    if force or not q.is_contiguous():
+        return q.detach().clone(memory_format=torch.contiguous_format)
+    return None

@@ -553,7 +553,7 @@ class MultiStep:
                           self.like, self.variant, self.has_mom, flag)
             if check == "immediate":
                 bad = self._read_guard(s)
-                if bad >= 0:
+                if bad != -1:
                     return bad, self._status(bad)
             if what == "phase1":
                 return -1, None
@@ -601,7 +601,7 @@ class MultiStep:
         """The guard as it is after all enqueued work (a synchronisation)."""
         self.event = None
         bad = self._read_guard(stream())
-        return (-1, None) if bad < 0 else (bad, self._status(bad))
+        return (-1, None) if bad == -1 else (bad, self._status(bad))
 
     def clear(self):
         """Clear the guard (after its error was raised): later steps write again."""
