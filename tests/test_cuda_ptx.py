@@ -39,10 +39,8 @@ def A2(t):
 def signatures(dt):
     tup = T.UniTuple(i8, 3)
     return {
-        N._k_powsum: (A2(dt), i8, dt, b1, i8, A1(f8), A1(f8)),
-        N._k_norm_combine: (A1(f8), A1(f8), i8, i8, i8, f8, A1(dt), A1(i8)),
-        H._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8)),
-        H._k_hoyer_combine: (A1(f8), A1(f8), A1(f8), i8, i8, i8, A1(dt), A1(i8)),
+        N._k_norm: (A2(dt), i8, f8, b1, i8, A1(f8), A1(f8), A1(i8), A1(f8), A1(i8)),
+        H._k_hoyer: (A2(dt), b1, i8, A1(f8), A1(f8), A1(f8), A1(i8), i8, A1(dt), A1(i8)),
         T_._k_tangent: (A2(dt), A2(dt), A1(f8), dt, i8, A1(f8), A1(f8)),
         T_._k_tangent_combine: (A1(f8), A1(f8), i8, i8, A1(f8), A1(i8)),
         N._k_scale: (A2(dt), A1(f8), A2(dt), i8),
@@ -53,11 +51,10 @@ def signatures(dt):
         La._k_gather: (A1(T.int32), tup, tup, A2(dt)),
         La._k_scatter: (A2(dt), A1(dt), tup, tup),
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
-        L._k_p1: (A2(dt),) * 4 + (f8,) * 5 + (dt, dt, i8, b1, i8, A2(f8)),
-        L._k_c1: (A2(f8), i8, i8, i8, f8, A2(f8), A1(i8)),
-        L._k_p2a: (A2(dt),) * 4 + (f8,) * 7 + (dt, dt, dt, i8, b1, i8, A2(f8), A2(f8), A2(b1), b1),
-        L._k_c2: (A2(f8), i8, i8, f8, f8, b1, b1, A2(f8), A2(f8)),
-        L._k_p2b: (A2(dt), A2(dt), A2(f8), dt, i8, i8, A2(f8), A2(b1), b1),
+        L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
+        L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,
+                      i8),
+        L._k_scale: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), dt, i8, b1),
     }
 
 

@@ -174,6 +174,46 @@ def scratch(name, shape, dtype=np.float64):
     return buf
 
 
+def counters(name, n):
+    """A device int64[n] of this thread, device and stream that is zero
+    between launches (the kernels' last-block-done counters reset themselves):
+    zeroed when it is made, never after."""
+    key = ("counters", name)
+    bufs = getattr(_tls, "zeroed", None)
+    if bufs is None:
+        bufs = _tls.zeroed = {}
+    dev = 0 if simulated() else cuda.get_current_device().id
+    k = (key, dev, _stream_key(stream()))
+    buf = bufs.get(k)
+    if buf is None or buf.shape[0] < n:
+        buf = bufs[k] = cuda.to_device(np.zeros(max(n, 2 * (0 if buf is None else buf.shape[0])),
+                                                np.int64), stream=stream())
+    return buf
+
+
+def launcher(kernel):
+    """``launch(key, grid, block, stream, *args)`` for ``kernel``: through
+    numba's dispatcher the first time for each ``key`` (naming the argument
+    types: it compiles), then straight to that compiled kernel's ``launch``
+    (the dispatcher's per-call type checks cost more host time than the
+    launch itself: DESIGN section 9)."""
+    if simulated():
+        return lambda key, grid, block, s, *args: kernel[grid, block, s](*args)
+    cache = {}
+
+    def launch(key, grid, block, s, *args):
+        k = cache.get(key)
+        if k is not None:
+            k.launch(args, grid, block, s, 0)
+            return
+        before = set(kernel.overloads)
+        kernel[grid, block, s](*args)
+        new = [v for sig, v in kernel.overloads.items() if sig not in before]
+        if len(new) == 1:
+            cache[key] = new[0]
+    return launch
+
+
 def flags():
     """The device int64[2] 'first bad group' / 'first zero group' flags of this
     thread, zeroed.  Kernels record group ``i`` of ``G`` as

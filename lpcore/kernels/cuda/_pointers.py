@@ -28,4 +28,4 @@ if simulated():
         flat = _registry[int(addr)]
         return flat.view(np.uint8) if isinstance(like, np.uint8) else flat
 else:
-    from .._pointers import as_ptr  # noqa: F401
+    from .._pointers import as_ptr  # noqa: F401 (the kernels' import)

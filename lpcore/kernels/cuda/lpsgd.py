@@ -44,7 +44,7 @@ from ..._device import simulated
 from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, F_DECAY, F_LR,
                      F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
                      T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
-from ._launch import MAXT, bmax, bsum, config, maxnan, stream
+from ._launch import MAXT, bmax, bsum, config, launcher, maxnan, stream
 from ._pointers import as_ptr
 
 INF = math.inf
@@ -417,31 +417,9 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
         j += cuda.blockDim.x
 
 
-def _launcher(kernel):
-    """``launch(key, grid, block, stream, *args)`` for ``kernel``: through
-    numba's dispatcher the first time for each ``key`` (the argument types:
-    it compiles), then straight to that compiled kernel's ``launch`` (the
-    dispatcher's per-call type checks cost more host time than the launch)."""
-    if simulated():
-        return lambda key, grid, block, s, *args: kernel[grid, block, s](*args)
-    cache = {}
-
-    def launch(key, grid, block, s, *args):
-        k = cache.get(key)
-        if k is not None:
-            k.launch(args, grid, block, s, 0)
-            return
-        before = set(kernel.overloads)
-        kernel[grid, block, s](*args)
-        new = [v for sig, v in kernel.overloads.items() if sig not in before]
-        if len(new) == 1:
-            cache[key] = new[0]
-    return launch
-
-
-_check_launch = _launcher(_k_check)
-_update_launch = _launcher(_k_update)
-_scale_launch = _launcher(_k_scale)
+_check_launch = launcher(_k_check)
+_update_launch = launcher(_k_update)
+_scale_launch = launcher(_k_scale)
 
 
 class MultiStep:

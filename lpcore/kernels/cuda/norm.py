@@ -7,24 +7,25 @@ all-zero group) is recorded on the device with an atomic max of ``G - i``
 (see :func:`._launch.flags`), so the public
 layer copies two integers to the host to decide whether to raise.
 
-Accumulation: each thread sums its elements in float64, the block reduces
-the float64 partials in shared memory (a tree), and the slices of a group
-are combined in float64 by a second kernel, rescaled from each slice's own
-maximum to the group's.  Element arithmetic stays in the data's precision
-(``x.dtype.type`` constants, ``math.pow`` on float32 is ``powf``): ratios
-``|x| / max`` are formed by division, which cannot overflow for subnormal
-maxima.
+One launch per call: each thread sums its elements in float64, the block
+reduces the float64 partials in shared memory (a tree), and the slices of a
+group are combined in float64 by the group's last block to finish (an atomic
+counter per group), rescaled from each slice's own maximum to the group's.
+float32 data with p < 8 is read once (|x|^p summed unscaled in float64
+cannot overflow); float64 data and p = inf take a max pass and a scaled pass
+over each block's slice (the second from cache).  Powers are float64
+``math.pow``: the kernels are bound by memory, not by arithmetic.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
-from ._launch import (MAXT, block_slice as _slice, bmax, bsum, combine_grid, flags, maxnan,
-                      read_flags, rows_grid, scratch, split, stream)
+from ._launch import (MAXT, block_slice as _slice, bmax, bsum, counters, flags, launcher,
+                      maxnan, read_flags, rows_grid, scratch, split, stream)
 from .layout import fill
 
 INF = math.inf
@@ -44,59 +45,25 @@ def _slice_max(x, g, j0, j1, sh):
 
 
 # ---------------------------------------------------------------------------
-# r-norms: per slice Mb = max |x|, Sb = sum (|x| / Mb)^r
-@cuda.jit(cache=True)
-def _k_powsum(x, kind, p, single, nsplit, Mb, Sb):
-    sh = cuda.shared.array(MAXT, float64)
-    g, j0, j1 = _slice(x.shape[1], nsplit)
-    if g >= x.shape[0]:
-        return
-    tid = cuda.threadIdx.x
-    b = cuda.blockIdx.x
-    if single:
-        # float32 |x| and x^2 summed in float64 neither overflow nor
-        # underflow, and NaN/Inf propagate into the sum: one pass, unscaled
-        acc = 0.0
-        j = j0 + tid
-        while j < j1:
-            d = float64(x[g, j])
-            if kind == KIND_ONE:
-                acc += abs(d)
-            else:
-                acc += d * d
-            j += cuda.blockDim.x
-        t = bsum(sh, acc)
-        if tid == 0:
-            Mb[b] = 1.0
-            Sb[b] = t if t < INF else NAN
-        return
-    m = _slice_max(x, g, j0, j1, sh)
-    if not m < INF:
-        if tid == 0:
-            Mb[b] = m
-            Sb[b] = NAN
-        return
-    if kind == KIND_INF or m == 0.0:
-        if tid == 0:
-            Mb[b] = m
-            Sb[b] = 0.0
-        return
-    mt = x.dtype.type(m)
-    acc = 0.0
-    j = j0 + tid
-    while j < j1:
-        r = abs(x[g, j]) / mt
-        if kind == KIND_ONE:
-            acc += float64(r)
-        elif kind == KIND_TWO:
-            acc += float64(r) * float64(r)
-        else:
-            acc += float64(math.pow(r, p))
-        j += cuda.blockDim.x
-    t = bsum(sh, acc)
-    if tid == 0:
-        Mb[b] = m
-        Sb[b] = t
+# r-norms in one launch: per slice Mb = max |x| and Sb = sum (|x| / Mb)^r (or,
+# for float32 data and p < 8, the unscaled sum with Mb = 1: one pass), then the
+# group's last block to finish combines its slices into out[i]
+@cuda.jit(device=True)
+def last_block(cnt, i, nsplit, flag):
+    """True in every thread of the last block of group ``i`` to arrive (the
+    partials of all its slices are then visible); that block resets the
+    counter, so the counters stay zero between launches."""
+    if nsplit == 1:
+        return True
+    cuda.threadfence()
+    if cuda.threadIdx.x == 0:
+        flag[0] = 1 if cuda.atomic.add(cnt, i, 1) == nsplit - 1 else 0
+    cuda.syncthreads()
+    last = flag[0] == 1
+    cuda.syncthreads()
+    if last and cuda.threadIdx.x == 0:
+        cnt[i] = 0
+    return last
 
 
 @cuda.jit(device=True)
@@ -129,47 +96,105 @@ def group_start(Mb, S1, S2, i, nsplit, G, out, flag, sh):
 
 
 @cuda.jit(cache=True)
-def _k_norm_combine(Mb, Sb, G, nsplit, kind, p, out, flag):
-    # one block per group: threads stride over its slices, block reductions
+def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
     sh = cuda.shared.array(MAXT, float64)
+    last = cuda.shared.array(1, int32)
+    g, j0, j1 = _slice(x.shape[1], nsplit)
+    if g >= x.shape[0]:
+        return
     tid = cuda.threadIdx.x
-    i = cuda.blockIdx.x
-    while i < G:
-        c0, c1 = i * nsplit, (i + 1) * nsplit
-        # Sb is a sum of non-negative terms or NaN: "not < INF" is "is NaN"
-        m, bad = group_start(Mb, Sb, Sb, i, nsplit, G, out, flag, sh)
-        if bad == 0.0:
-            s = 0.0
-            if kind != KIND_INF and m > 0.0:
-                c = c0 + tid
-                while c < c1:
-                    if Mb[c] > 0.0:
-                        q = Mb[c] / m
-                        if kind == KIND_ONE:
-                            s += Sb[c] * q
-                        elif kind == KIND_TWO:
-                            s += Sb[c] * q * q
-                        else:
-                            s += Sb[c] * q ** p
-                    c += cuda.blockDim.x
-            s = bsum(sh, s)
+    b = cuda.blockIdx.x
+    G = x.shape[0]
+    if fast:
+        # float32 |x|^p, p < 8, summed in float64 can overflow nowhere and
+        # underflows only for an all-subnormal slice (then the scaled pass
+        # below); NaN/Inf propagate into the sum.  One pass over memory, the
+        # slice max from the same pass.
+        acc = 0.0
+        m = 0.0
+        j = j0 + tid
+        while j < j1:
+            d = abs(float64(x[g, j]))
+            m = maxnan(m, d)
+            if kind == KIND_ONE:
+                acc += d
+            elif kind == KIND_TWO:
+                acc += d * d
+            else:
+                acc += math.pow(d, p)
+            j += cuda.blockDim.x
+        t = bsum(sh, acc)
+        m = bmax(sh, m)
+        if tid == 0:
+            Mb[b] = 1.0 if m < INF else m
+            Sb[b] = t if m < INF else NAN
+        if m < INF and (t > 1e-280 or m == 0.0):
+            pass  # the unscaled sum is exact enough
+        elif m < INF:
+            fast = False  # tiny values: redo the slice scaled (rare)
+    if not fast:
+        m = _slice_max(x, g, j0, j1, sh)
+        if not m < INF:
             if tid == 0:
-                r = m
-                if kind != KIND_INF and m > 0.0:
+                Mb[b] = m
+                Sb[b] = NAN
+        elif kind == KIND_INF or m == 0.0:
+            if tid == 0:
+                Mb[b] = m
+                Sb[b] = 0.0
+        else:
+            acc = 0.0
+            j = j0 + tid
+            while j < j1:
+                r = abs(float64(x[g, j])) / m
+                if kind == KIND_ONE:
+                    acc += r
+                elif kind == KIND_TWO:
+                    acc += r * r
+                else:
+                    acc += math.pow(r, p)
+                j += cuda.blockDim.x
+            t = bsum(sh, acc)
+            if tid == 0:
+                Mb[b] = m
+                Sb[b] = t
+    if not last_block(cnt, g, nsplit, last):
+        return
+    # the group's last block: combine its slices (Sb is a sum of non-negative
+    # terms or NaN: "not < INF" is "is NaN")
+    c0 = g * nsplit
+    m, bad = group_start(Mb, Sb, Sb, g, nsplit, G, out, flag, sh)
+    if bad == 0.0:
+        acc = 0.0
+        if kind != KIND_INF and m > 0.0:
+            c = c0 + tid
+            while c < c0 + nsplit:
+                if Mb[c] > 0.0:
+                    q = Mb[c] / m
                     if kind == KIND_ONE:
-                        r = m * s
+                        acc += Sb[c] * q
                     elif kind == KIND_TWO:
-                        r = m * math.sqrt(s)
+                        acc += Sb[c] * q * q
                     else:
-                        r = m * s ** (1.0 / p)
-                out[i] = r
-                if not (out[i] < INF):
-                    # finite data whose norm overflows (float64, or the output
-                    # dtype): flagged like bad data; the caller tells them apart
-                    cuda.atomic.max(flag, 0, G - i)
-                if r == 0.0:
-                    cuda.atomic.max(flag, 1, G - i)
-        i += cuda.gridDim.x
+                        acc += Sb[c] * q ** p
+                c += cuda.blockDim.x
+        acc = bsum(sh, acc)
+        if tid == 0:
+            r = m
+            if kind != KIND_INF and m > 0.0:
+                if kind == KIND_ONE:
+                    r = m * acc
+                elif kind == KIND_TWO:
+                    r = m * math.sqrt(acc)
+                else:
+                    r = m * acc ** (1.0 / p)
+            out[g] = r
+            if not (out[g] < INF):
+                # finite data whose norm overflows (float64, or the output
+                # dtype): flagged like bad data; the caller tells them apart
+                cuda.atomic.max(flag, 0, G - g)
+            if r == 0.0:
+                cuda.atomic.max(flag, 1, G - g)
 
 
 def group_norms(x, p, out_dtype=None):
@@ -190,13 +215,15 @@ def group_norms(x, p, out_dtype=None):
     nt, nsplit = split(n)
     Mb = scratch("norm.M", (G * nsplit,))
     Sb = scratch("norm.S", (G * nsplit,))
-    single = x.dtype == np.float32 and kind in (KIND_ONE, KIND_TWO)
-    pe = x.dtype.type(p if kind != KIND_INF else 1.0)
-    s = stream()
-    _k_powsum[G * nsplit, nt, s](x, kind, pe, single, nsplit, Mb, Sb)
-    bl, t = combine_grid(G, nsplit)
-    _k_norm_combine[bl, t, s](Mb, Sb, G, nsplit, kind, float(p), out, fl)
+    cnt = counters("norm.cnt", G)
+    fast = x.dtype == np.float32 and kind != KIND_INF and p < 8.0
+    pe = float(p if kind != KIND_INF else 1.0)
+    _norm_launch(x.dtype.char, G * nsplit, nt, stream(), x, kind, pe, fast, nsplit, Mb, Sb,
+                 cnt, out, fl)
     return (out,) + read_flags(fl, G)
+
+
+_norm_launch = launcher(_k_norm)
 
 
 def group_max(x):
