@@ -32,16 +32,16 @@ def main():
     G, n = d.shape
     Mb, Sb = cuda.device_array(G), cuda.device_array(G)
     fl = cuda.to_device(np.zeros(2, np.int64))
+    cnt = cuda.to_device(np.zeros(G, np.int64))
     out = cuda.device_array(G)
-    pe = np.float32(1.3)
     print(f"{'piece':<48}{'us/call':>10}")
     rows = {
         "cuda.device_array(4096)": lambda: cuda.device_array(G),
         "cuda.to_device(int64[2])": lambda: cuda.to_device(np.array([G, G], np.int64)),
         "flags() (scratch + memset)": flags,
         "flags.copy_to_host()": lambda: fl.copy_to_host(),
-        "_k_powsum launch (4096 blocks)": lambda: R._k_powsum[G, 256](d, 3, pe, False, 1, Mb, Sb),
-        "_k_norm_combine launch": lambda: R._k_norm_combine[G, 32](Mb, Sb, G, 1, 3, 1.3, out, fl),
+        "_k_norm launch (4096 blocks, dispatcher)":
+            lambda: R._k_norm[G, 256](d, 3, 1.3, True, 1, Mb, Sb, cnt, out, fl),
         "lpcore.norm 4096x4096 p=1.3": lambda: lpcore.norm(d, 1.3, axis=1),
         "lpcore.norm 64x27 p=1.3": lambda: lpcore.norm(small, 1.3, axis=1),
         "lpcore.normalize 64x27 p=1.3": lambda: lpcore.normalize(small, 1.3, axis=1),

@@ -354,3 +354,54 @@ def test_lpsgd_on_gpu_channels_last_conv_weights(gpu):
         _assert_close(a, b, 1e-5)
     w = net[0].weight.detach().cpu().reshape(3, -1).numpy().astype(np.float64)
     np.testing.assert_allclose(norm_ref(w, 1.5, 1), 1.0, rtol=1e-5)
+
+
+def test_a_whole_training_step_captured_in_a_cuda_graph_replays_like_eager(gpu):
+    """DESIGN section 9: forward, backward and LpSGD's masked step captured with
+    torch.cuda.graph replay as the same steps run eagerly (the step count and
+    the learning-rate decay in device memory, no synchronisation to break the
+    capture).  Real GPU only: the simulator has no graphs."""
+    if gpu.sim:
+        pytest.skip("CUDA graph capture needs a real GPU")
+
+    def make():
+        net = _net(seed=3, width=16).to(gpu.device)
+        groups = lpcore_torch.lp_param_groups(net, p=1.3)
+        groups[0]["lr_decay"] = 0.01  # decayed on the device; the plain group's lr is fixed
+        opt = lpcore_torch.LpSGD(groups, lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        for w, _ in opt.constrained_weights():
+            opt.set_mask(w, (torch.rand(w.shape, generator=g) > 0.3).to(gpu.device))
+        return net, opt
+    eager, opt_e = make()
+    graphed, opt_g = make()
+    data = [(x.to(gpu.device), y.to(gpu.device)) for x, y in _batches(9, seed=4)]
+
+    def train(net, opt, x, y):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    for x, y in data:
+        train(eager, opt_e, x, y)
+    static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for x, y in data[:3]:  # warm-up: compiles, makes the state and the plan
+            train(graphed, opt_g, x, y)
+    torch.cuda.current_stream().wait_stream(side)
+    opt_g.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        nn.functional.cross_entropy(graphed(static_x), static_y).backward()
+        opt_g.step()
+    for x, y in data[3:]:
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+    torch.cuda.synchronize()
+    opt_g.check()
+    for a, b in zip(eager.parameters(), graphed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    w = graphed[0].weight
+    assert opt_g.state[w]["step"] == opt_e.state[eager[0].weight]["step"] == 9

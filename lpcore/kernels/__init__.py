@@ -24,12 +24,17 @@ kernel compiles one signature per dtype.
 ``dual.signed_pow(x, e, out) -> first flat index holding NaN/Inf, or -1``
     ``out = sign(x) |x|^e`` on 1-D contiguous arrays.
 ``ball.project_ball_rows(y, m, kind, p, r, out)``   rows of max |y| = m.
-``lpsgd.StepCall(w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None, work=None)``
-    one tensor's fused LpSGD step, ``.run("step" | "phase1" | "phase2")
-    -> (-1, None) or (first bad group, status)``; with a (G, n) bool
-    ``mask``, masked entries of w are written as zeros and each group's
-    active entries put on the unit sphere; ``work`` is the tensor's
-    ``StepCall.workspace(G)``, kept between its steps (no per-call allocation).
+``lpsgd.Tables(dtype, rows, base=0)``   (host, shared by both targets)
+    the tensor table of a multi-tensor LpSGD step: per tensor the addresses
+    of w, its gradient, momentum buffer, dual state and mask (C-contiguous
+    (G, n); gradient of w's dtype, mask one byte per entry), G, n, the
+    hyperparameters and the counters (step, momentum started).
+``lpsgd.MultiStep(tables, variant, has_mom, guard=None)``
+    ``.run(check, what="step" | "phase1" | "phase2", flag=0) -> (-1, None) or
+    (first bad global group, status)``: every group of every tensor stepped,
+    or nothing written; the setters ``set_grad``, ``set_mask``, ``set_lr``,
+    ``set_counters`` change one tensor's entry; ``counters()``; the GPU
+    twin's ``check`` modes and guard are described in its module.
 ``layout.add(a, b, out)``, ``layout.fill(out, v)``
 
 Writing kernels run only after the reductions that validate their inputs.

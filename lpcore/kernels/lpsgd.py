@@ -1,6 +1,7 @@
-"""The fused LpSGD step: one kernel call per tensor per step.
+"""The fused LpSGD step: one kernel call for every tensor of a step.
 
-Each call runs two phases over the groups (rows of the (G, n) views):
+The per-group work (one group = one row of a tensor's (G, n) view) runs in
+two phases, over every group of every tensor of a :class:`Tables`:
 
 phase 1 (reads only)  per group: the update direction ``d`` (weight decay,
     momentum, Nesterov, formed on the fly), ``max |d|`` and ``max |s|`` of the
@@ -70,7 +71,7 @@ def _renormalize(x, i, mx, p):
 def direction(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
     """(d, new momentum buffer) for one entry, in float64: ``buf' = bmu * buf +
     bd * d``, ``d' = c1 * d + c2 * buf'`` (torch.optim.SGD's rules as
-    coefficients, see :func:`coefficients`).
+    coefficients, see :func:`step_coefficients`).
 
     Plain Python source compiled twice: by ``njit`` here and as a CUDA device
     function in ``lpcore/kernels/cuda/lpsgd.py``."""
@@ -82,17 +83,6 @@ def direction(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom):
 
 
 _direction = njit(inline="always", **_JIT)(direction)
-
-
-def coefficients(mu, damp, nest, first, has_mom):
-    """``(bmu, bd, c1, c2)`` of :func:`direction` for torch.optim.SGD's
-    momentum, dampening and Nesterov (the first momentum step copies d into
-    the buffer); all zero without momentum.  Shared by both StepCalls."""
-    if not has_mom:
-        return 0.0, 0.0, 0.0, 0.0
-    bmu, bd = (0.0, 1.0) if first else (float(mu), 1.0 - float(damp))
-    c1, c2 = (1.0, float(mu)) if nest else (0.0, 1.0)
-    return bmu, bd, c1, c2
 
 
 @njit(**_JIT)
@@ -266,135 +256,6 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
         _renormalize(w, i, mx, p)
 
 
-def _build(variant, has_mom, masked):
-    """The step drivers for one (variant, momentum on/off) combination.
-
-    ``variant`` and ``has_mom`` are closure constants (plain ints, so each
-    combination caches under its own key); the phase functions take them as
-    literals and are compiled once per combination, so the per-entry loops
-    carry no branches on them.  Dampening, Nesterov and the first momentum
-    step are branch-free runtime coefficients (see :func:`direction`).
-    """
-    V = int(variant)
-    M = bool(has_mom)
-    K = bool(masked)
-
-    @njit(parallel=True, **_JIT)
-    def step_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        G = w.shape[0]
-        for i in prange(G):
-            _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
-        for i in range(G):
-            if st[i] != OK:
-                return i
-        for i in prange(G):
-            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
-        return -1
-
-    @njit(**_JIT)
-    def step_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        G = w.shape[0]
-        for i in range(G):
-            _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
-        for i in range(G):
-            if st[i] != OK:
-                return i
-        for i in range(G):
-            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
-        return -1
-
-    # the two phases as separate calls, for multi-tensor steps that validate
-    # every tensor before writing any (same passes over memory)
-    @njit(parallel=True, **_JIT)
-    def phase1_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        for i in prange(w.shape[0]):
-            _phase1(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
-        for i in range(w.shape[0]):
-            if st[i] != OK:
-                return i
-        return -1
-
-    @njit(**_JIT)
-    def phase1_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        for i in range(w.shape[0]):
-            _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, V, M)
-        for i in range(w.shape[0]):
-            if st[i] != OK:
-                return i
-        return -1
-
-    @njit(parallel=True, **_JIT)
-    def phase2_par(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        for i in prange(w.shape[0]):
-            _phase2(np.int64(i), w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
-        return -1
-
-    @njit(**_JIT)
-    def phase2_ser(w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, st, S, mk):
-        for i in range(w.shape[0]):
-            _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, V, M, K)
-        return -1
-
-    return {"step": (step_par, step_ser), "phase1": (phase1_par, phase1_ser),
-            "phase2": (phase2_par, phase2_ser)}
-
-
-_KERNELS = {}
-_NO_MASK = np.ones((1, 1), dtype=np.bool_)  # never read: the unmasked drivers ignore it
-
-
-def _kernels(variant, has_mom, masked):
-    key = (int(variant), bool(has_mom), bool(masked))
-    if key not in _KERNELS:
-        _KERNELS[key] = _build(*key)
-    return _KERNELS[key]
-
-
-class StepCall:
-    """The arguments of one tensor's step, for :func:`run` (one fused call) or
-    :func:`run` of "phase1" then "phase2" (validate first, write later).
-
-    ``buf`` (momentum buffer; zeros on the first momentum step) is None
-    without momentum, ``v`` (dual state) None for the primal variants.  All
-    arrays are C-contiguous (G, n) of one dtype.  ``mask`` (None, or a
-    C-contiguous (G, n) bool array, True = active): phase 2 writes the masked
-    entries of ``w`` as zeros and puts each group's active entries on the
-    unit sphere; the dual state keeps every entry.  ``work``: a
-    :meth:`workspace` kept by the caller between the steps of one tensor (no
-    allocation per call), or None.
-    """
-
-    @staticmethod
-    def workspace(G):
-        """The per-group scratch of one tensor's step (statuses and the phase-1
-        statistics), to pass as ``work=`` to its later calls."""
-        return np.zeros(G, dtype=np.int8), np.empty((G, 4))
-
-    def __init__(self, w, g, buf, v, wd, mu, damp, nest, first, variant, p, eta, mask=None,
-                 work=None):
-        G, n = w.shape
-        self.empty = G == 0 or n == 0
-        has_mom = buf is not None
-        dummy = np.zeros((1, n), dtype=w.dtype)
-        bmu, bd, c1, c2 = coefficients(mu, damp, nest, first, has_mom)
-        if not has_mom:
-            buf = dummy
-        self.st, S = self.workspace(G) if work is None else work
-        self.args = (w, g, buf, dummy if v is None else v, float(wd), bmu, bd, c1, c2, float(p),
-                     float(eta), self.st, S, _NO_MASK if mask is None else mask)
-        self.kernels = _kernels(variant, has_mom, mask is not None)
-        self.par = use_parallel(w.size, G)
-
-    def run(self, what="step"):
-        """Run ``"step"``, ``"phase1"`` or ``"phase2"``; returns (-1, None) or
-        (first bad group, status code)."""
-        if self.empty:
-            return -1, None
-        par, ser = self.kernels[what]
-        bad = (par if self.par else ser)(*self.args)
-        return (bad, int(self.st[bad])) if bad >= 0 else (-1, None)
-
-
 # ---------------------------------------------------------------------------
 # The multi-tensor step: every group of every tensor of a step in one call.
 #
@@ -436,9 +297,12 @@ def tensor_of(itab, gg):
 
 
 def step_coefficients(mu, damp, nest, started, lr, decay, step, has_mom):
-    """``(bmu, bd, c1, c2, eta)`` of one tensor's step: :func:`coefficients`
-    with the first momentum step read from ``started``, and the decayed step
-    size ``lr / (1 + decay * step)``.  Compiled for both targets."""
+    """``(bmu, bd, c1, c2, eta)`` of one tensor's step: torch.optim.SGD's
+    momentum, dampening and Nesterov as the coefficients of :func:`direction`
+    (the first momentum step, ``started == 0``, copies d into the buffer; all
+    zero without momentum), and the decayed step size ``lr / (1 + decay *
+    step)``.  Compiled for both targets (the GPU reads ``started`` and
+    ``step`` from device memory)."""
     bmu = 0.0
     bd = 0.0
     c1 = 0.0
