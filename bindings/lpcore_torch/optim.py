@@ -292,9 +292,10 @@ class LpSGD(Optimizer):
         elif plain:
             # on the device, without a synchronisation: torch's found-inf check of the
             # plain gradients, a flag lpcore's step reads (and sets when one of its own
-            # groups is bad); torch's fused SGD then skips the plain update on it
+            # groups is bad); torch's fused SGD then skips the plain update on it.  The
+            # flag stays set (it is never zeroed in a step, so a CUDA graph replays
+            # with it) until the error is raised.
             flag = self._flag(plain[0][1][0].device)
-            flag.zero_()
             torch._amp_foreach_non_finite_check_and_unscale_(
                 [g for _, _, gg in plain for g in gg], flag, self._one(flag.device))
         if holder is not None:
@@ -302,8 +303,9 @@ class LpSGD(Optimizer):
                 holder.step(self, names, mode, flag)
             except lpcore.FlagSet as e:
                 self._raise_plain(e, names)
-        elif flag is not None and mode != "none":
-            self._plain_flag = flag  # checked at the next step
+            except ValueError:
+                self._clear_flags()  # raised: the next steps write again
+                raise
         # the plain gradients of a step checked on the device: named if it was bad
         self._last_plain = [(q, g) for _, pg, gg in plain for q, g in zip(pg, gg)] \
             if flag is not None else []
@@ -328,6 +330,10 @@ class LpSGD(Optimizer):
             f = flags[device] = torch.zeros(1, dtype=torch.float32, device=device)
         return f
 
+    def _clear_flags(self):
+        for f in self.__dict__.get("_flag_map", {}).values():
+            f.zero_()
+
     def _one(self, device):
         ones = self.__dict__.setdefault("_one_map", {})
         if device not in ones:
@@ -338,6 +344,7 @@ class LpSGD(Optimizer):
         """A step was stopped by the plain gradients' flag: name the culprit
         (among the gradients of the step that set it, kept for this)."""
         when = "an earlier step: " if "earlier step" in str(err) else ""
+        self._clear_flags()  # raised now: later steps write again
         for q, g in self.__dict__.get("_last_plain", []):
             if not bool(torch.isfinite(g).all()):
                 raise ValueError(f"lpcore_torch.LpSGD.step: {when}the gradient of "
@@ -358,10 +365,12 @@ class LpSGD(Optimizer):
                     holder.sync(self, _LazyNames(self))
             except lpcore.FlagSet as e:
                 self._raise_plain(e, _LazyNames(self))
-        flag = self.__dict__.pop("_plain_flag", None)
-        if flag is not None and bool(flag.item()):
-            raise ValueError("lpcore_torch.LpSGD: an earlier step: a plain gradient contained "
-                             "NaN or Inf; its update was skipped")
+            except ValueError:
+                self._clear_flags()
+                raise
+        for f in self.__dict__.get("_flag_map", {}).values():
+            if bool(f.item()):  # a step of plain parameters only was stopped by its flag
+                self._raise_plain(lpcore.FlagSet("an earlier step"), _LazyNames(self))
 
     def state_dict(self):
         """torch's ``state_dict``, after :meth:`check` (on the GPU the step
