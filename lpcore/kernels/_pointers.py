@@ -1,4 +1,4 @@
-"""Typed pointers from integer addresses, for kernels that walk a table of
+"""Typed pointers from integer addresses (and a cast to a scalar's type), for kernels that walk a table of
 tensors (one launch over many tensors, as torch's ``_foreach`` kernels do).
 
 ``as_ptr(addr, like)`` is the address ``addr`` (an int64) as a pointer to
@@ -21,4 +21,15 @@ def as_ptr(typingctx, addr, like):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(ptr_t))
+    return sig, codegen
+
+
+@intrinsic
+def cast_like(typingctx, value, like):
+    """``value`` converted to ``like``'s type (a kernel compiled per dtype
+    computes in its data's precision: ``powf`` for float32)."""
+    sig = like(value, like)
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], signature.args[1])
     return sig, codegen

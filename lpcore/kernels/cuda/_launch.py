@@ -191,20 +191,40 @@ def counters(name, n):
     return buf
 
 
-def launcher(kernel):
-    """``launch(key, grid, block, stream, *args)`` for ``kernel``: through
-    numba's dispatcher the first time for each ``key`` (naming the argument
-    types: it compiles), then straight to that compiled kernel's ``launch``
-    (the dispatcher's per-call type checks cost more host time than the
-    launch itself: DESIGN section 9)."""
-    if simulated():
-        return lambda key, grid, block, s, *args: kernel[grid, block, s](*args)
-    cache = {}
+def _signature_key(args):
+    """What decides a launch's compiled signature: per argument its type, and
+    for arrays their dtype, dimensions and contiguity (cheap attributes, not
+    numba's typeof)."""
+    key = []
+    for a in args:
+        dt = getattr(a, "dtype", None)
+        if dt is not None and hasattr(a, "shape"):
+            key.append((dt.char, len(a.shape), a.is_c_contiguous() if hasattr(
+                a, "is_c_contiguous") else True))
+        else:
+            key.append(type(a))
+    return tuple(key)
 
-    def launch(key, grid, block, s, *args):
+
+def launcher(kernel):
+    """``launch(grid, block, stream, *args)`` for ``kernel``: through numba's
+    dispatcher the first time for each signature (it compiles), then
+    straight to that compiled kernel's ``launch`` (the dispatcher's per-call
+    type checks cost more host time than the launch itself: DESIGN section 9)."""
+    if simulated():
+        return lambda grid, block, s, *args: kernel[grid, block, s](*args)
+    cache = {}
+    streams = {}  # the launch API's own stream object per stream (made once)
+    from numba.cuda.cudadrv.driver import _to_core_stream
+
+    def launch(grid, block, s, *args):
+        key = _signature_key(args)
         k = cache.get(key)
         if k is not None:
-            k.launch(args, grid, block, s, 0)
+            cs = streams.get(id(s))
+            if cs is None or cs[0] is not s:
+                cs = streams[id(s)] = (s, _to_core_stream(s))
+            k.launch(args, grid, block, cs[1], 0)
             return
         before = set(kernel.overloads)
         kernel[grid, block, s](*args)

@@ -22,10 +22,13 @@ def register(a):
 
 
 if simulated():
+    def cast_like(value, like):
+        return type(like)(value)
+
     def as_ptr(addr, like):
         if addr == 0:
             return None  # no array (never indexed)
         flat = _registry[int(addr)]
         return flat.view(np.uint8) if isinstance(like, np.uint8) else flat
 else:
-    from .._pointers import as_ptr  # noqa: F401 (the kernels' import)
+    from .._pointers import as_ptr, cast_like  # noqa: F401 (the kernels' import)

@@ -91,6 +91,6 @@ def hoyer_sums(x, out_dtype):
     S1 = scratch("hoyer.S1", (G * nsplit,))
     S2 = scratch("hoyer.S2", (G * nsplit,))
     cnt = counters("hoyer.cnt", G)
-    _hoyer_launch((x.dtype.char, np.dtype(out_dtype).char), G * nsplit, nt, stream(), x,
-                  x.dtype != np.float32, nsplit, Mb, S1, S2, cnt, n, out, fl)
+    _hoyer_launch(G * nsplit, nt, stream(), x, x.dtype != np.float32, nsplit, Mb, S1, S2, cnt,
+                  n, out, fl)
     return out, read_flags(fl, G)[0]

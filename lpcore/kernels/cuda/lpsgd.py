@@ -3,7 +3,8 @@ launches, without a synchronisation.
 
 Contract as the CPU :class:`lpcore.kernels.lpsgd.MultiStep` (the same tensor
 table, status codes and per-group arithmetic; directions and updates in
-float64, fractional powers in the data's precision, sums in float64).  One
+float64, fractional powers in the data's precision (``powf`` for float32),
+sums in float64).  One
 thread block per *slice* of a group (``nsplit`` slices per group, one for
 ordinary fan-ins); a per-group reduction over several slices is finished by
 the group's last block to arrive (an atomic counter per group, reset by that
@@ -45,7 +46,7 @@ from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, 
                      F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
                      T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
 from ._launch import MAXT, bmax, bsum, config, launcher, maxnan, stream
-from ._pointers import as_ptr
+from ._pointers import as_ptr, cast_like
 
 INF = math.inf
 #: the guard's value while no group is bad
@@ -61,6 +62,13 @@ S_MD, S_MS, S_C, S_UPD, S_ST = range(5)
 
 _dir = cuda.jit(device=True)(direction)
 _coef = cuda.jit(device=True)(step_coefficients)
+
+
+@cuda.jit(device=True)
+def _pow(x, e, like):
+    """``x ** e`` in the data's precision (``powf`` for float32: the kernels
+    would be bound by float64 powers, not by memory), as a float64."""
+    return float64(math.pow(cast_like(x, like), cast_like(e, like)))
 
 
 @cuda.jit(device=True)
@@ -148,7 +156,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                         d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                     has_mom)
                         wj = float64(w[row + j])
-                        nu = math.pow(abs(wj) / ms, e1)
+                        nu = _pow(abs(wj) / ms, e1, like)
                         if wj < 0:
                             nu = -nu
                         a += nu * d
@@ -160,7 +168,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                 while j < j1:
                     d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                 has_mom)
-                    a += math.pow(abs(d) / md, qe)
+                    a += _pow(abs(d) / md, qe, like)
                     j += cuda.blockDim.x
         a = bsum(sh, a)
         bb = bsum(sh, bb)
@@ -225,7 +233,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
 
 
 @cuda.jit(device=True)
-def _slice_terms(sh, x, row, j0, j1, e):
+def _slice_terms(sh, x, row, j0, j1, e, like):
     """The slice's max |x| and sum (|x| / max)^e (block reductions)."""
     mx = 0.0
     j = j0 + cuda.threadIdx.x
@@ -237,7 +245,7 @@ def _slice_terms(sh, x, row, j0, j1, e):
     if mx > 0.0:
         j = j0 + cuda.threadIdx.x
         while j < j1:
-            acc += math.pow(abs(float64(x[row + j])) / mx, e)
+            acc += _pow(abs(float64(x[row + j])) / mx, e, like)
             j += cuda.blockDim.x
     return mx, bsum(sh, acc)
 
@@ -290,7 +298,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
             j += cuda.blockDim.x
         if masked:  # the Lp terms of the rest, in case the mask zeroed an entry
             third = bmax(sh, third)
-            mx, acc = _slice_terms(sh, w, row, j0, j1, p)
+            mx, acc = _slice_terms(sh, w, row, j0, j1, p, like)
     else:
         md = S[gg, S_MD]
         ms = S[gg, S_MS]
@@ -309,12 +317,12 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
             else:
                 wj = float64(w[row + j])
                 if variant == PRIMAL:
-                    u = math.pow(abs(d) / md, ae) * ud
+                    u = _pow(abs(d) / md, ae, like) * ud
                     if d < 0:
                         u = -u
                     x = keep * wj - eta * u
                 else:
-                    nu = math.pow(abs(wj) / ms, p - 1.0)
+                    nu = _pow(abs(wj) / ms, p - 1.0, like)
                     if wj < 0:
                         nu = -nu
                     x = wj - eta * (d - c2s * nu)
@@ -329,7 +337,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
             j = j0 + tid
             while j < j1:
                 xv = float64(v[row + j]) if dual else float64(w[row + j])
-                term = math.pow(abs(xv) / mx, r)
+                term = _pow(abs(xv) / mx, r, like)
                 acc += term
                 if masked and mk[row + j] != 0:
                     third += term
@@ -408,7 +416,7 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
             if masked and mk[row + j] == 0:
                 w[row + j] = 0.0
             else:
-                rr = math.pow(abs(x), ae)
+                rr = _pow(abs(x), ae, like)
                 if masked:
                     rr = rr * fw
                 w[row + j] = -rr if x < 0 else rr
@@ -525,9 +533,8 @@ class MultiStep:
             self.dirty_f = False
         common = (self.itab, self.ftab, self.ctr, self.S)
         nt = self.threads
-        key = self.like.dtype.char
         if what != "phase2":
-            _check_launch(key, self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
+            _check_launch(self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
                           self.like, self.variant, self.has_mom, flag)
             if check == "immediate":
                 bad = self._read_guard(s)
@@ -535,9 +542,9 @@ class MultiStep:
                     return bad, self._status(bad)
             if what == "phase1":
                 return -1, None
-        _update_launch(key, self.blocks, nt, s, *common, self.P, self.N, self.cnt, self.guard,
+        _update_launch(self.blocks, nt, s, *common, self.P, self.N, self.cnt, self.guard,
                        self.like, self.variant, self.has_mom, flag)
-        _scale_launch(key, self.blocks, nt, s, *common, self.N, self.guard, self.like, self.variant,
+        _scale_launch(self.blocks, nt, s, *common, self.N, self.guard, self.like, self.variant,
                       self.has_mom)
         if check == "deferred":
             self.guard.copy_to_host(self.h_guard, stream=s)

@@ -13,8 +13,9 @@ group are combined in float64 by the group's last block to finish (an atomic
 counter per group), rescaled from each slice's own maximum to the group's.
 float32 data with p < 8 is read once (|x|^p summed unscaled in float64
 cannot overflow); float64 data and p = inf take a max pass and a scaled pass
-over each block's slice (the second from cache).  Powers are float64
-``math.pow``: the kernels are bound by memory, not by arithmetic.
+over each block's slice (the second from cache).  The unscaled float32
+powers are float64 (what makes them safe); the scaled ones, ratios <= 1, are
+in the data's precision (``powf`` for float32).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
             elif kind == KIND_TWO:
                 acc += d * d
             else:
-                acc += math.pow(d, p)
+                acc += math.pow(d, p)  # float64: (float32 max)^8 fits, (tiniest)^8 nearly
             j += cuda.blockDim.x
         t = bsum(sh, acc)
         m = bmax(sh, m)
@@ -152,7 +153,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
                 elif kind == KIND_TWO:
                     acc += r * r
                 else:
-                    acc += math.pow(r, p)
+                    acc += float64(math.pow(x.dtype.type(r), x.dtype.type(p)))
                 j += cuda.blockDim.x
             t = bsum(sh, acc)
             if tid == 0:
@@ -218,8 +219,7 @@ def group_norms(x, p, out_dtype=None):
     cnt = counters("norm.cnt", G)
     fast = x.dtype == np.float32 and kind != KIND_INF and p < 8.0
     pe = float(p if kind != KIND_INF else 1.0)
-    _norm_launch(x.dtype.char, G * nsplit, nt, stream(), x, kind, pe, fast, nsplit, Mb, Sb,
-                 cnt, out, fl)
+    _norm_launch(G * nsplit, nt, stream(), x, kind, pe, fast, nsplit, Mb, Sb, cnt, out, fl)
     return (out,) + read_flags(fl, G)
 
 
