@@ -25,7 +25,7 @@ import warnings
 
 import numba
 import numpy as np
-from numba import literally, njit, prange
+from numba import literally, njit, prange  # noqa: F401 (prange: the generated drivers)
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from ._dispatch import log2_for, scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
@@ -337,85 +337,74 @@ def _views(itab, t, like, has_mom, dual):
     return w, g, buf, v, mk, masked
 
 
-def _build_multi(variant, has_mom):
-    """The multi-tensor step drivers of one (variant, momentum) combination:
-    ``{"step": (par, ser), "phase1": ..., "phase2": ...}`` over every group of
-    every tensor of a table (the per-group work of the one-tensor drivers
-    above, so the arithmetic is theirs).  ``step`` runs phase 1, the check and
-    phase 2 in one call; the two phases apart let several tables (tensors of
-    other dtypes) be checked before any is written."""
-    V = int(variant)
-    M = bool(has_mom)
-    DU = V == DUAL
+@njit(inline="always", **_JIT)
+def _tensor_coefficients(itab, ftab, ctr, gg, has_mom):
+    """(tensor row, its first group, group count, bmu, bd, c1, c2, eta) of group ``gg``."""
+    t = tensor_of(itab, gg)
+    bmu, bd, c1, c2, eta = _step_coefficients(
+        ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST], ctr[t, C_STARTED],
+        ftab[t, F_LR], ftab[t, F_DECAY], ctr[t, C_STEP], has_mom)
+    return t, itab[t, T_GOFF] - itab[0, T_GOFF], itab[t, T_G], bmu, bd, c1, c2, eta
 
-    @njit(inline="always", **_JIT)
-    def one1(itab, ftab, ctr, S, st, like, gg):
-        t = tensor_of(itab, gg)
-        w, g, buf, v, mk, masked = _views(itab, t, like, M, DU)
-        bmu, bd, c1, c2, eta = _step_coefficients(
-            ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST], ctr[t, C_STARTED],
-            ftab[t, F_LR], ftab[t, F_DECAY], ctr[t, C_STEP], M)
-        o = itab[t, T_GOFF] - itab[0, T_GOFF]
-        G = itab[t, T_G]
-        _phase1(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
-                ftab[t, F_P], st[o:o + G], S[o:o + G], V, M)
 
-    @njit(inline="always", **_JIT)
-    def one2(itab, ftab, ctr, S, like, gg):
-        t = tensor_of(itab, gg)
-        w, g, buf, v, mk, masked = _views(itab, t, like, M, DU)
-        bmu, bd, c1, c2, eta = _step_coefficients(
-            ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST], ctr[t, C_STARTED],
-            ftab[t, F_LR], ftab[t, F_DECAY], ctr[t, C_STEP], M)
-        o = itab[t, T_GOFF] - itab[0, T_GOFF]
-        G = itab[t, T_G]
-        i = np.int64(gg - o)
-        if masked:
-            _phase2(i, w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2, ftab[t, F_P], eta,
-                    S[o:o + G], mk, V, M, True)
-        else:
-            _phase2(i, w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2, ftab[t, F_P], eta,
-                    S[o:o + G], mk, V, M, False)
+@njit(inline="always", **_JIT)
+def _count(itab, ctr, has_mom):
+    for t in range(itab.shape[0]):
+        ctr[t, C_STEP] += 1
+        if has_mom:
+            ctr[t, C_STARTED] = 1
 
-    @njit(inline="always", **_JIT)
-    def count(itab, ctr):
-        for t in range(itab.shape[0]):
-            ctr[t, C_STEP] += 1
-            if M:
-                ctr[t, C_STARTED] = 1
 
-    def make(loop, parallel):
-        @njit(parallel=parallel, **_JIT)
-        def step(itab, ftab, ctr, S, st, like, NG):
-            for gg in loop(NG):
-                one1(itab, ftab, ctr, S, st, like, gg)
-            for gg in range(NG):
-                if st[gg] != OK:
-                    return gg
-            for gg in loop(NG):
-                one2(itab, ftab, ctr, S, like, gg)
-            count(itab, ctr)
-            return -1
+# The multi-tensor drivers, over every group of every tensor of a table (the
+# per-group work of the phases above, so the arithmetic is theirs): one per
+# (what, variant, momentum on/off, serial/parallel), with those as constants
+# in their source, which is compiled as this module's (so numba's on-disk
+# cache keeps them, as for :class:`._dispatch.TaskKernel`).  ``what``: 0 the
+# whole step (phase 1, the check, phase 2), 1 phase 1 and the check, 2 phase
+# 2 (the phases apart let several tables, tensors of other dtypes, be checked
+# before any is written).
+_MULTI_SRC = """
+def {name}(itab, ftab, ctr, S, st, like, NG):
+    if {what} != 2:
+        for gg in {loop}(NG):
+            t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
+            w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
+            _phase1(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
+                    ftab[t, F_P], st[o:o + G], S[o:o + G], {V}, {M})
+        for gg in range(NG):
+            if st[gg] != OK:
+                return gg
+    if {what} != 1:
+        for gg in {loop}(NG):
+            t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
+            w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
+            if masked:
+                _phase2(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
+                        ftab[t, F_P], eta, S[o:o + G], mk, {V}, {M}, True)
+            else:
+                _phase2(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
+                        ftab[t, F_P], eta, S[o:o + G], mk, {V}, {M}, False)
+        _count(itab, ctr, {M})
+    return -1
+"""
+_WHAT = {"step": 0, "phase1": 1, "phase2": 2}
+_MULTI = {}
 
-        @njit(parallel=parallel, **_JIT)
-        def phase1(itab, ftab, ctr, S, st, like, NG):
-            for gg in loop(NG):
-                one1(itab, ftab, ctr, S, st, like, gg)
-            for gg in range(NG):
-                if st[gg] != OK:
-                    return gg
-            return -1
 
-        @njit(parallel=parallel, **_JIT)
-        def phase2(itab, ftab, ctr, S, st, like, NG):
-            for gg in loop(NG):
-                one2(itab, ftab, ctr, S, like, gg)
-            count(itab, ctr)
-            return -1
-        return step, phase1, phase2
-
-    par, ser = make(prange, True), make(range, False)
-    return {k: (par[i], ser[i]) for i, k in enumerate(("step", "phase1", "phase2"))}
+def _multi(what, variant, has_mom, parallel):
+    """The driver of :data:`_MULTI_SRC` for these constants (made once)."""
+    key = (_WHAT[what], int(variant), bool(has_mom), bool(parallel))
+    f = _MULTI.get(key)
+    if f is None:
+        name = "_multi_{}_{}_{}_{}".format(*(int(k) for k in key))
+        ns = dict(globals())
+        src = _MULTI_SRC.format(name=name, what=key[0], V=key[1], M=key[2],
+                                loop="prange" if parallel else "range")
+        exec(compile(src, __file__, "exec"), ns)
+        py = ns[name]
+        py.__module__, py.__qualname__ = __name__, name
+        f = _MULTI[key] = njit(parallel=bool(parallel), **_JIT)(py)
+    return f
 
 
 class Tables:
@@ -459,7 +448,6 @@ class Tables:
         return t, int(gg - self.itab[t, T_GOFF])
 
 
-_MULTI = {}
 
 
 class MultiStep:
@@ -473,11 +461,7 @@ class MultiStep:
     """
 
     def __init__(self, tables, variant, has_mom, guard=None):
-        key = (int(variant), bool(has_mom))
-        if key not in _MULTI:
-            _MULTI[key] = _build_multi(*key)
-        self.kernels = _MULTI[key]
-        self.has_mom = bool(has_mom)
+        self.variant, self.has_mom = int(variant), bool(has_mom)
         self.t = tables
         self.like = tables.dtype.type(0)
         self.parallel = use_parallel(tables.size, tables.ngroups)
@@ -512,9 +496,8 @@ class MultiStep:
                 if self.has_mom:
                     t.ctr[:, C_STARTED] = 1
             return -1, None
-        par, ser = self.kernels[what]
-        bad = (par if self.parallel else ser)(t.itab, t.ftab, t.ctr, self.S, self.st,
-                                               self.like, t.ngroups)
+        bad = _multi(what, self.variant, self.has_mom, self.parallel)(
+            t.itab, t.ftab, t.ctr, self.S, self.st, self.like, t.ngroups)
         return (bad + t.base, int(self.st[bad])) if bad >= 0 else (-1, None)
 
     def pending(self, wait=True):
