@@ -292,7 +292,7 @@ class LpSGD:
             message names the group).  Nothing is written when it raises.
         """
         fn = "lpcore.LpSGD.step"
-        e = self._entry(w, state, fn, mask)
+        e = self._entry(w, state, fn, mask, grad=grad)
         eta = None if lr is None else _check_lr(lr, self.variant, fn)
         g2 = self._grad2d(e, grad, fn)
         hit = state._work
@@ -339,7 +339,8 @@ class LpSGD:
         if not (len(ws) == len(grads) == len(states) == len(masks)) or not ws:
             raise ValueError(f"{fn}: need as many weights, gradients, states and masks (and at "
                              "least one)")
-        entries = [self._entry(w, s, fn, m) for w, s, m in zip(ws, states, masks)]
+        entries = [self._entry(w, s, fn, m, grad=g) for w, s, m, g in
+                   zip(ws, states, masks, grads)]
         key = tuple(e.key for e in entries)
         hit = states[0]._work
         plan = hit[1] if hit is not None and hit[0] == key else None
@@ -357,9 +358,10 @@ class LpSGD:
                 e.B.write(e.grp, e.w2, e.w)
         return list(states)
 
-    def _entry(self, w, state, fn, mask=None, in_place=False):
-        """One tensor of a step: validated, in its (G, n) view."""
-        B = for_arrays(fn, w=w, mask=mask,
+    def _entry(self, w, state, fn, mask=None, in_place=False, grad=None):
+        """One tensor of a step: validated, in its (G, n) view (``grad`` only
+        takes part in the check that every array is on one device)."""
+        B = for_arrays(fn, w=w, grad=grad, mask=mask,
                        **{f"state.{k}": getattr(state, k, None)
                           for k in ("dual", "momentum_buffer")})
         w = self._check_weight(B, w, fn)

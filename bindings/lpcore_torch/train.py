@@ -412,6 +412,7 @@ class Run:
             if trainer is not None:
                 trainer.step()
             tot += loss.item()
+            _stop_requested()
         rec = {"epoch": len(self.history) + 1, "train_loss": tot / self.steps_per_epoch,
                "test_accuracy": self.evaluate(), "sparsity": self.exact_sparsity()}
         self.elapsed += time.time() - t0
@@ -650,8 +651,20 @@ class _Terminated(BaseException):
     """SIGTERM, turned into an exception so that the clean-up runs."""
 
 
+#: set by SIGTERM: an exception raised by the handler can be swallowed (it
+#: lands in whatever runs then, e.g. a ``__del__`` while Numba compiles), so
+#: the training loop also checks this flag after every step
+_STOP = [False]
+
+
 def _on_sigterm(signum, frame):
+    _STOP[0] = True
     raise _Terminated()
+
+
+def _stop_requested():
+    if _STOP[0]:
+        raise _Terminated()
 
 
 def _prepare_out(ap, text):
@@ -796,6 +809,7 @@ def main(argv=None):
         _save_atomic(ck, ckpt)
 
     old_term = None
+    _STOP[0] = False
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: SIGTERM keeps its handler
