@@ -122,7 +122,8 @@ def test_an_earlier_runs_files_do_not_stay_beside_the_new_ones(tmp_path):
     (out / "hoyer_vs_p.png").write_bytes(b"from a sweep")
     (out / "notes.txt").write_text("the user's")
     assert cli.main(["--epochs", "1", "--quiet", "--out", str(out)]) == 0
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.pt", "notes.txt", "training.png"]
+    assert sorted(os.listdir(out)) == ["masks.pt", "metrics.json", "model.pt", "notes.txt",
+                                       "training.png"]
 
 
 # ------------------------------------------------------------ checkpoints and --resume
@@ -172,7 +173,7 @@ def test_resume_after_an_interruption_is_bitwise_identical(stop_at, reference, t
     monkeypatch.setattr(cli.Run, "finish", real_finish)
     assert cli.main(SHORT + ["--out", str(out), "--resume"]) == 0
     _same(_outputs(out), reference)
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.pt", "training.png"]
+    assert sorted(os.listdir(out)) == ["masks.pt", "metrics.json", "model.pt", "training.png"]
 
 
 def test_sweep_resumes_inside_its_second_run(tmp_path, monkeypatch):
@@ -264,7 +265,7 @@ def test_sigkill_at_any_moment_then_resume_is_bitwise_identical(when, reference,
     r = subprocess.run(_cmd(out, "--resume"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     _same(_outputs(out), reference)
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.pt", "training.png"]
+    assert sorted(os.listdir(out)) == ["masks.pt", "metrics.json", "model.pt", "training.png"]
 
 
 def test_sigterm_keeps_the_checkpoint_and_nothing_else(tmp_path):
@@ -314,3 +315,24 @@ def test_imp_resumes_bitwise_identical_across_a_rewind(tmp_path, monkeypatch):
     _same(_outputs(out), _outputs(ref))
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 6 and abs(m["sparsity"] - 0.9) <= 0.01
+
+
+def test_model_pt_loads_into_the_plain_model_with_the_same_accuracy(tmp_path):
+    """model.pt is the plain model's state_dict (masked weights zero, no mask
+    buffers): a fresh model of the same architecture loads it and gets the
+    run's test accuracy; masks.pt holds the masks by weight name."""
+    from lpcore_torch.data import load
+    out = tmp_path / "run"
+    assert cli.main(["--epochs", "3", "--quiet", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    Xtr, ytr, Xte, yte, shape = load("digits", 0)
+    net = cli.build_model("mlp", Xtr[0].size, shape, int(max(ytr.max(), yte.max()) + 1))
+    net.load_state_dict(torch.load(out / "model.pt", weights_only=True))  # strict: no extra keys
+    with torch.no_grad():
+        acc = (net(torch.from_numpy(Xte)).argmax(1) == torch.from_numpy(yte)).float().mean()
+    assert float(acc) == m["test_accuracy"]
+    masks = torch.load(out / "masks.pt", weights_only=True)
+    assert sorted(masks) == ["1.weight", "3.weight"]
+    for name, mk in masks.items():
+        w = dict(net.named_parameters())[name]
+        assert mk.dtype == torch.bool and torch.all(w[~mk] == 0)

