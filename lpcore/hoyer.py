@@ -147,9 +147,9 @@ def participation_ratio(x, axis=None):
     Examples
     --------
     >>> import numpy as np, lpcore
-    >>> float(lpcore.participation_ratio(np.array([0.0, 2.0, -2.0, 0.0])))
+    >>> round(lpcore.participation_ratio(np.array([0.0, 2.0, -2.0, 0.0])), 12)
     2.0
-    >>> lpcore.participation_ratio(np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 1e-9]]), axis=1)
+    >>> lpcore.participation_ratio(np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 1e-9]]), axis=1).round(6)
     array([3., 1.])
     """
     from .norms import norm

@@ -101,7 +101,7 @@ def reference_lr_factor(step, total):
     --------
     >>> from lpcore.methods.lpss import reference_lr_factor
     >>> [round(reference_lr_factor(t, 60), 3) for t in (0, 9, 10, 35, 59)]
-    [0.1, 1.0, 0.98, 0.48, 0.02]
+    [0.1, 1.0, 0.98, 0.49, 0.02]
     """
     fn = "lpcore.methods.lpss.reference_lr_factor"
     for name, v in (("step", step), ("total", total)):

@@ -296,6 +296,24 @@ def bmax(sh, v):
 
 
 @cuda.jit(device=True)
+def last_block(cnt, i, nsplit, flag):
+    """True in every thread of the last block of group ``i`` to arrive (the
+    partials of all its slices are then visible); that block resets the
+    counter, so the counters stay zero between launches."""
+    if nsplit == 1:
+        return True
+    cuda.threadfence()
+    if cuda.threadIdx.x == 0:
+        flag[0] = 1 if cuda.atomic.add(cnt, i, 1) == nsplit - 1 else 0
+    cuda.syncthreads()
+    last = flag[0] == 1
+    cuda.syncthreads()
+    if last and cuda.threadIdx.x == 0:
+        cnt[i] = 0
+    return last
+
+
+@cuda.jit(device=True)
 def block_slice(n, nsplit):
     """(group, first, last) of the current block in a (G * nsplit)-block launch."""
     b = cuda.blockIdx.x

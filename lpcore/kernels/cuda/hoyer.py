@@ -1,6 +1,6 @@
 """Hoyer sparsity of the rows on the GPU (``kernels/hoyer.py``), one launch:
 per slice Mb, S1 = sum |x|/Mb, S2 = sum (x/Mb)^2 (float32: unscaled, one
-pass), combined by the group's last block (``norm.last_block``)."""
+pass), combined by the group's last block (``_launch.last_block``)."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import math
 import numpy as np
 from numba import cuda, float64, int32
 
-from ._launch import (MAXT, block_slice as _slice, bsum, counters, flags, launcher, read_flags,
-                      scratch, split, stream)
-from .norm import _slice_max, group_start, last_block
+from ._launch import (MAXT, block_slice as _slice, bsum, counters, flags, last_block, launcher,
+                      read_flags, scratch, split, stream)
+from .norm import _slice_max, group_start
 
 INF = math.inf
 NAN = math.nan

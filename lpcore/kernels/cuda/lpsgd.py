@@ -45,7 +45,7 @@ from ..._device import simulated
 from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, F_DECAY, F_LR,
                      F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
                      T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
-from ._launch import MAXT, bmax, bsum, config, launcher, maxnan, stream
+from ._launch import MAXT, bmax, bsum, config, last_block, launcher, maxnan, stream
 from ._pointers import as_ptr, cast_like
 
 INF = math.inf
@@ -72,6 +72,18 @@ def _pow(x, e, like):
 
 
 @cuda.jit(device=True)
+def _tensor(itab, ftab, ctr, t, like, has_mom):
+    """Tensor ``t``'s arrays (w, gradient, momentum buffer, dual state) and its
+    step's coefficients, step size, weight decay and p."""
+    bmu, bd, c1, c2, eta = _coef(ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST],
+                                 ctr[t, C_STARTED], ftab[t, F_LR], ftab[t, F_DECAY],
+                                 ctr[t, C_STEP], has_mom)
+    return (as_ptr(itab[t, T_W], like), as_ptr(itab[t, T_GRAD], like),
+            as_ptr(itab[t, T_BUF], like), as_ptr(itab[t, T_V], like), bmu, bd, c1, c2, eta,
+            ftab[t, F_WD], ftab[t, F_P])
+
+
+@cuda.jit(device=True)
 def _locate(itab, b):
     """(tensor, group, first, last element of the slice, nsplit, first block of
     the group, the group counted from the table's first) of block ``b``."""
@@ -94,23 +106,6 @@ def _locate(itab, b):
     return t, i, j0, min(n, j0 + span), nsplit, b - s, itab[t, T_GOFF] - itab[0, T_GOFF] + i
 
 
-@cuda.jit(device=True)
-def _last_block(cnt, gg, nsplit, flag):
-    """True in every thread of the group's last block to finish (its partials
-    are then all visible); that block resets the counter."""
-    if nsplit == 1:
-        return True
-    cuda.threadfence()
-    if cuda.threadIdx.x == 0:
-        flag[0] = 1 if cuda.atomic.add(cnt, gg, 1) == nsplit - 1 else 0
-    cuda.syncthreads()
-    last = flag[0] == 1
-    cuda.syncthreads()
-    if last and cuda.threadIdx.x == 0:
-        cnt[gg] = 0
-    return last
-
-
 @cuda.jit
 def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
     sh = cuda.shared.array(MAXT, float64)
@@ -127,15 +122,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
     a = 0.0
     bb = 0.0
     if i < G:
-        w = as_ptr(itab[t, T_W], like)
-        g = as_ptr(itab[t, T_GRAD], like)
-        buf = as_ptr(itab[t, T_BUF], like)
-        v = as_ptr(itab[t, T_V], like)
-        bmu, bd, c1, c2, eta = _coef(ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST],
-                                     ctr[t, C_STARTED], ftab[t, F_LR], ftab[t, F_DECAY],
-                                     ctr[t, C_STEP], has_mom)
-        wd = ftab[t, F_WD]
-        p = ftab[t, F_P]
+        w, g, buf, v, bmu, bd, c1, c2, eta, wd, p = _tensor(itab, ftab, ctr, t, like, has_mom)
         row = i * n
         brow = row if has_mom else 0
         dual = variant == DUAL
@@ -177,7 +164,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
         P[b, 1] = ms
         P[b, 2] = a
         P[b, 3] = bb
-    if i >= G or not _last_block(cnt, gg, nsplit, flag):
+    if i >= G or not last_block(cnt, gg, nsplit, flag):
         return
     # the group's last block: combine its slices
     p = ftab[t, F_P]
@@ -265,17 +252,9 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
         return
     n = itab[t, T_N]
     tid = cuda.threadIdx.x
-    w = as_ptr(itab[t, T_W], like)
-    g = as_ptr(itab[t, T_GRAD], like)
-    buf = as_ptr(itab[t, T_BUF], like)
-    v = as_ptr(itab[t, T_V], like)
+    w, g, buf, v, bmu, bd, c1, c2, eta, wd, p = _tensor(itab, ftab, ctr, t, like, has_mom)
     masked = itab[t, T_MASKED] != 0
     mk = as_ptr(itab[t, T_MASK], _U8)
-    bmu, bd, c1, c2, eta = _coef(ftab[t, F_MU], ftab[t, F_DAMP], ftab[t, F_NEST],
-                                 ctr[t, C_STARTED], ftab[t, F_LR], ftab[t, F_DECAY],
-                                 ctr[t, C_STEP], has_mom)
-    wd = ftab[t, F_WD]
-    p = ftab[t, F_P]
     row = i * n
     brow = row if has_mom else 0
     dual = variant == DUAL
@@ -348,7 +327,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
         Q[b, 0] = mx
         Q[b, 1] = acc
         Q[b, 2] = third
-    if not _last_block(cnt, gg, nsplit, flag):
+    if not last_block(cnt, gg, nsplit, flag):
         return
     # the group's last block: N[gg] = (the r-norm of the new state, or for a group
     # the step did not move the Lp norm of its masked w if the mask zeroed an entry,

@@ -25,8 +25,8 @@ import numpy as np
 from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
-from ._launch import (MAXT, block_slice as _slice, bmax, bsum, counters, flags, launcher,
-                      maxnan, read_flags, rows_grid, scratch, split, stream)
+from ._launch import (MAXT, block_slice as _slice, bmax, bsum, counters, flags, last_block,
+                      launcher, maxnan, read_flags, rows_grid, scratch, split, stream)
 from .layout import fill
 
 INF = math.inf
@@ -49,24 +49,6 @@ def _slice_max(x, g, j0, j1, sh):
 # r-norms in one launch: per slice Mb = max |x| and Sb = sum (|x| / Mb)^r (or,
 # for float32 data and p < 8, the unscaled sum with Mb = 1: one pass), then the
 # group's last block to finish combines its slices into out[i]
-@cuda.jit(device=True)
-def last_block(cnt, i, nsplit, flag):
-    """True in every thread of the last block of group ``i`` to arrive (the
-    partials of all its slices are then visible); that block resets the
-    counter, so the counters stay zero between launches."""
-    if nsplit == 1:
-        return True
-    cuda.threadfence()
-    if cuda.threadIdx.x == 0:
-        flag[0] = 1 if cuda.atomic.add(cnt, i, 1) == nsplit - 1 else 0
-    cuda.syncthreads()
-    last = flag[0] == 1
-    cuda.syncthreads()
-    if last and cuda.threadIdx.x == 0:
-        cnt[i] = 0
-    return last
-
-
 @cuda.jit(device=True)
 def _slices_max(Mb, S1, S2, c0, c1, sh):
     """Over a group's slices ``c0 .. c1`` (the block's threads striding): the
