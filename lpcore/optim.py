@@ -3,8 +3,9 @@
 A framework-independent optimizer in the style of an (init, step) pair: the
 hyperparameters live on the :class:`LpSGD` object (validated once), the
 per-tensor state in an :class:`LpSGDState` of plain arrays.  Weights and state
-are updated in place by one fused kernel call per tensor per step
-(``lpcore/kernels/lpsgd.py``).
+are updated in place; the tensors of a step go through a :class:`StepPlan`:
+one kernel call for all of them on the CPU (``lpcore/kernels/lpsgd.py``),
+three launches on the GPU (``lpcore/kernels/cuda/lpsgd.py``).
 """
 from __future__ import annotations
 
@@ -168,8 +169,9 @@ class LpSGD:
 
     Notes
     -----
-    One kernel call per tensor per step, in two phases (see
-    ``lpcore/kernels/lpsgd.py``).  Passes over memory, per group:
+    One kernel call per step for every tensor of it (:meth:`plan`,
+    :meth:`step_many`; :meth:`step` is the one-tensor case), in two phases
+    (see ``lpcore/kernels/lpsgd.py``).  Passes over memory, per group:
 
     * phase 1 (reads, validates): g, buf and the state (v for ``dual``, w
       otherwise) once from memory; then ``||d||_q`` (``dual``, ``primal``) or
