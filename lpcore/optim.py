@@ -296,18 +296,7 @@ class LpSGD:
         fn = "lpcore.LpSGD.step"
         e = self._entry(w, state, fn, mask, grad=grad)
         eta = None if lr is None else _check_lr(lr, self.variant, fn)
-        g2 = self._grad2d(e, grad, fn)
-        hit = state._work
-        plan = hit[1] if hit is not None and hit[0] == e.key else None
-        if plan is None:
-            plan = StepPlan([e], fn=fn)
-            state._work = (e.key, plan)
-        else:
-            plan.entries[0] = e
-        plan._reload(0, eta)  # the state, not the plan, holds the counters here
-        plan._run([g2], fn, "immediate", single=True)
-        if not e.direct:  # the updated rows were a copy of w's
-            e.B.write(e.grp, e.w2, e.w)
+        self._step_cached([e], [grad], fn, eta)
         return state
 
     def plan(self, ws, states, masks=None, names=None):
@@ -343,22 +332,28 @@ class LpSGD:
                              "least one)")
         entries = [self._entry(w, s, fn, m, grad=g) for w, s, m, g in
                    zip(ws, states, masks, grads)]
+        self._step_cached(entries, grads, fn)
+        return list(states)
+
+    def _step_cached(self, entries, grads, fn, eta=None):
+        """Step ``entries`` now through the plan kept on the first one's state
+        (made anew when the arrays it was built on changed); the states hold
+        the counters between these calls, so they are loaded every time."""
         key = tuple(e.key for e in entries)
-        hit = states[0]._work
+        hit = entries[0].state._work
         plan = hit[1] if hit is not None and hit[0] == key else None
         if plan is None:
             plan = StepPlan(entries, fn=fn)
-            states[0]._work = (key, plan)
+            entries[0].state._work = (key, plan)
         else:
             plan.entries[:] = entries
         for k in range(len(entries)):
-            plan._reload(k, None)
+            plan._reload(k, eta)
         g2 = [self._grad2d(e, g, fn) for e, g in zip(entries, grads)]
-        plan._run(g2, fn, "immediate")
+        plan._run(g2, fn, "immediate", single=len(entries) == 1)
         for e in entries:
-            if not e.direct:
+            if not e.direct:  # the updated rows were a copy of w's
                 e.B.write(e.grp, e.w2, e.w)
-        return list(states)
 
     def _entry(self, w, state, fn, mask=None, in_place=False, grad=None):
         """One tensor of a step: validated, in its (G, n) view (``grad`` only
@@ -477,8 +472,8 @@ class _Entry:
         self.state, self.grp, self.mask2, self.grad = state, grp, mask2, None
         addr = B.address
         buf = state.momentum_buffer
+        # what a plan is built on (the mask is reloaded at every call instead)
         self.key = (B.name, addr(w2), w2.shape, w2.dtype.str, opt.variant, opt.momentum > 0,
-                    None if mask2 is None else addr(mask2),
                     None if state.dual is None else addr(state.dual),
                     None if buf is None else addr(buf))
 
@@ -570,6 +565,9 @@ class StepPlan:
         ms, t = self._where(k)
         ms.set_counters(t, e.state.step, 0 if e.state.momentum_buffer is None and
                         k in self._fresh else 1)
+        if e.mask2 is not None:
+            self.B.register(e.mask2)
+        ms.set_mask(t, 0 if e.mask2 is None else self.B.address(e.mask2))
         if eta is None:
             ms.set_lr(t, e.opt.lr, e.opt.lr_decay)
         else:

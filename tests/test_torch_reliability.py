@@ -300,3 +300,30 @@ def test_set_mask_refuses_what_it_cannot_use_and_a_bad_mask_writes_nothing():
     opt.set_mask(w, None)  # removed: the step goes through
     opt.step()
     assert not torch.equal(flat(m), before)
+
+
+def test_a_weight_changed_outside_is_projected_before_a_primal_step():
+    """The fresh path steps the projected copy (primal reads w itself): the same
+    as lpcore's step from the projected weights and a fresh state."""
+    import numpy as np
+    import lpcore
+    a = make(seed=4)
+    opt = LpSGD(lp_param_groups(a, p=1.4), lr=0.05, variant="primal")
+    w = a[0].weight
+    for q in a.parameters():
+        q.grad = torch.ones_like(q)
+    opt.step()
+    new = torch.randn_like(w) * 3.0
+    with torch.no_grad():
+        w.copy_(new)
+    g = torch.randn_like(w)
+    for q in a.parameters():
+        q.grad = torch.zeros_like(q)
+    w.grad = g.clone()
+    opt.step()
+    ref = new.numpy().astype(np.float64).copy()
+    core = lpcore.LpSGD(1.4, lr=0.05, variant="primal")
+    st = core.init(ref, axis=1)
+    st.step = 1
+    core.step(ref, g.numpy().astype(np.float64), st)
+    np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-5, atol=1e-6)

@@ -428,22 +428,18 @@ class LpSGD(Optimizer):
 
     def _fused_sgd(self, group, params, grads, flag):
         mom = group["momentum"]
-        bufs = []
-        first = False
-        for q in params:
+        calls = {}  # (lr, first momentum step) -> indices: one fused call each
+        for i, q in enumerate(params):
             st = self.state[q]
-            if mom != 0 and "momentum_buffer" not in st:
+            first = mom != 0 and "momentum_buffer" not in st
+            if first:
                 st["momentum_buffer"] = torch.zeros_like(q, memory_format=torch.preserve_format)
-                first = True
-            bufs.append(st.get("momentum_buffer"))
-        lrs = {decayed_lr(group["lr"], group["lr_decay"], self.state[q].get("step", 0))
-               for q in params}
-        for lr in sorted(lrs):
-            sel = [i for i, q in enumerate(params)
-                   if decayed_lr(group["lr"], group["lr_decay"], self.state[q].get("step", 0))
-                   == lr]
+            lr = decayed_lr(group["lr"], group["lr_decay"], st.get("step", 0))
+            calls.setdefault((lr, first), []).append(i)
+        for (lr, first), sel in calls.items():
             torch._fused_sgd_([params[i] for i in sel], [grads[i] for i in sel],
-                              [] if mom == 0 else [bufs[i] for i in sel],
+                              [] if mom == 0 else
+                              [self.state[params[i]]["momentum_buffer"] for i in sel],
                               weight_decay=group["weight_decay"], momentum=mom, lr=lr,
                               dampening=group["dampening"], nesterov=group["nesterov"],
                               maximize=bool(group["maximize"]), is_first_step=first,
@@ -590,12 +586,11 @@ class _PlanHolder:
         grads, keep = [], []
         for k, q in enumerate(self.params):
             g = q.grad
-            if g.layout is not torch.strided or g.dtype is not (q.dtype if self.copies[k] is None
-                                                              else torch.float32) \
-                    or not g.is_contiguous() or g.device != q.device:
+            want = q.dtype if self.copies[k] is None else self.copies[k].dtype
+            if g.layout is not torch.strided or g.dtype is not want or not g.is_contiguous() \
+                    or g.device != q.device:
                 check_tensor(g, f"the gradient of {names[id(q)]}")
-                g = g.detach().to(dtype=torch.float32 if q.dtype in _HALF else q.dtype,
-                                  device=q.device).contiguous()
+                g = g.detach().to(dtype=want, device=q.device).contiguous()
             keep.append(g)
             grads.append(C.address(g))
         masks = []
@@ -608,8 +603,8 @@ class _PlanHolder:
             if group["lr"] != self.lrs[k]:
                 self.plan.set_lr(k, group["lr"])
                 self.lrs[k] = group["lr"]
-        for q, copy in zip(self.params, self.copies):
-            if copy is not None:
+        for q, copy, fresh in zip(self.params, self.copies, self.fresh):
+            if copy is not None and not fresh:  # a fresh copy holds the projected weights
                 copy.copy_(q)
         self.keep = keep  # the tensors the enqueued kernels read stay alive
         try:

@@ -592,17 +592,16 @@ def warm_kernels(r, out=sys.stderr):
     timer.start()
     try:
         ws, states, masks, cores = [], [], [], {}
-        for g in r.opt.param_groups:
-            if g["p"] is None:
-                continue
+        group_of = {id(q): g for g in r.opt.param_groups for q in g["params"]}
+        for w, (view, axis) in r.opt.constrained_weights():
+            g = group_of[id(w)]
             core = cores.setdefault(id(g), lpcore.LpSGD(
                 g["p"], min(g["lr"], 1.0), momentum=g["momentum"], nesterov=g["nesterov"],
                 weight_decay=g["weight_decay"], lr_decay=g["lr_decay"], variant=g["variant"]))
-            for w, (view, axis) in r.opt._constrained(g):
-                a = np.ones(view, dtype=w.detach().cpu().numpy().dtype)
-                ws.append((core, a))
-                states.append(core.init(a, axis=axis))
-                masks.append(np.ones(view, dtype=bool))
+            a = np.ones(view, dtype=w.detach().cpu().numpy().dtype)
+            ws.append((core, a))
+            states.append(core.init(a, axis=axis))
+            masks.append(np.ones(view, dtype=bool))
         for core in {id(c): c for c, _ in ws}.values():
             idx = [i for i, (c, _) in enumerate(ws) if c is core]
             plan = core.plan([ws[i][1] for i in idx], [states[i] for i in idx],
