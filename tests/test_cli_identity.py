@@ -1,0 +1,32 @@
+"""The command line's results are what they were: the default run and one run
+per method, compared with the fingerprints recorded in
+``tests/data/cli_fingerprints.json`` (metrics without timings, the SHA-256 of
+every tensor of ``model.pt`` and ``masks.pt``).  See ``cli_fingerprint.py``
+for the runs and how to record them anew when a change is meant to change
+results."""
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+import cli_fingerprint as fp  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
+
+@pytest.fixture(scope="module")
+def fingerprints(tmp_path_factory):
+    work = tmp_path_factory.mktemp("identity")
+    with ThreadPoolExecutor(2) as pool:  # subprocesses of one torch thread each
+        return dict(zip(fp.RUNS, pool.map(lambda name: fp.run(name, str(work)), fp.RUNS)))
+
+
+@pytest.mark.parametrize("name", list(fp.RUNS))
+def test_outputs_unchanged(fingerprints, name):
+    with open(fp.RECORD) as f:
+        recorded = json.load(f)[name]
+    got = json.loads(json.dumps(fingerprints[name]))
+    assert got["model.pt"] == recorded["model.pt"]
+    assert got["masks.pt"] == recorded["masks.pt"]
+    assert got["metrics"] == recorded["metrics"]
