@@ -85,7 +85,7 @@ def test_chase_removes_the_channels_with_the_smallest_umm():
 torch = pytest.importorskip("torch")
 nn = torch.nn
 import lpcore_torch  # noqa: E402
-from lpcore_torch import train as cli  # noqa: E402
+from lpcore_torch import cli  # noqa: E402
 
 
 def _kill(layer, rows):

@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from lpcore_torch import train as cli  # noqa: E402
+import lpcore_torch  # noqa: E402
+from lpcore_torch import cli  # noqa: E402
 
 SHORT = ["--epochs", "5", "--quiet"]  # digits, MLP, LpSS: the topology window is epochs 1-4
 
@@ -231,7 +232,7 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(reference, tmp_pa
 
 
 def _cmd(out, *extra):
-    return [sys.executable, "-m", "lpcore_torch.train", *SHORT, "--out", str(out), *extra]
+    return [sys.executable, "-m", "lpcore_torch", *SHORT, "--out", str(out), *extra]
 
 
 @pytest.mark.parametrize("when", ["first", "replaced"])
@@ -326,7 +327,7 @@ def test_model_pt_loads_into_the_plain_model_with_the_same_accuracy(tmp_path):
     assert cli.main(["--epochs", "3", "--quiet", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     Xtr, ytr, Xte, yte, shape = load("digits", 0)
-    net = cli.build_model("mlp", Xtr[0].size, shape, int(max(ytr.max(), yte.max()) + 1))
+    net = lpcore_torch.build_model("mlp", Xtr[0].size, shape, int(max(ytr.max(), yte.max()) + 1))
     net.load_state_dict(torch.load(out / "model.pt", weights_only=True))  # strict: no extra keys
     with torch.no_grad():
         acc = (net(torch.from_numpy(Xte)).argmax(1) == torch.from_numpy(yte)).float().mean()

@@ -11,7 +11,7 @@ nn = torch.nn
 
 import lpcore  # noqa: E402
 import lpcore_torch  # noqa: E402
-from lpcore_torch import train as cli  # noqa: E402
+from lpcore_torch import cli  # noqa: E402
 from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
 from loop import assert_resumes_identically, train_steps  # noqa: E402

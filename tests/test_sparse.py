@@ -11,7 +11,7 @@ nn = torch.nn
 
 import lpcore  # noqa: E402
 import lpcore_torch  # noqa: E402
-from lpcore_torch import train as cli  # noqa: E402
+from lpcore_torch import cli  # noqa: E402
 from ddp import run_on_two_ranks  # noqa: E402
 from naive import norm_ref  # noqa: E402
 from loop import assert_resumes_identically, train_steps  # noqa: E402
@@ -130,10 +130,11 @@ def test_semi_pruning_keeps_latent_dual_and_hard_zeroes_it():
         _steps(net, opt, tr, 30)
         it = tr.items[0]
         m = it.mask.numpy().reshape(-1)
-        dual = opt.state[it.weight]["dual"].numpy().reshape(-1)[it.pos]
+        pos = lpcore.group_positions(*it.layout)
+        dual = opt.state[it.weight]["dual"].numpy().reshape(-1)[pos]
         out[pruning] = np.abs(dual[~m])
         # momentum of inactive connections is zero (reset when dropped, no gradient since)
-        buf = opt.state[it.weight]["momentum_buffer"].numpy().reshape(-1)[it.pos]
+        buf = opt.state[it.weight]["momentum_buffer"].numpy().reshape(-1)[pos]
         assert np.all(buf[~m] == 0)
     assert np.count_nonzero(out["semi"]) > 0
     assert np.all(out["hard"] == 0)
@@ -303,7 +304,8 @@ def test_masking_does_not_count_as_a_change_of_the_weights():
         for it in tr.items:
             assert not opt._changed(it.weight)
     it = tr.items[0]
-    dual = opt.state[it.weight]["dual"].reshape(-1)[torch.from_numpy(it.pos)]
+    pos = torch.from_numpy(lpcore.group_positions(*it.layout))
+    dual = opt.state[it.weight]["dual"].reshape(-1)[pos]
     off = ~it.mask.reshape(-1)
     assert off.any() and (dual[off] != 0).any()  # latent values survive
 
@@ -432,12 +434,12 @@ def test_cli_device_auto_takes_the_device_that_can_run(tmp_path):
     assert cli.main(["--device", "auto", "--dataset", "breast_cancer", "--epochs", "1",
                      "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["device"] == ("cpu" if cli._no_cuda() else "cuda")
+    assert m["device"] == ("cpu" if cli.cuda_problem() else "cuda")
 
 
 def test_evidence_device_cuda_without_a_gpu_says_so(tmp_path, capsys):
-    from lpcore_torch import evidence, train
-    if not train._no_cuda():
+    from benchmarks import evidence
+    if not cli.cuda_problem():
         pytest.skip("this machine can train on CUDA")
     with pytest.raises(SystemExit) as e:
         evidence.main(["--device", "cuda", "--out", str(tmp_path / "ev")])

@@ -97,7 +97,7 @@ def test_hoyer_report_and_metrics_carry_the_gaps(tmp_path):
     pytest.importorskip("sklearn")
     import json
     import lpcore_torch
-    from lpcore_torch import train as cli
+    from lpcore_torch import cli
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Conv1d(20, 6, 1))

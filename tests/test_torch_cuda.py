@@ -319,7 +319,7 @@ def test_cli_device_cuda_trains_on_the_gpu(tmp_path):
         pytest.skip("needs a GPU and torch built for CUDA")
     import json
 
-    from lpcore_torch import train as cli
+    from lpcore_torch import cli
     out = tmp_path / "r"
     cli.main(["--device", "cuda", "--dataset", "digits", "--epochs", "2", "--out", str(out),
               "--quiet"])

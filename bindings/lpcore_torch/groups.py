@@ -35,6 +35,33 @@ def _fan_in(module):
     return math.prod(view[a] for a in axis)
 
 
+def _layers(model):
+    """Every Linear, Conv and ConvT layer with a weight, in module order."""
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear,) + _CONV + _CONVT)
+            and getattr(m, "weight", None) is not None]
+
+
+def classifier_layer(model):
+    """``(name, module)`` of the final classifier: the last Linear, Conv or
+    ConvT layer in module order (None if there is none)."""
+    layers = _layers(model)
+    return layers[-1] if layers else None
+
+
+def sparse_layers(model, include_classifier=False):
+    """``[(name, module)]``: the layers whose weights the library constrains
+    and sparsifies by default, the one rule :func:`lp_param_groups`,
+    :class:`lpcore_torch.SparseTrainer` and ``lpcore-train`` share: Linear,
+    Conv and ConvT layers in module order, without the final classifier
+    (:func:`classifier_layer`; unless ``include_classifier``) and without
+    layers whose fan-in is below 2."""
+    layers = _layers(model)
+    if layers and not include_classifier:
+        layers = layers[:-1]
+    return [(n, m) for n, m in layers if _fan_in(m) >= 2]
+
+
 def lp_param_groups(model, p=2.0, exclude=(), include_classifier=False, target_sparsity=None,
                     h0=0.2):
     """Parameter groups for :class:`lpcore_torch.LpSGD`: which weights to constrain.
@@ -86,12 +113,7 @@ def lp_param_groups(model, p=2.0, exclude=(), include_classifier=False, target_s
     if not isinstance(model, nn.Module):
         raise TypeError(f"lp_param_groups: model must be a torch.nn.Module, got {type(model).__name__}")
     excl = exclude if callable(exclude) else (lambda name, m, s=set(exclude): name in s)
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, (nn.Linear,) + _CONV + _CONVT)
-              and getattr(m, "weight", None) is not None]
-    if layers and not include_classifier:
-        layers = layers[:-1]
-    layers = [(n, m) for n, m in layers if not excl(n, m) and _fan_in(m) >= 2]
+    layers = [(n, m) for n, m in sparse_layers(model, include_classifier) if not excl(n, m)]
     if isinstance(p, str):
         if p != "auto":
             raise ValueError(f"lp_param_groups: p must be 'auto', a number, a list or a callable, "

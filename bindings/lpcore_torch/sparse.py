@@ -7,38 +7,14 @@ no update: a gradient hook zeroes their gradients (keeping the dense gradient
 for regrowth scores), and after every optimizer step the trainer re-applies
 the mask.  All decisions are computed by ``lpcore``'s topology primitives.
 
-Methods (the policy lives in ``lpcore.methods``, one module each)
------------------------------------------------------------------
-``lpss``       semi-pruning with threshold adaptation (needs
-               :class:`lpcore_torch.LpSGD`, e.g. with
-               ``lp_param_groups(model)``: p = 2); latent magnitudes
-               are ``D_q`` of LpSGD's dual state, which inactive connections
-               keep (``pruning="hard"`` zeroes it, as the reference does).  See
-               :mod:`lpcore.methods.lpss` for the controller and where it
-               departs from the reference.
-``set``        drop the smallest ``|w|``, regrow at random (fixed sparsity).
-``rigl``       drop the smallest ``|w|``, regrow by largest ``|gradient|``.
-``static``     a fixed random mask.
-``magnitude``  gradual magnitude pruning on the cubic schedule, no regrowth.
-``imp``        iterative magnitude pruning with rewinding: rounds of
-               ``frequency`` steps, a global magnitude prune after each, every
-               parameter rewound to its value after step ``begin`` (the
-               trainer keeps the copy: :meth:`SparseTrainer.tensor_state`).
-``scl``        sparse connectivity learning: a trainable score per connection,
-               the network computes with ``theta * u(score)``, the scores take
-               the normalised straight-through gradient plus the count
-               regulariser, calibrated to the schedule (``lam="auto"``) or fixed;
-               SGD or LpSGD.  See :mod:`lpcore.methods.scl`.
-``chase``      RigL plus gradual removal of whole output channels, those with the
-               smallest unmasked mean magnitude, at the same parameter budget; the
-               bias of a removed channel is kept at zero, so that
-               :func:`lpcore_torch.compact` cuts it out.  See
-               :mod:`lpcore.methods.chase`.
-``concave``    the concave-regularised lottery: a relaxed mask ``m`` in [0, 1]
-               trained with the weights (``theta * m``) under a log (or l1)
-               penalty until ``end``, thresholded to exactly the target, every
-               parameter rewound to its value after step ``begin``, and the
-               ticket trained.  See :mod:`lpcore.methods.concave`.
+The methods (``lpss``, ``set``, ``rigl``, ``static``, ``magnitude``,
+``imp``, ``scl``, ``chase``, ``concave``) are the policy of
+``lpcore.methods``, one module each, whose docstrings say what each does and
+where it departs from its paper; ``lpss`` needs :class:`lpcore_torch.LpSGD`
+(its latent magnitudes are ``D_q`` of the dual state, read through
+:meth:`LpSGD.latent`).  IMP and the concave lottery rewind every parameter
+to its value after step ``begin`` (the trainer keeps that copy:
+:meth:`SparseTrainer.tensor_state`).
 
 The learned-mask methods keep ``theta`` (the trainable weights, inactive
 connections included) in the trainer; the weight the model holds is ``theta
@@ -48,11 +24,11 @@ decay, torch's SGD decays ``theta * gate`` rather than ``theta``.)
 
 This module keeps the torch side: mask buffers, gradient hooks, the DDP
 all-reduce of dense gradients, resets of the optimizer state of changed
-connections, ``state_dict``.
+connections (through ``LpSGD.reset_state``; torch's SGD: its momentum
+buffers), ``state_dict``.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -60,29 +36,10 @@ from torch import nn
 
 import lpcore
 
-from . import _convert as C
 from ._convert import host
-from .groups import _CONV, _CONVT, fan_in_layout
+from ._masking import (alive, apply_masks, gate_tensor, index_tensor, select_weights,
+                       zero_dead_biases)
 from .optim import LpSGD
-
-METHODS = tuple(lpcore.methods.METHODS)
-
-
-class _Sparse:
-    """One sparse weight: its module, name, layout and the flat -> (G, n) map."""
-
-    def __init__(self, name, module, weight, layout):
-        self.name, self.module, self.weight, self.layout = name, module, weight, layout
-        self.pos = lpcore.group_positions(*layout)  # flat weight index -> flat (G, n) index
-        self.dense_grad = None
-        # learned masks (scl, concave): the trainable weights theta and the gate the
-        # network computes with (theta * gate); None outside the learning phase
-        self.theta = None
-        self.gate = None
-
-    @property
-    def mask(self):
-        return getattr(self.module, "weight_mask")
 
 
 class SparseTrainer:
@@ -149,7 +106,7 @@ class SparseTrainer:
                  mask_classifier=False, count_all_parameters=False):
         self.model, self.optimizer, self.method = model, optimizer, method
         self.mask_classifier = bool(mask_classifier)
-        self.items = self._select()
+        self.items = select_weights(model, optimizer, self.mask_classifier)
         if not self.items:
             raise ValueError("SparseTrainer: the model has no weight to sparsify")
         dense = None
@@ -192,49 +149,23 @@ class SparseTrainer:
             bias = getattr(it.module, "bias", None)
             if self.policy.removes_channels and isinstance(bias, nn.Parameter):
                 # a removed channel's bias stays zero: the channel outputs nothing
-                bias.register_hook(lambda g, it=it: g * self._alive(it).to(g.dtype))
+                bias.register_hook(lambda g, it=it: g * alive(it).to(g.dtype))
             if self._masked_step:
                 optimizer.set_mask(it.weight, lambda mod=it.module: mod.weight_mask)
-            dual = self.optimizer.state.get(it.weight, {}).get("dual")
-            if dual is not None and self.policy.pruning == "hard":
-                off = np.flatnonzero(~m.reshape(-1))
-                dual.reshape(-1)[_index(it.pos[off], dual)] = 0.0
+            if self.policy.pruning == "hard" and self._p(it) is not None:
+                optimizer.reset_state(it.weight, np.flatnonzero(~m.reshape(-1)),
+                                      momentum=False, dual=True)
         if self.policy.learns:
             gates = self.policy.gates()
             for it, g in zip(self.items, gates):
                 it.theta = it.weight.detach().clone()
-                it.gate = _gate(g, it.weight)
+                it.gate = gate_tensor(g, it.weight)
         with torch.no_grad():
-            self._apply_masks()
+            apply_masks(self.items, self.optimizer, self._p)
             if self.policy.removes_channels:
-                self._zero_dead_biases()
+                zero_dead_biases(self.items)
 
     # ------------------------------------------------------------------
-    def _select(self):
-        owners = {}
-        for name, mod in self.model.named_modules():
-            w = getattr(mod, "weight", None)
-            if isinstance(w, nn.Parameter):
-                owners[id(w)] = (name, mod)
-        items = []
-        layers = [(n, m) for n, m in self.model.named_modules()
-                  if isinstance(m, (nn.Linear,) + _CONV + _CONVT)]
-        if isinstance(self.optimizer, LpSGD):
-            for w, layout in self.optimizer.constrained_weights():
-                if id(w) in owners:
-                    name, mod = owners[id(w)]
-                    items.append(_Sparse(name, mod, w, layout))
-        if not items:
-            for name, mod in layers[:-1]:
-                view, axis = fan_in_layout(mod)
-                if math.prod(view[a] for a in axis) >= 2:
-                    items.append(_Sparse(name, mod, mod.weight, (view, axis)))
-        if self.mask_classifier and layers:
-            name, mod = layers[-1]
-            if not any(it.weight is mod.weight for it in items):
-                items.append(_Sparse(name, mod, mod.weight, fan_in_layout(mod)))
-        return items
-
     def _hook(self, it):
         def hook(grad):
             it.dense_grad = grad.detach()
@@ -292,9 +223,9 @@ class SparseTrainer:
         if (changed or not self._masked_step) and not learned:
             # LpSGD's masked step keeps its weights masked and on the sphere; a
             # new mask (or another optimizer) needs the masks applied here
-            self._apply_masks()
+            apply_masks(self.items, self.optimizer, self._p)
         if self.policy.removes_channels:
-            self._zero_dead_biases()
+            zero_dead_biases(self.items)
         self.t += 1
 
     def _learn(self, t):
@@ -308,13 +239,13 @@ class SparseTrainer:
         decisions = []
         for it, g in zip(self.items, gates):
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
-            it.gate = _gate(g, it.weight)
+            it.gate = gate_tensor(g, it.weight)
             old = host(it.mask).reshape(it.layout[0])
             new = (g != 0).reshape(it.layout[0])
             decisions.append(None if np.array_equal(old, new) else
                              (new, np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))))
         self._install(decisions)
-        self._apply_masks()
+        apply_masks(self.items, self.optimizer, self._p)
 
     def _rewind(self):
         """Every parameter back to its copy from the rewind step, the
@@ -328,8 +259,7 @@ class SparseTrainer:
         if isinstance(self.optimizer, LpSGD):
             # LpSGD re-derives the state of the weights written here (fresh dual, no
             # momentum) at its next step; the plain tensors lose their momentum
-            for st in self.optimizer.state.values():
-                st.pop("momentum_buffer", None)
+            self.optimizer.clear_momentum()
         else:
             self.optimizer.state.clear()
 
@@ -375,15 +305,10 @@ class SparseTrainer:
                 self._commit(it, host(it.mask).reshape(it.layout[0]), new, grown)
 
     def _latent(self, it):
-        """Every connection's latent magnitude, in the weight's view: ``D_q`` of
-        LpSGD's dual state (semi-pruning keeps it for inactive connections),
-        else None (the method ranks the effective weights)."""
-        dual = self.optimizer.state.get(it.weight, {}).get("dual")
-        p = self._p(it)
-        if dual is None or p is None:
-            return None
-        v = host(dual).reshape(-1)[it.pos].reshape(it.layout[0])
-        return lpcore.from_dual(v, p)
+        """Every connection's latent magnitude, in the weight's view (LpSGD's
+        :meth:`~lpcore_torch.LpSGD.latent`), else None (the method ranks the
+        effective weights)."""
+        return None if self._p(it) is None else self.optimizer.latent(it.weight)
 
     def _commit(self, it, old, new, grown):
         """Install a new mask; reset optimizer state of changed connections."""
@@ -391,29 +316,16 @@ class SparseTrainer:
         new_flat = new.reshape(-1)
         dropped = np.flatnonzero(old_flat & ~new_flat)
         changed = np.union1d(dropped, np.asarray(grown, dtype=np.intp))
-        st = self.optimizer.state.get(it.weight, {})
-        buf = st.get("momentum_buffer")
-        if buf is not None and changed.size:
-            b = buf.reshape(-1)
-            idx = it.pos[changed] if buf.shape != it.weight.shape else changed
-            b[_index(idx, b)] = 0.0
-        dual = st.get("dual")
-        if dual is not None and self.policy.pruning == "hard" and dropped.size:
-            dual.reshape(-1)[_index(it.pos[dropped], dual)] = 0.0
-        it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))  # to its device
-
-    def _apply_masks(self):
         if isinstance(self.optimizer, LpSGD):
-            # masking keeps LpSGD's state (the latent dual values stay)
-            with self.optimizer.keep_state([it.weight for it in self.items]):
-                self._mask_weights()
-        else:
-            self._mask_weights()
-
-    def _alive(self, it):
-        """Per output channel (the bias's shape): whether it has an active connection."""
-        view, axis = it.layout
-        return it.mask.reshape(view).sum(dim=axis).reshape(-1) > 0
+            self.optimizer.reset_state(it.weight, changed)
+            if self.policy.pruning == "hard" and self._p(it) is not None:
+                self.optimizer.reset_state(it.weight, dropped, momentum=False, dual=True)
+        else:  # torch's SGD: its momentum buffer, in the weight's shape
+            buf = self.optimizer.state.get(it.weight, {}).get("momentum_buffer")
+            if buf is not None and changed.size:
+                b = buf.reshape(-1)
+                b[index_tensor(changed, b)] = 0.0
+        it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))  # to its device
 
     @property
     def channel_sparsity(self):
@@ -422,27 +334,6 @@ class SparseTrainer:
         left empty)."""
         return lpcore.channel_sparsity([host(it.mask).reshape(it.layout[0]) for it in self.items],
                                        [it.layout[1] for it in self.items])
-
-    def _zero_dead_biases(self):
-        """The bias of a channel without connections back to zero (its
-        momentum would move it otherwise)."""
-        for it in self.items:
-            bias = getattr(it.module, "bias", None)
-            if isinstance(bias, nn.Parameter):
-                bias.mul_(self._alive(it).to(bias.dtype))
-
-    def _mask_weights(self):
-        for it in self.items:
-            w = it.weight
-            if it.gate is not None:
-                w.copy_(it.theta * it.gate)  # a learned method's effective weight
-            else:
-                w.mul_(it.mask.to(w.dtype))
-            if isinstance(self.optimizer, LpSGD) and self._p(it) is not None:
-                # the unit sphere holds for the effective weights w * mask
-                arr = C.core_view(w).reshape(it.layout[0])
-                with C.stream_of([w]):
-                    lpcore.normalize(arr, self._p(it), axis=it.layout[1], out=arr, zero="keep")
 
     def _p(self, it):
         for group in self.optimizer.param_groups:
@@ -486,19 +377,9 @@ class SparseTrainer:
             gates = self.policy.gates() if active else [None] * len(self.items)
             for i, (it, g) in enumerate(zip(self.items, gates)):
                 it.theta = ours[f"theta.{i}"].to(it.weight.device, copy=True) if active else None
-                it.gate = None if g is None else _gate(g, it.weight)
+                it.gate = None if g is None else gate_tensor(g, it.weight)
 
     def report(self):
         """Per-layer exact sparsity of the sparse weights: list of (name, sparsity)."""
         return [(f"{it.name}.weight", float((it.weight == 0).float().mean()))
                 for it in self.items]
-
-
-def _gate(g, w):
-    """A learned method's gate (NumPy, the weight's view) as a tensor like ``w``."""
-    return torch.from_numpy(g).reshape(w.shape).to(device=w.device, dtype=w.dtype)
-
-
-def _index(idx, t):
-    """Flat positions (NumPy) as an index tensor on ``t``'s device."""
-    return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(t.device)

@@ -126,6 +126,27 @@ class Method:
         self.rng = np.random.default_rng(seed)
 
     # -------------------------------------------------------------- schedule
+    @classmethod
+    def trainings(cls, rounds=1):
+        """How many trainings of one length a run of this method takes (IMP:
+        ``rounds`` + 1, the concave lottery: 2, the others: 1)."""
+        return 1
+
+    @classmethod
+    def schedule(cls, steps, frequency=None, rounds=1):
+        """``(begin, end, frequency)`` for a run whose one training has
+        ``steps`` steps: topology updates from 20% to 80% of it, every
+        ``frequency`` steps (None: 20, or fewer so that pruning sees at
+        least 40 updates).  ``rounds`` is IMP's.
+
+        >>> from lpcore.methods import RigL
+        >>> RigL.schedule(1000)
+        (200, 800, 15)
+        """
+        begin = int(0.2 * steps)
+        end = max(int(0.8 * steps), begin + 1)
+        return begin, end, frequency or max(1, min(20, (end - begin) // 40))
+
     def start_sparsity(self):
         """The sparsity of the initial random masks."""
         return self.target

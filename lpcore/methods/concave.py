@@ -57,6 +57,16 @@ class Concave(LearnedMask):
         self.penalty = penalty
         self.eps = check_real(eps, fn, "eps", 0.0, float("inf"), lo_open=True, hi_open=True)
 
+    @classmethod
+    def trainings(cls, rounds=1):
+        return 2
+
+    @classmethod
+    def schedule(cls, steps, frequency=None, rounds=1):
+        """The mask search for one training (``steps``), the rewind 2% into
+        it, then the ticket (``frequency`` does not apply)."""
+        return min(int(0.02 * steps), steps - 1), steps, steps
+
     def start_sparsity(self):
         return 0.0
 

@@ -41,6 +41,16 @@ class IMP(Method):
                              f"round (< frequency={self.frequency})")
         self.rounds = self.end // self.frequency
 
+    @classmethod
+    def trainings(cls, rounds=1):
+        return rounds + 1
+
+    @classmethod
+    def schedule(cls, steps, frequency=None, rounds=1):
+        """Rounds of one training (``steps``) each, ``rounds`` prunes, the
+        rewind 2% into the first round (``frequency`` does not apply)."""
+        return min(int(0.02 * steps), steps - 1), rounds * steps, steps
+
     def start_sparsity(self):
         return 0.0
 

@@ -1,4 +1,5 @@
-"""Evidence on real data for the README (``python -m lpcore_torch.evidence``).
+"""Evidence on real data for the README (``python -m benchmarks.evidence``):
+an experiment driver over ``lpcore_torch.cli``'s runs.
 
 (a) Hoyer sparsity vs p (LpSGD without pruning; digits, mnist5k and mnist1d,
     MLP and CNN): measured per layer beside the gamma model's prediction from
@@ -36,8 +37,9 @@ import time
 
 import numpy as np
 
-from .data import load
-from .train import DEFAULT_ESTIMATOR, DEFAULT_P, ESTIMATORS, build_parser, run
+from lpcore_torch.cli import DEFAULT_P, RunConfig, cuda_problem, run
+from lpcore_torch.cli.run import DEFAULT_ESTIMATOR, ESTIMATORS
+from lpcore_torch.data import load
 
 PS = (1.1, 1.2, 1.3, 1.5, 2.0)
 TARGETS = (0.5, 0.8, 0.9)
@@ -48,16 +50,17 @@ EPOCHS = {("digits", "mlp"): 60, ("digits", "cnn"): 30, ("mnist5k", "mlp"): 30,
 DATASETS = ("digits", "mnist5k", "mnist1d")
 
 
-#: the device every run trains on (--device)
-DEVICE = ["cpu"]
+class Setup:
+    """What every table's runs share: the device they train on and the data
+    splits (each (data set, seed) loaded once)."""
 
+    def __init__(self, device):
+        self.device = device
+        self.data = functools.cache(load)
 
-def _args(**kw):
-    a = build_parser().parse_args([])
-    a.device = DEVICE[0]
-    for k, v in kw.items():
-        setattr(a, k, v)
-    return a
+    def config(self, **options):
+        """A checked :class:`RunConfig` with ``options``, on this device."""
+        return RunConfig(device=self.device, **options).checked(cuda_problem)
 
 
 def _ms(xs):
@@ -75,15 +78,15 @@ def _pre_end(r):
     return r["history"][int(0.8 * len(r["history"])) - 2]["sparsity"]
 
 
-def part_a(seeds, data, log, runs=None):
+def hoyer_vs_p(seeds, env, log, runs=None):
     if runs is None:
         runs = []
         for (ds, model) in ((d, m) for d in DATASETS for m in ("mlp", "cnn")):
             for p in PS:
                 for s in seeds:
-                    a = _args(dataset=ds, model=model, method="dense-lp",
-                              epochs=EPOCHS[(ds, model)], seed=s, all_estimators=True)
-                    runs.append(run(a, p, data(ds, s), progress=False))
+                    cfg = env.config(dataset=ds, model=model, method="dense-lp",
+                                     epochs=EPOCHS[(ds, model)], seed=s, all_estimators=True)
+                    runs.append(run(cfg, p, env.data(ds, s), progress=False))
                 log(f"(a) {ds} {model} p={p}")
     md = [f"#### (a) Hoyer sparsity vs p (LpSGD dual, no pruning, seeds {seeds})", "",
           f"Prediction: `{DEFAULT_ESTIMATOR}` (the estimator with the smallest mean absolute "
@@ -122,7 +125,7 @@ def part_a(seeds, data, log, runs=None):
     return runs, md
 
 
-def part_b(seeds, data, log, out):
+def sparsity_vs_target(seeds, env, log, out):
     import lpcore
     runs = []
     md = [f"#### (b) LpSS reaching the target by itself (p = {DEFAULT_P}, the default; MLP, "
@@ -133,14 +136,14 @@ def part_b(seeds, data, log, out):
     curves = {}
     for ds in ("digits", "mnist5k"):
         for target in TARGETS:
-            rs = [run(_args(dataset=ds, target_sparsity=target, seed=s,
-                            epochs=EPOCHS[(ds, "mlp")]), DEFAULT_P, data(ds, s), progress=False)
+            rs = [run(env.config(dataset=ds, target_sparsity=target, seed=s,
+                            epochs=EPOCHS[(ds, "mlp")]), DEFAULT_P, env.data(ds, s), progress=False)
                   for s in seeds]
             ps = [lay["p"] for lay in rs[0]["layers"]]
             # where the drop rule alone stalls at these p: fixed h, no threshold adaptation and
             # an unreachable schedule (0.99), so that nothing regrows
-            plat = [run(_args(dataset=ds, target_sparsity=0.99, seed=s, no_adapt_h=True,
-                              epochs=EPOCHS[(ds, "mlp")]), ps, data(ds, s), progress=False)
+            plat = [run(env.config(dataset=ds, target_sparsity=0.99, seed=s, no_adapt_h=True,
+                              epochs=EPOCHS[(ds, "mlp")]), ps, env.data(ds, s), progress=False)
                     for s in seeds]
             runs += rs + plat
             fans = [lay["fan_in"] for lay in rs[0]["layers"]]
@@ -194,7 +197,7 @@ C_ROWS = [
 ]
 
 
-def part_c(seeds, data, log):
+def accuracy_at_0_9(seeds, env, log):
     runs = []
     md = [f"#### (c) Test accuracy at sparsity 0.9 (mean +- std over seeds {seeds})", "",
           "The CNN runs a subset of the methods (the LpSS rows and the baselines that isolate "
@@ -209,9 +212,9 @@ def part_c(seeds, data, log):
                 method, _, penalty = method.partition(":")
                 if penalty:
                     kw = dict(kw, penalty=penalty)
-                rs = [run(_args(dataset=ds, model=model, method=method,
+                rs = [run(env.config(dataset=ds, model=model, method=method,
                                 epochs=EPOCHS[(ds, model)], seed=s, **kw),
-                          p, data(ds, s), progress=False) for s in seeds]
+                          p, env.data(ds, s), progress=False) for s in seeds]
                 for r in rs:
                     r["label"] = label
                 runs += rs
@@ -223,7 +226,7 @@ def part_c(seeds, data, log):
     return runs, md
 
 
-def part_d(seeds, data, log):
+def controller_steps(seeds, env, log):
     runs = []
     md = [f"#### (d) The controller, from the reference's to the library's (digits, MLP, target "
           f"0.9, seeds {seeds})", "",
@@ -246,7 +249,7 @@ def part_d(seeds, data, log):
         ("library default, p = auto", "auto", {}),
     ]
     for label, p, kw in variants:
-        rs = [run(_args(seed=s, **kw), p, data("digits", s), progress=False) for s in seeds]
+        rs = [run(env.config(seed=s, **kw), p, env.data("digits", s), progress=False) for s in seeds]
         runs += rs
         steps = []
         for r in rs:
@@ -260,7 +263,7 @@ def part_d(seeds, data, log):
     return runs, md
 
 
-def part_e(seeds, data, log):
+def chase_vs_rigl(seeds, env, log):
     """Chase on the CNN against RigL (the same dynamic sparse training without
     channel removal): accuracy, weight and channel sparsity, the compacted
     model's size and CPU inference time."""
@@ -272,8 +275,8 @@ def part_e(seeds, data, log):
           "|---|---|---|---|---|---|---|---|"]
     for ds in ("digits", "mnist1d"):
         for method in ("rigl", "chase"):
-            rs = [run(_args(dataset=ds, model="cnn", method=method, epochs=CHASE_EPOCHS, seed=s),
-                      1.3, data(ds, s), progress=False) for s in seeds]
+            rs = [run(env.config(dataset=ds, model="cnn", method=method, epochs=CHASE_EPOCHS, seed=s),
+                      1.3, env.data(ds, s), progress=False) for s in seeds]
             runs += rs
             if method == "chase":
                 c = [r["compact"] for r in rs]
@@ -291,7 +294,7 @@ def part_e(seeds, data, log):
     return runs, md
 
 
-def part_f(runs_c):
+def spectral_gaps(runs_c):
     """From table (c)'s runs: each method's mean Ramanujan and weighted
     spectral gap (over the sparse layers and seeds), and across all sparse runs
     of a data set the Spearman correlation of accuracy with each gap."""
@@ -377,7 +380,7 @@ def _fit(net, X, y, mask=None, epochs=20, batch=50, lr=0.05, seed=0):
     return net
 
 
-def part_g(seeds, data, log, out):
+def sample_complexity(seeds, env, log, out):
     """*Why Lottery Ticket Wins* (Zhang et al. 2021): test accuracy against the
     number of training samples for a one-hidden-layer network, dense and
     pruned to a ticket (mnist5k)."""
@@ -386,7 +389,7 @@ def part_g(seeds, data, log, out):
     import lpcore
     rows = {}
     for s in seeds:
-        Xtr, ytr, Xte, yte, _ = data("mnist5k", s)
+        Xtr, ytr, Xte, yte, _ = env.data("mnist5k", s)
         Xtr, ytr = torch.from_numpy(Xtr), torch.from_numpy(ytr)
         Xte, yte = torch.from_numpy(Xte), torch.from_numpy(yte)
         n_out = int(ytr.max()) + 1
@@ -446,7 +449,7 @@ def part_g(seeds, data, log, out):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m lpcore_torch.evidence", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.evidence", description=__doc__)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="evidence")
     ap.add_argument("--parts", default="a,b,c,d", help="which tables to regenerate")
@@ -466,12 +469,11 @@ def main(argv=None):
     import torch
     torch.set_num_threads(a.threads)
     if a.device != "cpu":
-        from .train import _no_cuda
-        why = _no_cuda()
+        why = cuda_problem()
         if a.device == "cuda" and why:
             ap.error(f"--device cuda: {why}")
         a.device = "cpu" if why else "cuda"
-    DEVICE[0] = a.device
+    env = Setup(a.device)
     seeds = [int(s) for s in a.seeds.split(",")]
     parts = a.parts.split(",")
     os.makedirs(a.out, exist_ok=True)
@@ -480,7 +482,6 @@ def main(argv=None):
     def log(msg):
         print(f"{msg} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    data = functools.cache(load)  # each (data set, seed) split loaded once
     raw = {"seeds": seeds, "device": a.device, "torch_threads": torch.get_num_threads()}
     md = [f"(torch intra-op threads: {torch.get_num_threads()}; device: {a.device})", ""]
     saved_a = None
@@ -488,11 +489,11 @@ def main(argv=None):
         with open(a.tabulate_a) as f:
             saved_a = json.load(f)
         saved_a = saved_a["a"] if isinstance(saved_a, dict) else saved_a
-    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d), ("e", part_e),
-                     ("g", part_g)):
+    for name, fn in (("a", hoyer_vs_p), ("b", sparsity_vs_target), ("c", accuracy_at_0_9), ("d", controller_steps), ("e", chase_vs_rigl),
+                     ("g", sample_complexity)):
         if name in parts:
             extra = (a.out,) if name in ("b", "g") else (saved_a,) if name == "a" else ()
-            raw[name], lines = fn(seeds, data, log, *extra)
+            raw[name], lines = fn(seeds, env, log, *extra)
             md += lines + [""]
     if "f" in parts:
         runs_c = raw.get("c")
@@ -501,7 +502,7 @@ def main(argv=None):
                 ap.error("--parts f tabulates table (c)'s runs: with c, or --tabulate-c JSON")
             with open(a.tabulate_c) as f:
                 runs_c = json.load(f)["c"]
-        md += part_f(runs_c) + [""]
+        md += spectral_gaps(runs_c) + [""]
     text = "\n".join(md)
     print(text)
     with open(os.path.join(a.out, "evidence.md"), "w") as f:
