@@ -12,11 +12,13 @@ unfinished write and is removed.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 
@@ -106,7 +108,10 @@ def prepare_out(fail, text):
         path = os.path.join(out, name)
         if name.startswith(STAGING_PREFIX) and os.path.isdir(path):
             if os.path.exists(os.path.join(path, MANIFEST)):
-                install(out, path)
+                with signals_deferred():
+                    names = install(out, path)
+                print(f"lpcore-train: moved in {', '.join(names)}: the results of a run in "
+                      f"{out} that was killed while it moved them in", file=sys.stderr)
             else:
                 shutil.rmtree(path, ignore_errors=True)
         elif name == os.path.basename(tmp_name(CHECKPOINT)):
@@ -181,40 +186,58 @@ def stage(out):
     return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGTERM and SIGINT that arrive inside the block are held and raised
+    again (to the handlers of before) once it is over.  (Blocking them with
+    ``pthread_sigmask`` would not do: another thread of the process, e.g.
+    one of torch's, takes the signal and Python runs the handler at once.)"""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held, old = [], {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
+
+
 def install(out, staging, names=None):
     """Move the files of ``staging`` into ``out`` as one unit (see the module
     docstring); ``names``: the files (None: resume an install whose manifest
-    is written).  SIGTERM and SIGINT wait until it is over."""
-    mask = {signal.SIGTERM, signal.SIGINT}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    try:
-        manifest = os.path.join(staging, MANIFEST)
-        if names is not None:
-            for name in names:
-                with open(os.path.join(staging, name), "rb") as f:
-                    os.fsync(f.fileno())
-            with open(manifest, "w") as f:
-                json.dump(sorted(names), f)
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(staging)
-        with open(manifest) as f:
-            names = json.load(f)
+    is written).  Run it inside :func:`signals_deferred`."""
+    manifest = os.path.join(staging, MANIFEST)
+    if names is not None:
         for name in names:
-            src = os.path.join(staging, name)
-            if os.path.exists(src):
-                os.replace(src, os.path.join(out, name))
-        for name in OUTPUTS:  # an earlier run's files that this run did not make
-            if name not in names and os.path.isfile(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        ckpt = os.path.join(out, CHECKPOINT)
-        if os.path.exists(ckpt):
-            os.remove(ckpt)
-        fsync_dir(out)
-        shutil.rmtree(staging, ignore_errors=True)
-        fsync_dir(out)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            with open(os.path.join(staging, name), "rb") as f:
+                os.fsync(f.fileno())
+        with open(manifest + ".tmp", "w") as f:
+            json.dump(sorted(names), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(manifest + ".tmp", manifest)  # whole or absent
+        fsync_dir(staging)
+    with open(manifest) as f:
+        names = json.load(f)
+    for name in names:
+        src = os.path.join(staging, name)
+        if os.path.exists(src):
+            os.replace(src, os.path.join(out, name))
+    for name in OUTPUTS:  # an earlier run's files that this run did not make
+        if name not in names and os.path.isfile(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    ckpt = os.path.join(out, CHECKPOINT)
+    if os.path.exists(ckpt):
+        os.remove(ckpt)
+    fsync_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    fsync_dir(out)
     return names
 
 

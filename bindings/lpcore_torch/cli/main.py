@@ -15,22 +15,22 @@ from .config import DEFAULT_P
 from .outputs import label, plot_sweep, plot_training, table
 from .run import STOP, Run, Terminated, cuda_problem, train, warm_kernels
 
-#: models up to this many parameters train on one torch thread with
-#: --threads auto (measured on this project's 2-core machine: README,
-#: "Threads"); larger ones get the free cores
-SMALL_MODEL = 2_000_000
-
-
-def choose_threads(cfg, n_params):
-    """torch's intra-op threads for this process (``--threads``): the
-    number given, else 1 for a small model or a busy machine, else the cores
-    other processes leave free (at most torch's own default)."""
+def choose_threads(cfg, model):
+    """torch's intra-op threads for this process (``--threads``): the number
+    given; with "auto" 1 for a model without convolutions (the MLPs' matrix
+    products are too small to gain: digits 2.3 s on one thread, 2.9 s on
+    two; mnist5k 2.37 s, 2.43 s), else the cores other processes leave free,
+    at most torch's default (the CNNs gain: mnist5k 5.7 s -> 3.8 s, mnist1d
+    1.6 s -> 1.25 s; README, "Threads"), so 1 on a machine that other
+    processes keep busy."""
     import torch
+    from torch import nn
 
     from lpcore._threads import free_cores
     if cfg.threads != "auto":
         return cfg.threads
-    if n_params <= SMALL_MODEL:
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    if not any(isinstance(m, convs) for m in model.modules()):
         return 1
     free = free_cores()
     most = torch.get_num_threads()
@@ -65,7 +65,7 @@ def main(argv=None):
 
 def _main(ap, cfg, data, ps, first, out, created):
     import torch
-    threads = choose_threads(cfg, sum(q.numel() for q in first.net.parameters()))
+    threads = choose_threads(cfg, first.net)
     torch.set_num_threads(threads)  # this process is the application's own
     ckpt = os.path.join(out, files.CHECKPOINT)
     done, state = [], None
@@ -130,8 +130,9 @@ def _main(ap, cfg, data, ps, first, out, created):
                 kept, staging = staging, None  # keep the results where they are
                 raise RuntimeError(f"{path} is no longer a regular file; nothing was replaced; "
                                    f"the results are in {kept} and the checkpoint in {ckpt}")
-        files.install(out, staging, names)
-        staging, installed = None, True
+        with files.signals_deferred():  # SIGTERM and Ctrl-C wait for the move
+            files.install(out, staging, names)
+            staging, installed = None, True
         # printed once the files are in place: a closed stdout loses nothing
         for m in done:
             print(table(m))
