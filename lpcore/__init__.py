@@ -10,12 +10,15 @@ sparsity     :func:`hoyer`, :func:`hoyer_layer`, :func:`hoyer_network`, :func:`f
              :func:`participation_ratio`
 optimizer    :class:`LpSGD` (state :class:`LpSGDState`; many tensors at once: :class:`StepPlan`)
 GPU          :func:`cuda_stream` (the stream GPU work is enqueued on)
-topology     :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
+masks        :func:`drop_by_threshold`, :func:`grow_by_score`, :func:`drop_smallest`,
              :func:`grow_random`, :func:`random_mask`, :func:`mask_sparsity`,
-             :func:`adjust_to_sparsity`, :func:`unmasked_mean_magnitude`,
-             :func:`channel_sparsity`, schedules
+             :func:`adjust_to_sparsity`
+schedules    :func:`drop_threshold_schedule`, :func:`sparsity_schedule`, :func:`grow_ratio`,
+             :func:`regrow_ratio`, :func:`threshold_gain`
+channels     :func:`unmasked_mean_magnitude`, :func:`channel_sparsity`
 methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, magnitude, imp,
-             scl, concave, chase)
+             scl, concave, chase; the training methods ``TRAININGS`` and
+             ``training_schedule``)
 learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
              :func:`concave_penalty_grad`, :func:`calibrate_lambda`
 spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
@@ -39,9 +42,11 @@ from .methods import make_method
 from .optim import FlagSet, LpSGD, LpSGDState, StepPlan
 from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
-from .topology import (adjust_to_sparsity, drop_by_threshold, drop_smallest, drop_threshold_schedule, grow_by_score,
-                       grow_random, grow_ratio, mask_sparsity, random_mask, regrow_ratio,
-                       sparsity_schedule, threshold_gain, unmasked_mean_magnitude, channel_sparsity)
+from .channels import channel_sparsity, unmasked_mean_magnitude
+from .masks import (adjust_to_sparsity, drop_by_threshold, drop_smallest, grow_by_score,
+                    grow_random, mask_sparsity, random_mask)
+from .schedules import (drop_threshold_schedule, grow_ratio, regrow_ratio, sparsity_schedule,
+                        threshold_gain)
 
 __version__ = "0.1.0"
 

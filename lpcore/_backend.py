@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _device as D
+from . import _device
 from ._validate import as_array
 
 
 def for_arrays(fn, **arrays):
     """The backend of the named arguments (None values are ignored); a
     ``TypeError`` naming them when host and GPU arrays are mixed."""
-    if D.backend(fn, **arrays) == "cuda":
+    if _device.backend(fn, **arrays) == "cuda":
         return cuda_backend()
     return HOST
 
@@ -148,11 +148,11 @@ class Cuda(_Backend):
 
     @staticmethod
     def as_array(x, fn, name):
-        return D.as_device(x, fn, name)
+        return _device.as_device(x, fn, name)
 
     @staticmethod
     def check_out(out, shape, res_dtype, fn):
-        out = D.as_device(out, fn, "out")
+        out = _device.as_device(out, fn, "out")
         _check_out_shape_dtype(out, shape, res_dtype, fn)
         return out
 
@@ -161,13 +161,13 @@ class Cuda(_Backend):
         when possible)."""
         dtype = np.dtype(dtype)
         if a.size == 0:
-            return D.empty((grp.G, grp.n), dtype)
+            return _device.empty((grp.G, grp.n), dtype)
         ps, pst = _permuted(grp, a)
         it = a.dtype.itemsize
-        if a.dtype == dtype and D.is_c_layout(ps, pst, it):
-            return D.view(a, (grp.G, grp.n), (grp.n * it, it))
-        dst = D.empty((grp.G, grp.n), dtype)
-        self.kernels.gather(D.flat(a), ps, tuple(s // it for s in pst), dst)
+        if a.dtype == dtype and _device.is_c_layout(ps, pst, it):
+            return _device.view(a, (grp.G, grp.n), (grp.n * it, it))
+        dst = _device.empty((grp.G, grp.n), dtype)
+        self.kernels.gather(_device.flat(a), ps, tuple(s // it for s in pst), dst)
         return dst
 
     @staticmethod
@@ -177,31 +177,31 @@ class Cuda(_Backend):
             return None
         ps, pst = _permuted(grp, a)
         it = a.dtype.itemsize
-        if not D.is_c_layout(ps, pst, it):
+        if not _device.is_c_layout(ps, pst, it):
             return None
-        return D.view(a, (grp.G, grp.n), (grp.n * it, it))
+        return _device.view(a, (grp.G, grp.n), (grp.n * it, it))
 
     @staticmethod
     def aliased(v, a):
-        return a.size and D.overlaps(v, a) and not D.same_view(v, a)
+        return a.size and _device.overlaps(v, a) and not _device.same_view(v, a)
 
     def write(self, grp, src2d, out):
         if out.size:
             ps, pst = _permuted(grp, out)
-            self.kernels.scatter(src2d, D.flat(out), ps,
+            self.kernels.scatter(src2d, _device.flat(out), ps,
                                  tuple(s // out.dtype.itemsize for s in pst))
         return out
 
     def result(self, dst, grp, res_dtype):
         res_dtype = np.dtype(res_dtype)
         if dst.dtype != res_dtype or dst.size == 0:
-            return self.write(grp, dst, D.empty(grp.shape, res_dtype))
+            return self.write(grp, dst, _device.empty(grp.shape, res_dtype))
         # a view of dst in the permuted layout, as NumPy's transpose gives on the host
-        st = D.c_strides(tuple(grp.shape[i] for i in grp.perm), dst.dtype.itemsize)
+        st = _device.c_strides(tuple(grp.shape[i] for i in grp.perm), dst.dtype.itemsize)
         strides = [0] * len(grp.shape)
         for k, ax in enumerate(grp.perm):
             strides[ax] = st[k]
-        return D.view(dst, grp.shape, strides)
+        return _device.view(dst, grp.shape, strides)
 
     @staticmethod
     def reduced(grp, r, keepdims):
@@ -212,15 +212,15 @@ class Cuda(_Backend):
 
     @staticmethod
     def empty(shape, dtype):
-        return D.empty(shape, dtype)
+        return _device.empty(shape, dtype)
 
     def zeros(self, shape, dtype):
-        return self.kernels.fill(D.empty(shape, dtype), 0.0) if np.prod(shape) else \
-            D.empty(shape, dtype)
+        return self.kernels.fill(_device.empty(shape, dtype), 0.0) if np.prod(shape) else \
+            _device.empty(shape, dtype)
 
     @staticmethod
     def flat(a2):
-        return D.view(a2, (a2.size,), (a2.dtype.itemsize,))
+        return _device.view(a2, (a2.size,), (a2.dtype.itemsize,))
 
     @staticmethod
     def to_numpy(a):
@@ -229,7 +229,7 @@ class Cuda(_Backend):
 
     @staticmethod
     def address(a):
-        return D.address(a)[0]
+        return _device.address(a)[0]
 
     @staticmethod
     def register(a):
@@ -270,6 +270,6 @@ _CUDA = []
 def cuda_backend():
     """The GPU backend (built, and numba.cuda imported, on first use)."""
     if not _CUDA:
-        D.cuda()  # a clear error if numba-cuda is missing
+        _device.cuda()  # a clear error if numba-cuda is missing
         _CUDA.append(Cuda())
     return _CUDA[0]

@@ -23,8 +23,8 @@ import threading
 
 import numpy as np
 
-#: DLPack device types that live in GPU memory (kDLCUDA, kDLCUDAHost is not,
-#: kDLCUDAManaged)
+#: DLPack device types whose memory the GPU kernels can address: kDLCUDA (2)
+#: and kDLCUDAManaged (13); kDLCUDAHost (3) is pinned host memory, refused
 _DLPACK_CUDA = (2, 13)
 
 
@@ -98,11 +98,6 @@ def cuda_stream(stream):
         yield stream
     finally:
         _tls.stream = old
-
-
-def requested_stream():
-    """The ``stream`` of the innermost :func:`cuda_stream` block of this thread, or None."""
-    return getattr(_tls, "stream", (None, None))[0]
 
 
 def stream_handle():

@@ -15,6 +15,14 @@ The large-n formula is biased at finite n, badly so for heavy tails (small p);
 ``method="monte_carlo"`` simulates the model exactly in the log domain.
 This derivation is the library's stated model (the paper's formula may differ
 in form); the tests check it against simulation.
+
+* :func:`expected_hoyer` - the predicted Hoyer sparsity at ``(n, p)`` (and
+  gamma shape ``k``); :func:`p_for_hoyer` - its inverse in p.
+* :func:`fit_gamma_shape` - ``k`` from data (maximum likelihood or moments);
+  :func:`predict_hoyer` - the prediction from a gradient sample.
+* :func:`expected_pruned_fraction` - the share of a group below the
+  semi-pruning drop threshold ``h * mean|w|`` under the model;
+  :func:`p_for_sparsity` - the p at which that share equals a target.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-from . import _device as D
+from . import _device
 from ._backend import cuda_backend, for_arrays
 from ._validate import check_p
 from .kernels import lpsgd as _k
@@ -62,9 +62,6 @@ class LpSGDState:
         d["_work"] = None
         return d
 
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-
     def to_dict(self):
         """A dict of NumPy arrays (for ``np.savez`` and the like); GPU state is
         copied to the host."""
@@ -75,14 +72,14 @@ class LpSGDState:
         for name in ("dual", "momentum_buffer"):
             a = getattr(self, name)
             if a is not None:
-                d[name] = cuda_backend().to_numpy(a) if D.is_device(a) else a.copy()
+                d[name] = cuda_backend().to_numpy(a) if _device.is_device(a) else a.copy()
         return d
 
     def to_device(self):
         """This state with its arrays copied to the GPU (for a weight on the GPU,
         e.g. after :meth:`from_dict`)."""
-        cu = D.cuda()
-        mv = {n: (cu.to_device(np.ascontiguousarray(a)) if a is not None and not D.is_device(a)
+        cu = _device.cuda()
+        mv = {n: (cu.to_device(np.ascontiguousarray(a)) if a is not None and not _device.is_device(a)
                   else a) for n, a in (("dual", self.dual), ("momentum_buffer", self.momentum_buffer))}
         return LpSGDState(step=self.step, shape=self.shape, axis=self.axis, **mv)
 
@@ -377,7 +374,7 @@ class LpSGD:
         for name in ("dual", "momentum_buffer"):
             a = getattr(state, name)
             if a is not None and (tuple(a.shape) != (G, n) or a.dtype != dt
-                                  or not D.is_c_layout(a.shape, a.strides, dt.itemsize)):
+                                  or not _device.is_c_layout(a.shape, a.strides, dt.itemsize)):
                 raise ValueError(f"{fn}: state.{name} has shape {a.shape} and dtype {a.dtype}, "
                                  f"expected a C-contiguous ({G}, {n}) {dt} array")
             if isinstance(a, np.ndarray) and not a.flags.writeable:
@@ -730,5 +727,5 @@ class StepPlan:
 
 def _row_finite(a, i):
     """Whether row ``i`` of a (G, n) host or device array is finite (error path only)."""
-    row = cuda_backend().to_numpy(a[i]) if D.is_device(a) else a[i]
+    row = cuda_backend().to_numpy(a[i]) if _device.is_device(a) else a[i]
     return bool(np.all(np.isfinite(row)))

@@ -361,9 +361,9 @@ def test_work_inside_cuda_stream_is_enqueued_on_that_stream(launches):
     launches["copy"].clear()
     s = cuda.stream()
     with lpcore.cuda_stream(s) as got:
-        assert got is s and D.requested_stream() is s
+        assert got is s and D.stream_handle() is s
         on_s = _stream_workload(np.random.default_rng(5))
-    assert D.requested_stream() is None
+    assert D.stream_handle() is None
     # every launch and every copy to the host (flags, the error path's
     # values) went to s; the results are the same
     assert len(launches["launch"]) > 20 and all(x is s for x in launches["launch"])
@@ -408,7 +408,7 @@ def test_cuda_stream_refuses_what_is_no_stream(bad, err, msg):
     with pytest.raises(err, match=msg):
         with lpcore.cuda_stream(bad):
             pass  # pragma: no cover
-    assert D.requested_stream() is None
+    assert D.stream_handle() is None
 
 
 def test_cuda_stream_takes_the_stream_protocols():

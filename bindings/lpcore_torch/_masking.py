@@ -9,7 +9,7 @@ from torch import nn
 
 import lpcore
 
-from . import _convert as C
+from . import _convert
 from .groups import classifier_layer, fan_in_layout, sparse_layers
 from .optim import LpSGD
 
@@ -90,8 +90,8 @@ def _mask_weights(items, optimizer, p_of):
             w.mul_(it.mask.to(w.dtype))
         if isinstance(optimizer, LpSGD) and p_of(it) is not None:
             # the unit sphere holds for the effective weights w * mask
-            arr = C.core_view(w).reshape(it.layout[0])
-            with C.stream_of([w]):
+            arr = _convert.core_view(w).reshape(it.layout[0])
+            with _convert.stream_of([w]):
                 lpcore.normalize(arr, p_of(it), axis=it.layout[1], out=arr, zero="keep")
 
 

@@ -6,7 +6,7 @@ import torch
 
 import lpcore
 
-from . import _convert as C
+from . import _convert
 from ._convert import _HALF, check_tensor
 from ._state import check_state, fingerprint, state_array, work_copy
 
@@ -21,7 +21,7 @@ class PlanHolder:
         fn = "lpcore_torch.LpSGD.step"
         self.items = items
         self.params = [w for _, _, w, _ in items]
-        self.gpu = any(C.on_gpu(w) for w in self.params)
+        self.gpu = any(_convert.on_gpu(w) for w in self.params)
         entries, self.copies, self.fresh, self.cstates = [], [], [], []
         for group, core, q, (view, axis) in items:
             st = opt.state[q]
@@ -29,7 +29,7 @@ class PlanHolder:
                 check_state(st, q, names, key)
             fresh = opt._changed(q)
             copy = work_copy(q, names[id(q)], force=fresh)
-            arr = C.core_view(q if copy is None else copy).reshape(view)
+            arr = _convert.core_view(q if copy is None else copy).reshape(view)
             if fresh:
                 # the weights were replaced outside the optimizer: the state is derived
                 # from them, on a copy written back only once the step succeeds
@@ -44,7 +44,7 @@ class PlanHolder:
                                        dual=state_array(st, "dual"),
                                        momentum_buffer=state_array(st, "momentum_buffer"))
             m = opt._mask_of(q, names[id(q)])
-            mask = None if m is None else C.core_view(m).reshape(view)
+            mask = None if m is None else _convert.core_view(m).reshape(view)
             entries.append(core._entry(arr, cs, fn, mask, in_place=True))
             self.copies.append(copy)
             self.fresh.append(fresh)
@@ -79,11 +79,11 @@ class PlanHolder:
                 check_tensor(g, f"the gradient of {names[id(q)]}")
                 g = g.detach().to(dtype=want, device=q.device).contiguous()
             keep.append(g)
-            grads.append(C.address(g))
+            grads.append(_convert.address(g))
         masks = []
         for q in self.params:
             m = opt._mask_of(q, names[id(q)])
-            masks.append(0 if m is None else C.address(m))
+            masks.append(0 if m is None else _convert.address(m))
             if m is not None:
                 keep.append(m)
         for k, (group, _, _, _) in enumerate(self.items):
@@ -96,8 +96,8 @@ class PlanHolder:
         self.keep = keep  # the tensors the enqueued kernels read stay alive
         try:
             self.plan.step(grads, masks=masks, check=mode,
-                           arrays=lambda: [C.core_view(g) for g in keep[:len(grads)]],
-                           flag=0 if flag is None else C.address(flag))
+                           arrays=lambda: [_convert.core_view(g) for g in keep[:len(grads)]],
+                           flag=0 if flag is None else _convert.address(flag))
         finally:
             self._states(opt)
         seen = opt._seen()
@@ -109,9 +109,9 @@ class PlanHolder:
             if self.fresh[k]:
                 st.pop("momentum_buffer", None)
                 if cs.dual is not None:
-                    st["dual"] = C.from_core(cs.dual, q.device)
+                    st["dual"] = _convert.from_core(cs.dual, q.device)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
-                st["momentum_buffer"] = C.from_core(cs.momentum_buffer, q.device)
+                st["momentum_buffer"] = _convert.from_core(cs.momentum_buffer, q.device)
             seen[id(q)] = fingerprint(q)
         if any(self.fresh):
             opt._plan_holder = None  # next time: views of the weights and the new state
@@ -150,12 +150,12 @@ def grad_array(q, names):
     g = q.grad
     if g.layout is torch.strided and g.dtype is q.dtype and g.dtype in FULL \
             and g.is_contiguous():
-        return C.core_view(g)
+        return _convert.core_view(g)
     check_tensor(g, f"the gradient of {names[id(q)]}")
     # contiguous: the step reshapes it to the weight's (G, n) view, which a
     # device array does only without a copy
     g = g.detach().to(torch.float32) if g.dtype in _HALF else g
-    return C.core_view(g.contiguous())
+    return _convert.core_view(g.contiguous())
 
 
 def group_core(group):

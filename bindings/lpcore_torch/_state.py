@@ -9,7 +9,7 @@ import torch
 
 import lpcore
 
-from . import _convert as C
+from . import _convert
 from ._convert import _HALF, check_tensor
 
 
@@ -24,7 +24,7 @@ def init_state(opt, names):
             if "step" in opt.state[w]:
                 continue
             copy = work_copy(w, names[id(w)])
-            arr = C.core_view(w if copy is None else copy)
+            arr = _convert.core_view(w if copy is None else copy)
             back = None if copy is None else (lambda w=w, c=copy: w.copy_(c))
             if not lpcore.all_finite(arr):
                 raise ValueError(f"lpcore_torch.LpSGD: {names[id(w)]} contains NaN or "
@@ -37,7 +37,7 @@ def init_state(opt, names):
         st = opt.state[w]
         st["step"] = 0
         if cs.dual is not None:
-            st["dual"] = C.from_core(cs.dual, w.device)
+            st["dual"] = _convert.from_core(cs.dual, w.device)
 
 
 def load_checked(opt, state_dict, load):
@@ -152,7 +152,7 @@ def state_array(st, key):
         return None
     if not t.is_contiguous():
         st[key] = t = t.contiguous()
-    return C.core_view(t)
+    return _convert.core_view(t)
 
 
 def work_copy(q, name, force=False):

@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 
 import lpcore
 
-from . import _convert as C
+from . import _convert
 from ._convert import check_tensor
 from ._plain import PlainSteps
 from ._plan import LazyNames, PlanHolder, grad_array, group_core
@@ -81,7 +81,7 @@ class LpSGD(PlainSteps, Optimizer):
                         maximize=False, foreach=None, fused=None, differentiable=False,
                         check=check)
         super().__init__(params, defaults)
-        with torch.no_grad(), C.stream_of(self._all_constrained()):
+        with torch.no_grad(), _convert.stream_of(self._all_constrained()):
             init_state(self, self._names())
         self.accept_weights()
 
@@ -136,7 +136,7 @@ class LpSGD(PlainSteps, Optimizer):
         dual = self.state.get(weight, {}).get("dual")
         if dual is None:
             return None
-        return lpcore.from_dual(C.host(dual).reshape(-1)[pos].reshape(view), p)
+        return lpcore.from_dual(_convert.host(dual).reshape(-1)[pos].reshape(view), p)
 
     def reset_state(self, weight, index, momentum=True, dual=False):
         """Zero the momentum (and with ``dual=True`` the dual value) of the
@@ -277,7 +277,7 @@ class LpSGD(PlainSteps, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        with C.stream_of(self._all_constrained()):
+        with _convert.stream_of(self._all_constrained()):
             self._step()
         return loss
 
@@ -291,7 +291,7 @@ class LpSGD(PlainSteps, Optimizer):
             pg = [q for q in group["params"] if q.grad is not None and id(q) not in cons]
             for q in pg:
                 check_state(self.state.get(q, {}), q, names, "momentum_buffer")
-                gpu = gpu or q.device.type == "cuda" or C.on_gpu(q)
+                gpu = gpu or q.device.type == "cuda" or _convert.on_gpu(q)
             if pg:
                 plain.append((group, pg, [q.grad for q in pg]))
         mode = self._mode(holder, gpu)
@@ -344,7 +344,7 @@ class LpSGD(PlainSteps, Optimizer):
         holder = self.__dict__.get("_plan_holder")
         if holder is not None:
             try:
-                with C.stream_of(holder.params):
+                with _convert.stream_of(holder.params):
                     holder.sync(self, LazyNames(self))
             except lpcore.FlagSet as e:
                 self._raise_plain(e, LazyNames(self))

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import check_real
-from ..topology import adjust_to_sparsity, drop_threshold_schedule, mask_sparsity, random_mask
+from ..masks import adjust_to_sparsity, mask_sparsity, random_mask
+from ..schedules import drop_threshold_schedule
 
 
 @dataclass

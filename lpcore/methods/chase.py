@@ -29,8 +29,9 @@ import numpy as np
 
 from .._validate import check_real
 from ..layout import groups
-from ..topology import (_smallest_stable, drop_smallest, grow_by_score, sparsity_schedule,
-                        unmasked_mean_magnitude)
+from ..channels import unmasked_mean_magnitude
+from ..masks import drop_smallest, grow_by_score, _smallest_stable
+from ..schedules import sparsity_schedule
 from .rigl import RigL
 
 

@@ -41,8 +41,8 @@ import numbers
 import numpy as np
 
 from .._validate import check_real
-from ..topology import (drop_by_threshold, grow_by_score, grow_ratio, regrow_ratio,
-                        sparsity_schedule, threshold_gain)
+from ..masks import drop_by_threshold, grow_by_score
+from ..schedules import grow_ratio, regrow_ratio, sparsity_schedule, threshold_gain
 from ._base import Method
 
 

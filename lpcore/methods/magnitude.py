@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..topology import drop_smallest, sparsity_schedule
+from ..masks import drop_smallest
+from ..schedules import sparsity_schedule
 from ._base import Method
 
 

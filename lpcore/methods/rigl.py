@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..topology import grow_by_score
+from ..masks import grow_by_score
 from .set import SET
 
 

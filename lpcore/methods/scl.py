@@ -38,7 +38,7 @@ import numpy as np
 
 from .._validate import check_real
 from ..masklearn import calibrate_lambda, ste_mask_grad
-from ..topology import sparsity_schedule
+from ..schedules import sparsity_schedule
 from ._base import LearnedMask
 
 

@@ -2,7 +2,7 @@
 sparsity stays at the target."""
 from __future__ import annotations
 
-from ..topology import drop_smallest, grow_random
+from ..masks import drop_smallest, grow_random
 from ._base import Method
 
 

@@ -127,9 +127,10 @@ def _main(ap, cfg, data, ps, first, out, created):
         for name in files.OUTPUTS:
             path = os.path.join(out, name)
             if files.not_a_file(path):
-                kept, staging = staging, None  # keep the results where they are
+                results_dir, staging = staging, None  # the results stay where they are
                 raise RuntimeError(f"{path} is no longer a regular file; nothing was replaced; "
-                                   f"the results are in {kept} and the checkpoint in {ckpt}")
+                                   f"the results are in {results_dir} and the checkpoint in "
+                                   f"{ckpt}")
         with files.signals_deferred():  # SIGTERM and Ctrl-C wait for the move
             files.install(out, staging, names)
             staging, installed = None, True

@@ -25,7 +25,8 @@ from numba import cuda, float64
 
 from ..ball import _MAXIT_OUTER, FAR, bracket_step, inner_solve
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO
-from ._launch import MAXT, bsum, config, stream, threads_for
+from ._launch import MAXT, config, stream, threads_for
+from ._reduce import bsum
 
 #: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU
 _inner = cuda.jit(device=True)(inner_solve)

@@ -1,6 +1,6 @@
 """Hoyer sparsity of the rows on the GPU (``kernels/hoyer.py``), one launch:
 per slice Mb, S1 = sum |x|/Mb, S2 = sum (x/Mb)^2 (float32: unscaled, one
-pass), combined by the group's last block (``_launch.last_block``)."""
+pass), combined by the group's last block (``_reduce.last_block``)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import math
 import numpy as np
 from numba import cuda, float64, int32
 
-from ._launch import (MAXT, block_slice as _slice, bsum, counters, flags, last_block, launcher,
-                      read_flags, scratch, split, stream)
+from ._launch import MAXT, counters, flags, launcher, read_flags, scratch, split, stream
+from ._reduce import block_slice as _slice, bsum, last_block
 from .norm import _slice_max, group_start
 
 INF = math.inf

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._launch import block_slice, grid1d, rows_grid, stream
+from ._launch import grid1d, rows_grid, stream
+from ._reduce import block_slice
 
 
 @cuda.jit(cache=True)

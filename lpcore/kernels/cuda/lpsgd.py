@@ -45,7 +45,8 @@ from ..._device import simulated
 from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, F_DECAY, F_LR,
                      F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
                      T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
-from ._launch import MAXT, bmax, bsum, config, last_block, launcher, maxnan, stream
+from ._launch import MAXT, config, launcher, stream
+from ._reduce import bmax, bsum, last_block, maxnan
 from ._pointers import as_ptr, cast_like
 
 INF = math.inf
@@ -57,7 +58,9 @@ _F32 = np.float32(0)
 FLAG = np.int64(-2)
 #: extra columns of the device copy of the tensor table
 T_NSPLIT, T_BOFF = 9, 10
-#: rows of the float64 scratch: per group S (5 cols), per block partials, per group N
+#: rows of the float64 scratch: per group S (5 cols), per block partials, per group N;
+#: S columns: max |d|, max |w|, the step coefficient (||d||_q, or <nu, d>/<nu, nu>
+#: for the Riemannian variant), whether the group updates, its status
 S_MD, S_MS, S_C, S_UPD, S_ST = range(5)
 
 _dir = cuda.jit(device=True)(direction)
@@ -137,25 +140,25 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
         if md < INF and ms < INF:
             if variant == RIEMANNIAN:
                 if ms > 0.0:
-                    e1 = p - 1.0
+                    p_minus_one = p - 1.0
                     j = j0 + tid
                     while j < j1:
                         d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                     has_mom)
                         wj = float64(w[row + j])
-                        nu = _pow(abs(wj) / ms, e1, like)
+                        nu = _pow(abs(wj) / ms, p_minus_one, like)
                         if wj < 0:
                             nu = -nu
                         a += nu * d
                         bb += nu * nu
                         j += cuda.blockDim.x
             elif md > 0.0:
-                qe = p / (p - 1.0)
+                q_exp = p / (p - 1.0)
                 j = j0 + tid
                 while j < j1:
                     d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                 has_mom)
-                    a += _pow(abs(d) / md, qe, like)
+                    a += _pow(abs(d) / md, q_exp, like)
                     j += cuda.blockDim.x
         a = bsum(sh, a)
         bb = bsum(sh, bb)
@@ -281,22 +284,22 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
     else:
         md = S[gg, S_MD]
         ms = S[gg, S_MS]
-        c2s = S[gg, S_C]
+        coef = S[gg, S_C]
         keep = 1.0 - eta
-        ae = 1.0 / (p - 1.0)
-        ud = (md / c2s) ** ae if variant == PRIMAL else 1.0
+        inv_p_minus_one = 1.0 / (p - 1.0)
+        ud = (md / coef) ** inv_p_minus_one if variant == PRIMAL else 1.0
         j = j0 + tid
         while j < j1:
             d, nb = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
             if has_mom:
                 buf[row + j] = nb
             if dual:
-                v[row + j] = keep * float64(v[row + j]) - (eta / c2s) * d
+                v[row + j] = keep * float64(v[row + j]) - (eta / coef) * d
                 xv = float64(v[row + j])  # as stored
             else:
                 wj = float64(w[row + j])
                 if variant == PRIMAL:
-                    u = _pow(abs(d) / md, ae, like) * ud
+                    u = _pow(abs(d) / md, inv_p_minus_one, like) * ud
                     if d < 0:
                         u = -u
                     x = keep * wj - eta * u
@@ -304,7 +307,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
                     nu = _pow(abs(wj) / ms, p - 1.0, like)
                     if wj < 0:
                         nu = -nu
-                    x = wj - eta * (d - c2s * nu)
+                    x = wj - eta * (d - coef * nu)
                 if masked and mk[row + j] == 0:
                     x = 0.0
                 w[row + j] = x
@@ -382,7 +385,7 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
     v = as_ptr(itab[t, T_V], like)
     masked = itab[t, T_MASKED] != 0
     mk = as_ptr(itab[t, T_MASK], _U8)
-    ae = 1.0 / (ftab[t, F_P] - 1.0)
+    inv_p_minus_one = 1.0 / (ftab[t, F_P] - 1.0)
     f = 1.0 / nv
     fw = N[gg, 1]
     row = i * n
@@ -395,7 +398,7 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
             if masked and mk[row + j] == 0:
                 w[row + j] = 0.0
             else:
-                rr = _pow(abs(x), ae, like)
+                rr = _pow(abs(x), inv_p_minus_one, like)
                 if masked:
                     rr = rr * fw
                 w[row + j] = -rr if x < 0 else rr

@@ -25,8 +25,8 @@ import numpy as np
 from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
-from ._launch import (MAXT, block_slice as _slice, bmax, bsum, counters, flags, last_block,
-                      launcher, maxnan, read_flags, rows_grid, scratch, split, stream)
+from ._launch import MAXT, counters, flags, launcher, read_flags, rows_grid, scratch, split, stream
+from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan
 from .layout import fill
 
 INF = math.inf

@@ -7,8 +7,8 @@ import math
 
 from numba import cuda, float64
 
-from ._launch import (MAXT, block_slice as _slice, bsum, combine_grid, flags, read_flags,
-                      rows_grid, scratch, split, stream)
+from ._launch import MAXT, combine_grid, flags, read_flags, rows_grid, scratch, split, stream
+from ._reduce import block_slice as _slice, bsum
 
 INF = math.inf
 

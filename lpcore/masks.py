@@ -1,10 +1,9 @@
-"""Topology-evolution primitives for sparse training (DESIGN section 5).
-
-Semi-pruning with threshold adaptation (the paper's "LpSS"), reconstructed
-from the reference implementation, plus what the usual baselines need:
+"""Mask operations for sparse training (DESIGN section 5): which connections
+to drop and grow, random masks, exact sparsity.  Masks are boolean arrays of
+the weight's shape (True = active).
 
 * :func:`drop_by_threshold` - per group, drop active connections with
-  ``|w| < h * mean(active |w|)``.
+  ``|w| < h * mean(active |w|)`` (semi-pruning, the paper's LpSS).
 * :func:`grow_by_score` - activate the ``k`` inactive connections with the
   largest per-group-normalised score magnitude (the reference ranked by the
   *signed* gradient, a bug this library does not copy).
@@ -15,32 +14,21 @@ from the reference implementation, plus what the usual baselines need:
 * :func:`mask_sparsity` - the exact zero fraction over several masks.
 * :func:`adjust_to_sparsity` - one global drop or grow over several masks
   to an exact zero count.
-* :func:`drop_threshold_schedule` - ``h(t)``: constant, cosine or exponential.
-* :func:`grow_ratio` - the threshold-adaptation controller for ``phi``.
-* :func:`unmasked_mean_magnitude` - Chase's channel score;
-  :func:`channel_sparsity` - the fraction of channels with no connection.
-* :func:`sparsity_schedule` - the target path from ``s0`` to ``s*`` (cubic,
-  as gradual magnitude pruning uses, or linear).
-
-Masks are boolean arrays of the weight's shape (True = active).
 """
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels
 from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
 from .kernels.topology import drop_rows
-from .layout import feature_axes, groups
+from .layout import groups
 from .norms import all_finite
 
-__all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
-           "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio",
-           "threshold_gain", "sparsity_schedule", "unmasked_mean_magnitude", "channel_sparsity"]
+__all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask", "mask_sparsity", "adjust_to_sparsity"]
 
 
 def _mask_like(mask, shape, fn, name="mask"):
@@ -179,7 +167,7 @@ def grow_by_score(score, mask, k, axis=None):
     if not all_finite(a):
         raise ValueError(f"{fn}: score contains NaN or Inf")
     grp = groups(score.shape, axis, fn)
-    mean = K.group_norms(grp.to2d(a, comp), 1.0)[0] / max(grp.n, 1)
+    mean = kernels.group_norms(grp.to2d(a, comp), 1.0)[0] / max(grp.n, 1)
     mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(mean_full > 0, a / mean_full, 0.0)
@@ -410,197 +398,3 @@ def adjust_to_sparsity(masks, drop_scores, grow_scores, target):
         changed[i] = cand[sel]
         m.reshape(-1)[changed[i]] = not drop
     return new, changed
-
-
-def _progress(step, begin, end, fn):
-    begin, end = check_real(begin, fn, "begin"), check_real(end, fn, "end")
-    if end <= begin:
-        raise ValueError(f"{fn}: need begin < end, got begin={begin!r}, end={end!r}")
-    return min(1.0, max(0.0, (step - begin) / (end - begin)))
-
-
-def drop_threshold_schedule(step, h0, begin, end, kind="cosine", final_ratio=0.01):
-    """The relative drop threshold ``h`` at ``step``.
-
-    ``h0`` before ``begin``; between ``begin`` and ``end``: ``"constant"``
-    keeps ``h0``, ``"cosine"`` anneals ``h0 (1 + cos(pi x)) / 2`` to 0,
-    ``"exponential"`` anneals ``h0 * final_ratio ** x`` (x in [0, 1] the
-    progress); after ``end``, 0 (the topology is frozen).
-
-    Examples
-    --------
-    >>> import lpcore
-    >>> [round(lpcore.drop_threshold_schedule(t, 0.2, 0, 10), 3) for t in (0, 5, 10, 11)]
-    [0.2, 0.1, 0.0, 0.0]
-    """
-    fn = "lpcore.drop_threshold_schedule"
-    if kind not in ("constant", "cosine", "exponential"):
-        raise ValueError(f"{fn}: kind must be 'constant', 'cosine' or 'exponential', got {kind!r}")
-    step = check_real(step, fn, "step")
-    h0 = check_real(h0, fn, "h0", lo=0.0)
-    final_ratio = check_real(final_ratio, fn, "final_ratio", 0.0, 1.0, lo_open=True)
-    x = _progress(step, begin, end, fn)
-    if step > end:
-        return 0.0
-    if kind == "constant":
-        return float(h0)
-    if kind == "cosine":
-        return float(h0) * 0.5 * (1.0 + math.cos(math.pi * x))
-    return float(h0) * float(final_ratio) ** x
-
-
-def sparsity_schedule(step, s0, s_target, begin, end, kind="cubic"):
-    """Target mask sparsity at ``step``: ``s0`` before ``begin``, ``s_target`` from
-    ``end`` on, in between ``s* + (s0 - s*) (1 - x)^3`` (cubic, Zhu & Gupta's
-    gradual pruning) or linear in the progress ``x``.
-
-    Examples
-    --------
-    >>> import lpcore
-    >>> lpcore.sparsity_schedule(5, 0.2, 0.9, 0, 10, kind="linear")
-    0.55
-    """
-    fn = "lpcore.sparsity_schedule"
-    if kind not in ("cubic", "linear"):
-        raise ValueError(f"{fn}: kind must be 'cubic' or 'linear', got {kind!r}")
-    step = check_real(step, fn, "step")
-    s0 = check_real(s0, fn, "s0", 0.0, 1.0)
-    s_target = check_real(s_target, fn, "s_target", 0.0, 1.0)
-    x = _progress(step, begin, end, fn)
-    r = (1.0 - x) ** 3 if kind == "cubic" else 1.0 - x
-    return float(s_target) + (float(s0) - float(s_target)) * r
-
-
-def grow_ratio(sparsity, target, h, delta=0.1):
-    """Threshold adaptation: the ratio ``phi`` of regrown to dropped connections.
-
-    ``phi = (1 - delta) s / s*`` while the mask is not yet sparse enough
-    (``s < s* (1 - h / 2)``): fewer connections regrow than were dropped, so
-    sparsity rises; otherwise ``phi = (1 + delta) s / s*``, letting sparsity
-    fall back towards the target.
-
-    Examples
-    --------
-    >>> import lpcore
-    >>> round(lpcore.grow_ratio(0.45, 0.9, 0.2), 3), round(lpcore.grow_ratio(0.95, 0.9, 0.2), 3)
-    (0.45, 1.161)
-    """
-    fn = "lpcore.grow_ratio"
-    s = check_real(sparsity, fn, "sparsity", 0.0, 1.0)
-    t = check_real(target, fn, "target", 0.0, 1.0, lo_open=True)
-    h = check_real(h, fn, "h", lo=0.0)
-    delta = check_real(delta, fn, "delta", 0.0, 1.0, hi_open=True)
-    if s < t * (1.0 - float(h) / 2.0):
-        return (1.0 - float(delta)) * s / t
-    return (1.0 + float(delta)) * s / t
-
-
-def regrow_ratio(zeros_after_drop, n_dropped, target_zeros):
-    """The schedule-tracking grow ratio ``phi`` (this library's LpSS controller).
-
-    After a drop round has removed ``n_dropped`` connections, leaving
-    ``zeros_after_drop`` inactive ones, regrowing ``phi * n_dropped`` puts the
-    mask exactly at ``target_zeros`` (the sparsity schedule's value now):
-    ``phi = (zeros_after_drop - target_zeros) / n_dropped``, at least 0.  A
-    ratio above 1 means the mask is sparser than scheduled and regrows more
-    than was dropped; 0 means the drop round fell short of the schedule
-    (nothing regrows).  0 when nothing was dropped.
-
-    The reference's rule, :func:`grow_ratio`, steers by ``(1 -+ delta) s / s*``
-    and has its fixed point at ``s*/(1 + delta)`` whenever the drop threshold
-    is large; DESIGN section 5 and the README give the measurements.
-
-    Examples
-    --------
-    >>> import lpcore
-    >>> lpcore.regrow_ratio(zeros_after_drop=600, n_dropped=200, target_zeros=500)
-    0.5
-    >>> lpcore.regrow_ratio(450, 100, 500)   # the drop fell short: regrow nothing
-    0.0
-    """
-    fn = "lpcore.regrow_ratio"
-    vals = {"zeros_after_drop": zeros_after_drop, "n_dropped": n_dropped,
-            "target_zeros": target_zeros}
-    for name, v in vals.items():
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"{fn}: {name} must be an integer >= 0, got {v!r}")
-    if n_dropped == 0:
-        return 0.0
-    return max(0.0, (int(zeros_after_drop) - int(target_zeros)) / int(n_dropped))
-
-
-def threshold_gain(gain, zeros_after_drop, target_zeros, delta=0.1):
-    """Threshold adaptation of this library's LpSS controller: the next factor on ``h``.
-
-    A drop round that left fewer inactive connections than the schedule asks
-    for (``zeros_after_drop < target_zeros``) raises the factor by
-    ``1 + delta``; otherwise it relaxes by ``1 - delta``, never below 1 (the
-    threshold p was chosen for).  This absorbs the gamma model's error in the
-    share of weights below ``h * mean|w|``.
-
-    Examples
-    --------
-    >>> import lpcore
-    >>> lpcore.threshold_gain(1.0, 400, 500), lpcore.threshold_gain(1.21, 600, 500)
-    (1.1, 1.089)
-    >>> lpcore.threshold_gain(1.05, 600, 500)
-    1.0
-    """
-    g, d = float(gain), float(delta)
-    if not (0.0 < g < math.inf and math.isfinite(d)):
-        raise ValueError(f"lpcore.threshold_gain: need a finite gain > 0 and a finite delta, "
-                         f"got gain={gain!r}, delta={delta!r}")
-    return g * (1.0 + d) if zeros_after_drop < target_zeros else max(1.0, g * (1.0 - d))
-
-
-def unmasked_mean_magnitude(w, mask, axis=None):
-    """Chase's channel score, per output channel (one group: the fan-in
-    ``axis``, default all but the first): ``sum |w * mask| / n`` over the
-    channel's ``n`` positions, inactive ones counting as zeros, so that a
-    channel scores low when it is sparse, when its weights are small, or
-    both.  Returns float64 of the kept (channel) shape.
-
-    Examples
-    --------
-    >>> import numpy as np, lpcore
-    >>> w = np.array([[1.0, -3.0], [0.5, 0.5]])
-    >>> lpcore.unmasked_mean_magnitude(w, np.array([[True, False], [True, True]]))
-    array([0.5, 0.5])
-    """
-    fn = "lpcore.unmasked_mean_magnitude"
-    w = check_real_array(as_array(w, fn, "w"), fn, "w")
-    m = _mask_like(mask, w.shape, fn)
-    if w.ndim < 1:
-        raise ValueError(f"{fn}: w must have at least 1 dimension")
-    grp = groups(w.shape, feature_axes(w.ndim) if axis is None else axis, fn)
-    a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
-    rows = grp.to2d(a, np.float64)
-    return grp.reduced_result(rows.sum(axis=1) / max(grp.n, 1), keepdims=False)
-
-
-def channel_sparsity(masks, axes=None):
-    """The fraction of output channels with no active connection, over all
-    ``masks`` (``axes``: per mask the fan-in axes, default all but the
-    first).
-
-    Examples
-    --------
-    >>> import numpy as np, lpcore
-    >>> lpcore.channel_sparsity([np.array([[True, False], [False, False]])])
-    0.5
-    """
-    fn = "lpcore.channel_sparsity"
-    ms = [_mask_like(m, np.shape(m), fn, f"masks[{i}]") for i, m in enumerate(masks)]
-    if not ms:
-        raise ValueError(f"{fn}: masks is empty")
-    axes = [None] * len(ms) if axes is None else list(axes)
-    if len(axes) != len(ms):
-        raise ValueError(f"{fn}: axes has {len(axes)} entries for {len(ms)} masks")
-    dead = total = 0
-    for m, ax in zip(ms, axes):
-        rows = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn).to2d(m, np.bool_)
-        dead += int((~rows.any(axis=1)).sum())
-        total += rows.shape[0]
-    return dead / total

@@ -1,0 +1,68 @@
+"""Channel statistics of masked weights (Chase, seed 006).
+
+* :func:`unmasked_mean_magnitude` - Chase's channel score.
+* :func:`channel_sparsity` - the fraction of output channels with no active
+  connection.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import as_array, check_real_array
+from .layout import feature_axes, groups
+from .masks import _mask_like
+
+__all__ = ["unmasked_mean_magnitude", "channel_sparsity"]
+
+
+def unmasked_mean_magnitude(w, mask, axis=None):
+    """Chase's channel score, per output channel (one group: the fan-in
+    ``axis``, default all but the first): ``sum |w * mask| / n`` over the
+    channel's ``n`` positions, inactive ones counting as zeros, so that a
+    channel scores low when it is sparse, when its weights are small, or
+    both.  Returns float64 of the kept (channel) shape.
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> w = np.array([[1.0, -3.0], [0.5, 0.5]])
+    >>> lpcore.unmasked_mean_magnitude(w, np.array([[True, False], [True, True]]))
+    array([0.5, 0.5])
+    """
+    fn = "lpcore.unmasked_mean_magnitude"
+    w = check_real_array(as_array(w, fn, "w"), fn, "w")
+    m = _mask_like(mask, w.shape, fn)
+    if w.ndim < 1:
+        raise ValueError(f"{fn}: w must have at least 1 dimension")
+    grp = groups(w.shape, feature_axes(w.ndim) if axis is None else axis, fn)
+    a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
+    rows = grp.to2d(a, np.float64)
+    return grp.reduced_result(rows.sum(axis=1) / max(grp.n, 1), keepdims=False)
+
+
+def channel_sparsity(masks, axes=None):
+    """The fraction of output channels with no active connection, over all
+    ``masks`` (``axes``: per mask the fan-in axes, default all but the
+    first).
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> lpcore.channel_sparsity([np.array([[True, False], [False, False]])])
+    0.5
+    """
+    fn = "lpcore.channel_sparsity"
+    ms = [_mask_like(m, np.shape(m), fn, f"masks[{i}]") for i, m in enumerate(masks)]
+    if not ms:
+        raise ValueError(f"{fn}: masks is empty")
+    axes = [None] * len(ms) if axes is None else list(axes)
+    if len(axes) != len(ms):
+        raise ValueError(f"{fn}: axes has {len(axes)} entries for {len(ms)} masks")
+    dead = total = 0
+    for m, ax in zip(ms, axes):
+        rows = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn).to2d(m, np.bool_)
+        dead += int((~rows.any(axis=1)).sum())
+        total += rows.shape[0]
+    return dead / total
