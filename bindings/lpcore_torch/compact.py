@@ -27,9 +27,21 @@ def _zero_out(module, v):
     return v
 
 
+def _exact(m, types):
+    """``m`` is one of ``types`` itself, not a subclass (which may compute
+    something else: compact copies it as it is and leaves its neighbours)."""
+    return type(m) in types
+
+
+def _plain_flatten(m):
+    return type(m) is nn.Flatten and m.start_dim == 1 and m.end_dim == -1
+
+
 def _slice_bn(bn, keep):
+    like = bn.running_mean if bn.running_mean is not None else bn.weight
+    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
     new = type(bn)(int(keep.sum()), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                   track_running_stats=bn.track_running_stats)
+                   track_running_stats=bn.track_running_stats, **kw)
     with torch.no_grad():
         if bn.affine:
             new.weight.copy_(bn.weight[keep])
@@ -43,13 +55,15 @@ def _slice_bn(bn, keep):
 
 
 def _rebuild(layer, w, b):
+    # skip_init: the parameters are copied below, so nothing draws from torch's RNG
+    kw = dict(bias=b is not None, device=w.device, dtype=w.dtype)
     if isinstance(layer, nn.Linear):
-        new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        new = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], **kw)
     else:
-        new = type(layer)(w.shape[1] * layer.groups, w.shape[0], layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                          groups=layer.groups, bias=b is not None, padding_mode=layer.padding_mode)
-    new = new.to(dtype=w.dtype, device=w.device)
+        new = nn.utils.skip_init(type(layer), w.shape[1] * layer.groups, w.shape[0],
+                                 layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                                 dilation=layer.dilation, groups=layer.groups,
+                                 padding_mode=layer.padding_mode, **kw)
     with torch.no_grad():
         new.weight.copy_(w)
         if b is not None:
@@ -73,6 +87,13 @@ def compact(model):
     (``weight_mask``, left by :class:`SparseTrainer`) are dropped: the copy
     is for inference.  The last Linear/Conv layer keeps all its outputs.
 
+    What compact cannot copy exactly it copies as it is and leaves alone:
+    subclasses of the known modules (they may compute something else), a
+    ``Flatten`` over other axes than ``(1, -1)``, a Linear applied to a
+    convolution's length axis, a module used twice (it stays one shared
+    module).  The copy keeps the model's dtype and device and draws nothing
+    from torch's random generator.
+
     Examples
     --------
     >>> import torch, lpcore_torch
@@ -86,23 +107,39 @@ def compact(model):
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"lpcore_torch.compact: model must be an nn.Sequential, got "
                         f"{type(model).__name__}")
-    # fresh modules: no mask buffers, no gradient hooks of a trainer
-    mods = []
+    # fresh modules: no mask buffers, no gradient hooks of a trainer; a module used
+    # twice stays one module (and is not compacted: both uses would change)
+    mods, made, uses = [], {}, {}
     for m in model:
-        if isinstance(m, _LAYERS):
-            mods.append(_rebuild(m, m.weight.detach(), None if m.bias is None else m.bias.detach()))
-        elif isinstance(m, _BN):
-            mods.append(_slice_bn(m, torch.ones(m.num_features, dtype=torch.bool)))
-        else:
-            mods.append(copy.deepcopy(m))
-    idx = [i for i, m in enumerate(mods) if isinstance(m, _LAYERS)]
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    for m in model:
+        if id(m) not in made:
+            if _exact(m, _LAYERS):
+                made[id(m)] = _rebuild(m, m.weight.detach(),
+                                       None if m.bias is None else m.bias.detach())
+            elif _exact(m, _BN):
+                made[id(m)] = _slice_bn(m, torch.ones(m.num_features, dtype=torch.bool))
+            else:
+                made[id(m)] = copy.deepcopy(m)
+        mods.append(made[id(m)])
+    shared = {i for i, m in enumerate(model) if uses[id(m)] > 1}
+    idx = [i for i, m in enumerate(model) if _exact(m, _LAYERS)]
     for a, b in zip(idx, idx[1:]):
         layer, nxt = mods[a], mods[b]
         if getattr(layer, "groups", 1) != 1 or getattr(nxt, "groups", 1) != 1:
             continue
+        between = list(model)[a + 1:b]
+        if shared & set(range(a, b + 1)):
+            continue
+        if not all(_exact(m, _PASS + _BN) or _plain_flatten(m) for m in between):
+            continue  # an op compact does not know (or a subclass): leave this pair alone
         between = mods[a + 1:b]
-        if not all(isinstance(m, _PASS + _BN + (nn.Flatten,)) for m in between):
-            continue  # an op compact does not know: leave this pair alone
+        flat = any(isinstance(m, nn.Flatten) for m in between)
+        if isinstance(nxt, nn.Linear) and not isinstance(layer, nn.Linear) and not flat:
+            continue  # a Linear over a convolution's length axis, not its channels
+        if isinstance(nxt, nn.Linear) and isinstance(layer, nn.Linear) \
+                and nxt.weight.shape[1] != layer.weight.shape[0]:
+            continue
         w = layer.weight
         C = w.shape[0]
         zero_w = (w.reshape(C, -1) == 0).all(dim=1)
