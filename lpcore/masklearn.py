@@ -175,12 +175,41 @@ def calibrate_lambda(proposal, step, k):
         return 0.0
     if k == 0:  # everything stays: just below the smallest
         lo = float(a.min())
-        lam = lo / step
-        while lo - step * lam <= 0.0:
-            lam = float(np.nextafter(lam, -np.inf))
-        return lam
+        return _boundary(lambda lam: lo - step * lam > 0.0, lo / step, -1.0, fn, k, step)
     kth = float(np.partition(a, k - 1)[k - 1])
-    lam = kth / step
-    while kth - step * lam > 0.0:  # rounding: the k-th entry must reach <= 0 exactly
-        lam = float(np.nextafter(lam, np.inf))
+    # rounding: the k-th entry must reach <= 0 exactly, with the least such lam
+    lam = _boundary(lambda lam: kth - step * lam <= 0.0, kth / step, 1.0, fn, k, step)
+    want = int(np.count_nonzero(a <= kth))  # k, and the entries tied with the k-th
+    if int(np.count_nonzero(a - step * lam <= 0.0)) != want:
+        raise ValueError(f"{fn}: no lam leaves exactly k={k} entries <= 0 at step={step!r}: "
+                         "the k-th and the next scores are closer than step * lam resolves")
     return lam
+
+
+def _boundary(ok, start, direction, fn, k, step):
+    """The float nearest ``start`` on the ``ok`` side of the boundary where
+    ``ok(lam)`` turns true moving in ``direction``: first doubling steps to
+    bracket it, then bisection (a bounded number of steps, whatever the
+    scale: no one-ulp crawl)."""
+    if not math.isfinite(start):
+        raise ValueError(f"{fn}: no finite lam reaches k={k} at step={step!r} (the score over "
+                         "step overflows)")
+    if ok(start):
+        return start
+    bad, delta = start, max(abs(start) * 2.0 ** -52, 5e-324)
+    for _ in range(2200):
+        good = bad + direction * delta
+        if not math.isfinite(good):
+            break
+        if ok(good):
+            for _ in range(2200):  # bisect between bad (not ok) and good (ok)
+                mid = bad + (good - bad) / 2.0
+                if mid == bad or mid == good:
+                    return good
+                if ok(mid):
+                    good = mid
+                else:
+                    bad = mid
+            return good
+        bad, delta = good, delta * 2.0
+    raise ValueError(f"{fn}: no finite lam reaches k={k} at step={step!r}")

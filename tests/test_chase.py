@@ -152,3 +152,29 @@ def test_cli_chase_cnn_removes_channels_at_the_target(tmp_path):
     assert c["max_output_difference"] < 1e-4
     for layer in m["layers"]:
         assert np.isfinite(layer["weighted_spectral_gap"])
+
+
+def test_an_infeasible_channel_sparsity_is_refused_up_front(tmp_path, capsys):
+    """--channel-sparsity 0.999 at target 0.9 used to end at channel sparsity
+    0.529 with exit 0 (the exact adjustment regrew removed channels)."""
+    with pytest.raises(ValueError, match="channel_sparsity=0.999"):
+        lpcore.make_method("chase", target_sparsity=0.9, channel_sparsity=0.999).init_masks(
+            [(64, 32), (32, 64)])
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--method", "chase", "--channel-sparsity", "0.999", "--quiet",
+                  "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "channel_sparsity=0.999" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_exact_adjustment_never_grows_a_removed_channel():
+    rng = np.random.default_rng(0)
+    m = lpcore.make_method("chase", target_sparsity=0.5, channel_sparsity=0.4, end=10)
+    mask = rng.random((10, 8)) < 0.3  # sparser than the target: the adjustment grows
+    mask[:4] = False                  # four removed channels
+    layer = lpcore.methods.Layer(mask=mask, weight=rng.standard_normal((10, 8)) * mask,
+                                 grad=rng.standard_normal((10, 8)), axis=(1,))
+    (new, grown), = m.adjust([layer])
+    assert not new[:4].any()                           # removed channels stay removed
+    assert int((~new).sum()) == 40                     # the target, exactly, among the rest
+    assert set(grown.tolist()) == set(np.flatnonzero(new.reshape(-1) & ~mask.reshape(-1)))

@@ -1,7 +1,7 @@
 """Learned masks (lpcore.masklearn) and the methods built on them (scl, concave)."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -199,3 +199,41 @@ def test_learned_methods_refuse_bad_options():
             lpcore.make_method(name, **kw)
     with pytest.raises(TypeError, match="mask_lr"):
         lpcore.make_method("set", mask_lr=0.1)
+
+
+@pytest.mark.parametrize("proposal, step, k", [
+    ([0.3, -0.1, 0.2, 0.5], 1e-320, 2),      # kth / step overflows: was inf, all 4 <= 0
+    ([1e-300, 2e-300, 1.0], 1e308, 1),       # unresolvable: was 5e-324, 2 entries <= 0
+])
+def test_calibrate_lambda_refuses_what_no_finite_lam_does(proposal, step, k):
+    with pytest.raises(ValueError, match="calibrate_lambda: no"):
+        lpcore.calibrate_lambda(np.array(proposal), step, k)
+
+
+@pytest.mark.parametrize("proposal, step", [([0.0, 1.0, 2.0], 1e-9), ([0.0, 0.0], 1e-9),
+                                            ([5.0, 1.0], 1e-300), ([-3.0, 1e-310], 1e-20)])
+def test_calibrate_lambda_k0_is_exact_and_quick(proposal, step):
+    """k = 0 with a zero entry and a tiny step used to crawl one ulp at a time
+    for minutes (reachable through SCL with mask_lr=1e-9 and zero gradients)."""
+    import time
+    a = np.array(proposal)
+    t0 = time.perf_counter()
+    lam = lpcore.calibrate_lambda(a, step, 0)
+    assert time.perf_counter() - t0 < 1.0
+    assert np.count_nonzero(a - step * lam <= 0) == 0
+
+
+@settings(max_examples=200)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=30),
+       st.floats(1e-6, 1e3), st.data())
+def test_calibrate_lambda_leaves_exactly_k_or_refuses(xs, step, data):
+    a = np.array(xs)
+    k = data.draw(st.integers(0, a.size))
+    try:
+        lam = lpcore.calibrate_lambda(a, step, k)
+    except ValueError as e:
+        assert "no lam" in str(e) or "no finite lam" in str(e)
+        return
+    n = int(np.count_nonzero(a - step * lam <= 0))
+    ties = 0 if k == 0 else int(np.count_nonzero(a <= np.partition(a, k - 1)[k - 1]))
+    assert n == (0 if k == 0 else ties)

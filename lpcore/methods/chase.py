@@ -32,6 +32,7 @@ from ..layout import groups
 from ..channels import unmasked_mean_magnitude
 from ..masks import drop_smallest, grow_by_score, _smallest_stable
 from ..schedules import sparsity_schedule
+from ._base import Layer
 from .rigl import RigL
 
 
@@ -47,6 +48,55 @@ class Chase(RigL):
         self.channel_target = check_real(0.3 if channel_sparsity is None else channel_sparsity,
                                          "lpcore.methods.chase", "channel_sparsity", 0.0, 1.0,
                                          hi_open=True)
+
+    def init_masks(self, shapes):
+        """The initial masks; refuses a (target, channel_sparsity) pair whose
+        remaining channels cannot hold the weights the target keeps (the
+        removal would have to be undone)."""
+        shapes = [tuple(sh) for sh in shapes]
+        total = sum(int(np.prod(sh)) for sh in shapes)
+        keep = total - int(round(self.target * total))
+        room = 0
+        for sh in shapes:
+            G, n = sh[0], int(np.prod(sh[1:]))
+            room += (G - max(0, min(G - 1, int(round(self.channel_target * G))))) * n
+        if room < keep:
+            raise ValueError(
+                f"lpcore.methods.chase: channel_sparsity={self.channel_target} leaves channels "
+                f"with room for {room} connections, but target_sparsity={self.target} keeps "
+                f"{keep} of {total}; lower channel_sparsity (at most about "
+                f"{self.target:.3g}) or raise target_sparsity")
+        return super().init_masks(shapes)
+
+    def adjust(self, layers, sparsity=None):
+        """The exact adjustment at ``end``, never into a removed channel: when
+        it grows, the channels without any connection are no candidates."""
+        target = self.target if sparsity is None else sparsity
+        total = sum(ly.mask.size for ly in layers)
+        zeros = sum(ly.mask.size - int(np.count_nonzero(ly.mask)) for ly in layers)
+        want = int(round(target * total))
+        if zeros <= want:  # dropping (or nothing): the base rule
+            return super().adjust(layers, sparsity)
+        dead, filled = [], []
+        for ly in layers:
+            grp = groups(ly.mask.shape, ly.axis, "lpcore.methods.chase")
+            m2 = grp.to2d(ly.mask, np.bool_)
+            d2 = np.broadcast_to(~m2.any(axis=1)[:, None], m2.shape)
+            d = np.ascontiguousarray(grp.from2d(np.ascontiguousarray(d2)))
+            dead.append(d)
+            filled.append(ly.mask | d)  # dead channels marked active: never grown
+        n_dead = sum(int(d.sum()) for d in dead)
+        goal = max(0, want - n_dead)  # the zeros wanted among the living channels
+        out = []
+        fake = [Layer(mask=f, weight=ly.weight, grad=ly.grad, axis=ly.axis)
+                for f, ly in zip(filled, layers)]
+        for (dec, d, ly) in zip(super().adjust(fake, goal / total), dead, layers):
+            if dec is None:
+                out.append(None)
+            else:
+                new, grown = dec
+                out.append((new & ~d, grown))
+        return out
 
     def channel_fraction(self, t):
         """The fraction of every layer's channels removed by step ``t``."""
