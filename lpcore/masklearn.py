@@ -56,18 +56,30 @@ def normalize_per_feature(g, axis=None, eps=1e-12):
     array([[3., 4.],
            [0., 0.]])
     """
-    fn = "lpcore.normalize_per_feature"
-    a = _finite(g, fn, "g")
+    return _normalize(g, axis, eps, "lpcore.normalize_per_feature", "g")
+
+
+def _normalize(g, axis, eps, fn, name):
+    eps = check_real(eps, fn, "eps", 0.0, math.inf, hi_open=True)
+    a = _finite(g, fn, name)
     if a.ndim < 1:
-        raise ValueError(f"{fn}: g must have at least 1 dimension, got a scalar")
+        raise ValueError(f"{fn}: {name} must have at least 1 dimension, got a scalar")
     if axis is None:
         axis = feature_axes(a.ndim)
+    grp = groups(a.shape, axis, fn)  # a bad axis is named with fn
     rows = to_groups(a, axis).astype(np.float64)
-    rms = np.sqrt(np.mean(rows * rows, axis=1, keepdims=True)) if rows.shape[1] else \
-        np.zeros((rows.shape[0], 1))
+    if rows.shape[1] == 0:
+        return a.copy()
+    with np.errstate(over="ignore", under="ignore"):
+        rms = np.sqrt(np.mean(rows * rows, axis=1, keepdims=True))
+    top = np.max(np.abs(rows), axis=1, keepdims=True)
+    off = ~np.isfinite(rms) | ((rms < 1e-150) & (top > 0))  # the squares over- or underflowed
+    if off.any():  # those rows max-scaled: entries near 1e200 or 1e-200 keep their RMS
+        r = np.flatnonzero(off[:, 0])
+        rms[r] = top[r] * np.sqrt(np.mean((rows[r] / top[r]) ** 2, axis=1, keepdims=True))
     scale = np.where(rms > eps, rms, 1.0)
     out = (rows / scale).astype(a.dtype, copy=False)
-    return np.ascontiguousarray(groups(a.shape, axis, fn).from2d(out))
+    return np.ascontiguousarray(grp.from2d(out))
 
 
 def ste_mask_grad(grad, latent, axis=None, normalize=True):
@@ -88,14 +100,31 @@ def ste_mask_grad(grad, latent, axis=None, normalize=True):
     th = _finite(latent, fn, "latent")
     if g.shape != th.shape:
         raise ValueError(f"{fn}: latent has shape {th.shape}, expected grad's {g.shape}")
-    out = g * th
-    return normalize_per_feature(out, axis) if normalize else out
+    with np.errstate(over="ignore"):
+        out = g * th
+    if np.all(np.isfinite(out)):
+        return _normalize(out, axis, 1e-12, fn, "grad * latent") if normalize else out
+    if not normalize:
+        raise ValueError(f"{fn}: grad * latent overflows {out.dtype} (normalize=True scales it)")
+    # per feature the normalised result is scale-free: both factors scaled to at
+    # most 1 first, in float64, so that neither the product nor float16 overflows
+    g64, th64 = g.astype(np.float64), th.astype(np.float64)
+    ax = groups(g.shape, feature_axes(g.ndim) if axis is None else axis, fn).reduced
+    for x in (g64, th64):
+        top = np.max(np.abs(x), axis=ax, keepdims=True)
+        x /= np.where(top > 0, top, 1.0)
+    return _normalize(g64 * th64, axis, 1e-300, fn, "grad * latent").astype(out.dtype)
+
+
+#: the smallest eps of the log penalty: its gradient at 0, 1 / (eps log(1 + 1/eps)),
+#: overflows float64 below about 1e-306
+MIN_EPS = 1e-300
 
 
 def _kind_eps(kind, eps, fn):
     if kind not in _KINDS:
         raise ValueError(f"{fn}: kind must be one of {_KINDS}, got {kind!r}")
-    return check_real(eps, fn, "eps", 0.0, math.inf, lo_open=True, hi_open=True)
+    return check_real(eps, fn, "eps", MIN_EPS, math.inf, hi_open=True)
 
 
 def _unit_interval(m, fn):

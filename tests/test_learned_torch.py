@@ -205,3 +205,14 @@ def test_cli_refuses_learned_options_where_they_do_not_apply(bad, tmp_path, caps
     with pytest.raises(SystemExit) as e:
         cli.main(bad + ["--out", str(tmp_path / "r"), "--quiet"])
     assert e.value.code == 2
+
+
+def test_a_one_step_training_is_refused_not_left_dense(tmp_path, capsys):
+    """--method scl --dataset breast_cancer --epochs 1 --batch-size 1000 ran
+    one step and ended dense (sparsity 0, target 0.9) with exit 0."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--method", "scl", "--dataset", "breast_cancer", "--epochs", "1",
+                  "--batch-size", "1000", "--quiet", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    assert "at least 2 steps" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

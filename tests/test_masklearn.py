@@ -1,6 +1,7 @@
 """Learned masks (lpcore.masklearn) and the methods built on them (scl, concave)."""
 import numpy as np
 import pytest
+import numpy.testing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -237,3 +238,41 @@ def test_calibrate_lambda_leaves_exactly_k_or_refuses(xs, step, data):
     n = int(np.count_nonzero(a - step * lam <= 0))
     ties = 0 if k == 0 else int(np.count_nonzero(a <= np.partition(a, k - 1)[k - 1]))
     assert n == (0 if k == 0 else ties)
+
+
+def test_learned_mask_helpers_keep_extreme_scales():
+    """normalize_per_feature([[1e200, 1e200]]) and ste_mask_grad at 1e100 x
+    1e100 gave zeros; float16 inputs gave inf."""
+    npt.assert_allclose(lpcore.normalize_per_feature(np.array([[1e200, 1e200]])), [[1.0, 1.0]])
+    big = np.array([[1e200, -1e200]])
+    npt.assert_allclose(lpcore.ste_mask_grad(big, big), [[1.0, 1.0]])
+    h = lpcore.ste_mask_grad(np.array([[300.0, 100.0]], np.float16),
+                             np.array([[300.0, 1.0]], np.float16))
+    assert h.dtype == np.float16 and np.all(np.isfinite(h))
+    npt.assert_allclose(h.astype(np.float64), [[1.4142, 0.00157]], rtol=2e-3)
+    with pytest.raises(ValueError, match="ste_mask_grad: grad \\* latent overflows"):
+        lpcore.ste_mask_grad(big, big, normalize=False)
+
+
+@pytest.mark.parametrize("eps, err", [(float("nan"), ValueError), (float("inf"), ValueError),
+                                      (-1.0, ValueError), ("1e-3", TypeError)])
+def test_normalize_per_feature_checks_eps(eps, err):
+    with pytest.raises(err, match="normalize_per_feature: eps"):
+        lpcore.normalize_per_feature(np.ones((2, 2)), eps=eps)
+
+
+def test_errors_of_ste_mask_grad_name_it():
+    with pytest.raises(np.exceptions.AxisError, match="lpcore.ste_mask_grad"):
+        lpcore.ste_mask_grad(np.ones((2, 3)), np.ones((2, 3)), axis=5)
+
+
+def test_a_vanishing_eps_is_refused_where_the_penalty_would_be_nan():
+    """concave_penalty(eps=1e-320) gave NaN and its gradient 0, and the
+    concave method took it with no effect."""
+    for call in (lambda: lpcore.concave_penalty(np.array([0.5]), eps=1e-320),
+                 lambda: lpcore.concave_penalty_grad(np.array([0.5]), eps=1e-320),
+                 lambda: lpcore.make_method("concave", eps=1e-320)):
+        with pytest.raises(ValueError, match="eps must be a finite number in \\[1e-300"):
+            call()
+    assert np.isfinite(lpcore.concave_penalty(np.array([0.0, 0.5, 1.0]), eps=1e-300))
+    assert np.all(np.isfinite(lpcore.concave_penalty_grad(np.array([0.0, 1.0]), eps=1e-300)))

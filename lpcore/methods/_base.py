@@ -144,6 +144,10 @@ class Method:
         >>> RigL.schedule(1000)
         (200, 800, 15)
         """
+        if steps < 2:
+            raise ValueError(f"lpcore.methods.{cls.name}: a training of {steps} step leaves no "
+                             "room for a topology schedule (it needs at least 2 steps: more "
+                             "epochs or a smaller batch)")
         begin = int(0.2 * steps)
         end = max(int(0.8 * steps), begin + 1)
         return begin, end, frequency or max(1, min(20, (end - begin) // 40))

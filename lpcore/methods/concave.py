@@ -34,7 +34,7 @@ import numbers
 import numpy as np
 
 from .._validate import check_real
-from ..masklearn import concave_penalty_grad
+from ..masklearn import MIN_EPS, concave_penalty_grad
 from ._base import LearnedMask
 
 
@@ -55,7 +55,7 @@ class Concave(LearnedMask):
         if penalty not in ("log", "l1"):
             raise ValueError(f"{fn}: penalty must be 'log' or 'l1', got {penalty!r}")
         self.penalty = penalty
-        self.eps = check_real(eps, fn, "eps", 0.0, float("inf"), lo_open=True, hi_open=True)
+        self.eps = check_real(eps, fn, "eps", MIN_EPS, float("inf"), hi_open=True)
 
     @classmethod
     def trainings(cls, rounds=1):
