@@ -65,4 +65,7 @@ def channel_sparsity(masks, axes=None):
         rows = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn).to2d(m, np.bool_)
         dead += int((~rows.any(axis=1)).sum())
         total += rows.shape[0]
+    if total == 0:
+        raise ValueError(f"{fn}: the masks have no channels (every shape has a zero-length "
+                         "output axis)")
     return dead / total

@@ -63,7 +63,11 @@ def _rho(k, a):
 
 
 def _check_n(n, fn):
-    n_arr = np.asarray(n)
+    try:
+        n_arr = np.asarray(n)
+    except ValueError:  # a ragged list
+        raise TypeError(f"{fn}: n must be an integer or an array of integers, got {n!r}") \
+            from None
     if n_arr.dtype.kind not in "iu" and not (n_arr.dtype.kind == "f" and np.all(n_arr == np.round(n_arr))):
         raise TypeError(f"{fn}: n must be an integer (group length), got {n!r}")
     if np.any(n_arr < 2):
@@ -276,9 +280,17 @@ def _check_groups(n_groups, fn):
         raise ValueError(f"{fn}: n_groups must be a positive integer, got {n_groups!r}")
 
 
-def _draws_for(k, n, n_groups, seed):
+#: the most Monte Carlo draws one group length may take (2 GB of float64)
+_MAX_DRAWS = 250_000_000
+
+
+def _draws_for(k, n, n_groups, seed, fn):
     """The draws for groups of length ``n``: ``n_groups`` groups, or by default
     about 400,000 draws in all (at least 64 groups)."""
+    count = (max(64, 400_000 // int(n)) if n_groups is None else int(n_groups)) * int(n)
+    if count > _MAX_DRAWS:
+        raise ValueError(f"{fn}: n={int(n)} needs {count:.3g} Monte Carlo draws, more than "
+                         f"{_MAX_DRAWS:.3g}; for long groups use n=None (the large-n form)")
     return _log_draws(float(k), int(n), max(64, 400_000 // int(n)) if n_groups is None
                       else int(n_groups), int(seed))
 
@@ -326,11 +338,14 @@ def expected_pruned_fraction(p, h, shape=1.0, gradient="gamma", n=None, n_groups
         return float(r) if np.ndim(r) == 0 else r
     nf = _check_n(n, fn)
     _check_groups(n_groups, fn)
-    a_b, h_b, n_b = np.broadcast_arrays(a, h, nf)
+    try:
+        a_b, h_b, n_b = np.broadcast_arrays(a, h, nf)
+    except ValueError:
+        raise ValueError(f"{fn}: p, h and n do not broadcast together") from None
     out = np.empty(a_b.shape)
     for idx in np.ndindex(a_b.shape):
         out[idx] = _pruned_fraction_mc(float(a_b[idx]), float(h_b[idx]),
-                                       _draws_for(k, n_b[idx], n_groups, seed))
+                                       _draws_for(k, n_b[idx], n_groups, seed, fn))
     return float(out) if out.ndim == 0 else out
 
 
@@ -409,11 +424,14 @@ def p_for_sparsity(target, h, shape=1.0, gradient="gamma", n=None, n_groups=None
     _check_groups(n_groups, fn)
     if nf is not None and unreachable == "clip":
         t = np.minimum(t, (nf - 1.5) / nf)
-    t_b, h_b, n_b = np.broadcast_arrays(t, hh, np.zeros(()) if nf is None else nf)
+    try:
+        t_b, h_b, n_b = np.broadcast_arrays(t, hh, np.zeros(()) if nf is None else nf)
+    except ValueError:
+        raise ValueError(f"{fn}: target, h and n do not broadcast together") from None
     out = np.empty(t_b.shape)
     for idx in np.ndindex(t_b.shape):
         tv, hv = float(t_b[idx]), float(h_b[idx])
-        lx = None if nf is None else _draws_for(k, n_b[idx], n_groups, seed)
+        lx = None if nf is None else _draws_for(k, n_b[idx], n_groups, seed, fn)
 
         def f(u, hv=hv, tv=tv, lx=lx):  # u = log(p - 1)
             a = scale * math.exp(-u)

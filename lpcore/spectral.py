@@ -27,6 +27,7 @@ two CSR forms, so SciPy does it.)
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -36,6 +37,8 @@ from .layout import fan_in_axes, to_groups
 __all__ = ["ramanujan_gap", "weighted_spectral_gap", "top_singular_values"]
 
 _DENSE_MAX = 64
+#: the largest matrix (entries) a dense SVD is the fallback for: 400 MB of float64
+_DENSE_FALLBACK = 50_000_000
 
 
 def _layer(a, axis, fn, name):
@@ -53,18 +56,46 @@ def _layer(a, axis, fn, name):
 
 def top_singular_values(b, k=2, seed=0):
     """The ``k`` largest singular values of a dense 2-D array, descending
-    (zeros where the matrix has fewer).  Sparse Lanczos unless small."""
-    b = np.asarray(b, dtype=np.float64)
+    (zeros where the matrix has fewer; ``k`` at most ``max(2, min(shape))``).
+    Sparse Lanczos unless small; where Lanczos does not converge (repeated
+    singular values, e.g. a permuted identity) a dense SVD, if the matrix
+    fits in memory as one."""
+    fn = "lpcore.top_singular_values"
+    b = check_real_array(as_array(b, fn, "b"), fn, "b")
+    if b.ndim != 2:
+        raise ValueError(f"{fn}: b must be 2-D, got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"{fn}: b contains NaN or Inf")
+    most = max(2, min(b.shape))
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or \
+            not 1 <= k <= most:
+        raise ValueError(f"{fn}: k must be an integer in [1, {most}], got {k!r}")
+    return _top(np.asarray(b, dtype=np.float64), int(k), seed)
+
+
+def _top(b, k, seed=0):
     G, n = b.shape
     if min(G, n) <= max(_DENSE_MAX, k + 1) or not np.any(b):
-        s = np.linalg.svd(b, compute_uv=False) if b.size else np.zeros(0)
-        return np.pad(s[:k], (0, max(0, k - s.size)))
+        return _dense_top(b, k)
     from scipy.sparse import csr_matrix
-    from scipy.sparse.linalg import svds
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, svds
     op = csr_matrix(b)
     v0 = np.random.default_rng(seed).standard_normal(min(G, n))
-    s = svds(op, k=k, v0=v0, return_singular_vectors=False, tol=1e-10, maxiter=20 * min(G, n))
+    try:
+        s = svds(op, k=k, v0=v0, return_singular_vectors=False, tol=1e-10,
+                 maxiter=20 * min(G, n))
+    except (ArpackError, ArpackNoConvergence):
+        if G * n > _DENSE_FALLBACK:
+            raise ValueError(f"lpcore.top_singular_values: Lanczos did not converge on this "
+                             f"{G} x {n} matrix (repeated singular values?) and it is too "
+                             "large for a dense SVD") from None
+        return _dense_top(b, k)
     return np.sort(s)[::-1]
+
+
+def _dense_top(b, k):
+    s = np.linalg.svd(b, compute_uv=False) if b.size else np.zeros(0)
+    return np.pad(s[:k], (0, max(0, k - s.size)))
 
 
 def ramanujan_gap(mask, axis=None):
@@ -85,7 +116,7 @@ def ramanujan_gap(mask, axis=None):
     d = 2.0 * float(b.sum()) / (G + n)
     if d < 1.0:
         return math.nan
-    return 2.0 * math.sqrt(d - 1.0) - float(top_singular_values(b, 2)[1])
+    return 2.0 * math.sqrt(d - 1.0) - float(_top(b, 2)[1])
 
 
 def weighted_spectral_gap(w, mask=None, axis=None):
@@ -106,5 +137,5 @@ def weighted_spectral_gap(w, mask=None, axis=None):
         if m.shape != wa.shape:
             raise ValueError(f"{fn}: mask has shape {m.shape}, expected w's {wa.shape}")
         b *= (_layer(m, axis, fn, "mask") != 0)
-    s = top_singular_values(b, 2)
+    s = _top(b, 2)
     return float(s[0] - s[1])

@@ -112,3 +112,37 @@ def test_hoyer_report_and_metrics_carry_the_gaps(tmp_path):
     assert cli.main(["--epochs", "1", "--quiet", "--out", str(out)]) == 0
     for layer in json.loads((out / "metrics.json").read_text())["layers"]:
         assert {"ramanujan_gap", "weighted_spectral_gap"} <= layer.keys()
+
+
+def test_repeated_singular_values_do_not_stop_lanczos():
+    """ARPACK error 3 on valid input: an identity of 65, a permuted identity
+    of 100, weighted_spectral_gap(eye(100)); now a dense fallback."""
+    perm = np.eye(100, dtype=bool)[np.random.default_rng(0).permutation(100)]
+    assert lpcore.ramanujan_gap(np.eye(65, dtype=bool)) == pytest.approx(-1.0)
+    assert lpcore.ramanujan_gap(perm) == pytest.approx(-1.0)
+    assert lpcore.weighted_spectral_gap(np.eye(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [-1, 0, 10**12, 2.5, True])
+def test_top_singular_values_refuses_a_bad_k(k):
+    with pytest.raises(ValueError, match="k must be an integer"):
+        lpcore.top_singular_values(np.ones((3, 4)), k)
+
+
+def test_nan_and_empty_inputs_are_refused_plainly(capfd):
+    bad = np.full((3, 3), np.nan)
+    for f in (lpcore.ramanujan_gap, lpcore.weighted_spectral_gap, lpcore.top_singular_values):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            f(bad)
+    with pytest.raises(ValueError, match="no channels"):
+        lpcore.channel_sparsity([np.zeros((0, 3), bool)])
+    assert capfd.readouterr().err == ""  # no ARPACK/LAPACK noise
+
+
+def test_p_for_sparsity_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="Monte Carlo draws"):
+        lpcore.p_for_sparsity(0.9, 0.2, n=10**12)
+    with pytest.raises(ValueError, match="target, h and n do not broadcast"):
+        lpcore.p_for_sparsity([0.9, 0.8, 0.7], 0.2, n=[30, 40])
+    with pytest.raises(TypeError, match="n must be an integer"):
+        lpcore.p_for_sparsity(0.9, 0.2, n=[[3, 4], [5]])

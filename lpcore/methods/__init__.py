@@ -55,7 +55,17 @@ TRAININGS = {"lpss": Training("lpss", True), "set": Training("set", False),
              "dense": Training(None, False), "dense-lp": Training(None, True)}
 
 __all__ = ["METHODS", "TRAININGS", "LearnedMask", "Layer", "Method", "Training", "make_method",
-           "training_schedule"]
+           "training_count", "training_schedule"]
+
+
+def training_count(name, rounds=1):
+    """How many trainings a run of the training method ``name`` takes (IMP:
+    ``rounds`` + 1, the concave lottery: 2, the others: 1)."""
+    entry = TRAININGS.get(name)
+    if entry is None:
+        raise ValueError(f"lpcore.methods.training_count: name must be one of "
+                         f"{tuple(TRAININGS)}, got {name!r}")
+    return 1 if entry.topology is None else METHODS[entry.topology].trainings(rounds)
 
 
 def training_schedule(name, steps, frequency=None, rounds=1):

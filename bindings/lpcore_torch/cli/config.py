@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lpcore.methods import TRAININGS, training_schedule
+from lpcore.methods import TRAININGS, training_count
 
 #: the p of ``--p`` when it is not given (README table (c): LpSS at p = 2 against p = auto)
 DEFAULT_P = 2.0
@@ -78,7 +78,7 @@ class RunConfig:
     def total_epochs(self):
         """Epochs of the whole run: ``epochs`` per training; IMP trains
         ``rounds`` + 1 times, the concave lottery twice."""
-        return self.epochs * training_schedule(self.method, 1, rounds=self.rounds)[0]
+        return self.epochs * training_count(self.method, self.rounds)
 
     def run_args(self):
         """The options that define what is trained, for a checkpoint (sorted)."""
