@@ -111,20 +111,31 @@ def _stream_handle(s):
     if s is None:
         return None
     if isinstance(s, numbers.Integral) and not isinstance(s, bool):
-        if s < 0:
-            raise ValueError(f"lpcore.cuda_stream: a stream handle is >= 0, got {s}")
-        return int(s)
+        return _checked_handle(s, "stream")
     if type(s).__module__.startswith("numba"):
         return s
     proto = getattr(s, "__cuda_stream__", None)
     if callable(proto):
-        return int(proto()[1])
+        got = proto()
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise TypeError("lpcore.cuda_stream: __cuda_stream__() must return a (version, "
+                            f"handle) pair, got {got!r}")
+        return _checked_handle(got[1], "__cuda_stream__()[1]")
     for attr in ("cuda_stream", "ptr"):
         h = getattr(s, attr, None)
         if isinstance(h, numbers.Integral) and not isinstance(h, bool):
-            return int(h)
+            return _checked_handle(h, f"stream.{attr}")
     raise TypeError("lpcore.cuda_stream: stream must be None, an int handle, a numba stream or "
                     f"an object with __cuda_stream__ / cuda_stream / ptr, got {type(s).__name__}")
+
+
+def _checked_handle(h, what):
+    """A stream handle: an integer in [0, 2**64) (a CUstream pointer)."""
+    if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+        raise TypeError(f"lpcore.cuda_stream: {what} must be an integer handle, got {h!r}")
+    if not 0 <= h < 2**64:
+        raise ValueError(f"lpcore.cuda_stream: {what} must be a handle in [0, 2**64), got {h}")
+    return int(h)
 
 
 def stream_int():

@@ -61,6 +61,8 @@ def _never_trains(monkeypatch):
     ["--h0", "nan"], ["--target-sparsity", "nan"], ["--seed", "-1"],
     ["--seed", "18446744073709551616"], ["--seed", str(2**32)], ["--lr", "1e308"],
     ["--lr-decay", "1e39"], ["--recipe", "reference", "--p", "1.3"],
+    ["--method", "lpss", "--rounds", "7"], ["--method", "scl", "--mask-lr", "1e-320"],
+    ["--method", "concave", "--mask-lr", "1e308"], ["--threads", "0"],
     ["--recipe", "reference", "--method", "rigl"], ["--recipe", "reference", "--no-revive"],
 ])
 def test_bad_arguments_exit_2_before_anything(bad, tmp_path, capsys, monkeypatch):

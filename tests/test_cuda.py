@@ -400,7 +400,7 @@ def test_cuda_stream_scratch_is_per_stream_and_the_block_is_per_thread():
 
 @pytest.mark.parametrize("bad, err, msg", [
     ("stream", TypeError, "stream must be None, an int handle"),
-    (-3, ValueError, "a stream handle is >= 0"),
+    (-3, ValueError, "a handle in \\[0, 2\\*\\*64\\)"),
     (True, TypeError, "stream must be None"),
     (1.5, TypeError, "stream must be None"),
 ])

@@ -236,3 +236,26 @@ def test_rng_accepts_what_numpy_accepts(rng):
     assert int((~m).sum()) == 10
     new, idx = lpcore.grow_random(m, 3, rng)
     assert idx.size == 3 and int(new.sum()) == 13
+
+
+class _StreamProto:
+    def __init__(self, value):
+        self.value = value
+
+    def __cuda_stream__(self):
+        return self.value
+
+
+@pytest.mark.parametrize("bad, err, msg", [
+    (-3, ValueError, r"stream must be a handle in \[0, 2\*\*64\)"),
+    (2**64, ValueError, r"stream must be a handle in \[0, 2\*\*64\)"),
+    (_StreamProto((0, -1)), ValueError, r"__cuda_stream__\(\)\[1\] must be a handle"),
+    (_StreamProto((0, 2**70)), ValueError, r"__cuda_stream__\(\)\[1\] must be a handle"),
+    (_StreamProto((0, 1.9)), TypeError, "must be an integer handle"),  # was legacy stream 1
+    (_StreamProto(5), TypeError, r"must return a \(version, handle\) pair"),
+])
+def test_cuda_stream_refuses_impossible_handles(bad, err, msg):
+    """Checked before any GPU is touched (no numba.cuda needed)."""
+    with pytest.raises(err, match=msg):
+        with lpcore.cuda_stream(bad):
+            pass  # pragma: no cover

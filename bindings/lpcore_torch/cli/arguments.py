@@ -64,7 +64,7 @@ def build_parser():
                          "dense (SGD), dense-lp (LpSGD, no pruning)")
     ap.add_argument("--rounds", type=int, default=D.rounds,
                     help="imp: pruning rounds (each prunes the same fraction of the remaining "
-                         "weights; the run trains --rounds + 1 times)")
+                         "weights; the run trains --rounds + 1 times; default 3)")
     ap.add_argument("--mask-lr", type=float, default=D.mask_lr,
                     help="scl, concave: the step size of the mask scores (default: the "
                          "method's, lpcore.methods.SCL / Concave)")

@@ -13,6 +13,11 @@ from lpcore.methods import TRAININGS, training_count
 
 #: the p of ``--p`` when it is not given (README table (c): LpSS at p = 2 against p = auto)
 DEFAULT_P = 2.0
+#: IMP's pruning rounds when --rounds is not given
+DEFAULT_ROUNDS = 3
+#: the score steps --mask-lr may take: outside, a step of float32 scores
+#: vanishes or overflows (and SCL's calibrated lam cannot be found)
+MASK_LR_RANGE = (1e-8, 1e8)
 #: the learned-mask methods (their options: --mask-lr, --lam, --penalty)
 LEARNED = ("scl", "scl-lp", "concave")
 
@@ -34,7 +39,7 @@ class RunConfig:
     dataset: str = "digits"
     model: str = "mlp"
     method: str = "lpss"
-    rounds: int = 3
+    rounds: int | None = None
     mask_lr: float | None = None
     lam: float | str | None = None
     penalty: str | None = None
@@ -78,7 +83,12 @@ class RunConfig:
     def total_epochs(self):
         """Epochs of the whole run: ``epochs`` per training; IMP trains
         ``rounds`` + 1 times, the concave lottery twice."""
-        return self.epochs * training_count(self.method, self.rounds)
+        return self.epochs * training_count(self.method, self.imp_rounds)
+
+    @property
+    def imp_rounds(self):
+        """IMP's pruning rounds (--rounds, default 3)."""
+        return DEFAULT_ROUNDS if self.rounds is None else self.rounds
 
     def run_args(self):
         """The options that define what is trained, for a checkpoint (sorted)."""
@@ -141,7 +151,7 @@ def _first_error(c):  # noqa: C901 - one flat list of rules, in the order the us
     if not 0 <= c.h0 < 1:
         return f"--h0 must be in [0, 1), got {c.h0}"
     if c.epochs < 1 or c.batch_size < 1 or (c.frequency is not None and c.frequency < 1) \
-            or c.rounds < 1:
+            or (c.rounds is not None and c.rounds < 1):
         return "--epochs, --batch-size, --frequency and --rounds must be >= 1"
     for name in ("lr", "lp_lr"):
         if not getattr(c, name) > 0:
@@ -156,8 +166,12 @@ def _first_error(c):  # noqa: C901 - one flat list of rules, in the order the us
     for name, v in (("--p", c.p), ("--sweep-p", c.sweep_p)):
         if v is not None and _p_error(name, v):
             return _p_error(name, v)
-    if c.mask_lr is not None and not (math.isfinite(c.mask_lr) and c.mask_lr > 0):
-        return f"--mask-lr must be a finite number > 0, got {c.mask_lr}"
+    if c.rounds is not None and c.method != "imp":
+        return f"--rounds applies to --method imp only, not to --method {c.method}"
+    lo, hi = MASK_LR_RANGE
+    if c.mask_lr is not None and not (math.isfinite(c.mask_lr) and lo <= c.mask_lr <= hi):
+        return (f"--mask-lr must be a number in [{lo:g}, {hi:g}] (outside, the score step "
+                f"vanishes or overflows), got {c.mask_lr}")
     if c.lam is not None:
         if c.lam != "auto":
             try:

@@ -11,7 +11,7 @@ import sys
 
 from . import files
 from .arguments import parse
-from .config import DEFAULT_P
+from .config import DEFAULT_P, LEARNED
 from .outputs import label, plot_sweep, plot_training, table
 from .run import STOP, Run, Terminated, cuda_problem, train, warm_kernels
 
@@ -141,7 +141,8 @@ def _main(ap, cfg, data, ps, first, out, created):
     except (ValueError, OSError) as e:  # diverged training, NaN data, a failed write
         where = f"at epoch {len(r.history) + 1}" if r is not None and not r.done \
             else "after training"
-        hint = "" if isinstance(e, OSError) else "a smaller --lr or --lp-lr may help; "
+        opts = "--lr, --lp-lr or --mask-lr" if cfg.method in LEARNED else "--lr or --lp-lr"
+        hint = "" if isinstance(e, OSError) else f"a smaller {opts} may help; "
         print(f"lpcore-train: stopped {where}: {e}\n({hint}"
               + (f"{ckpt} holds the last finished epoch)" if os.path.exists(ckpt)
                  else "nothing was written)"), file=sys.stderr)

@@ -119,7 +119,7 @@ class Run:
         self.steps_per_epoch = max(1, len(Xtr) // cfg.batch_size)
         total = cfg.epochs * self.steps_per_epoch
         self.trainer = None
-        schedule = training_schedule(cfg.method, total, cfg.frequency, cfg.rounds)[1]
+        schedule = training_schedule(cfg.method, total, cfg.frequency, cfg.imp_rounds)[1]
         if schedule is not None:
             begin, end, freq = schedule
             opts = dict(h_schedule=cfg.h_schedule, controller=cfg.controller,
