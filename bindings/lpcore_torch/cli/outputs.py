@@ -9,7 +9,8 @@ import textwrap
 LEGEND = ("fan-in: connections per output unit; p: its LpSGD exponent (- : not on the "
           "sphere); sparsity: exact zeros; hoyer: Hoyer sparsity of the weights, mean over "
           "units (0 flat, 1 one connection); predicted: the gamma model's Hoyer at this p "
-          "(momentum buffer, README table (a)); PR/active: participation ratio "
+          "(momentum buffer, README table (a); masked connections count as zeros, so a unit "
+          "with one active connection predicts 1); PR/active: participation ratio "
           "(sum|w|)^2/sum w^2 over the active count (1: all active weights equal); ram-gap / "
           "w-gap: Ramanujan and weighted spectral gap of the mask (lpcore.ramanujan_gap, "
           "weighted_spectral_gap)")
