@@ -21,7 +21,9 @@ methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, m
              ``training_schedule``)
 learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
              :func:`concave_penalty_grad`, :func:`calibrate_lambda`
-spectral     :func:`ramanujan_gap`, :func:`weighted_spectral_gap`, :func:`top_singular_values`
+spectral     :func:`ramanujan_gap`, :func:`ramanujan_gaps` (the authors' gaps),
+             :func:`weighted_spectral_gap`, :func:`top_singular_values`
+bound        :func:`generalization_bound`, :func:`input_statistic` (Galanti et al. 2023)
 gamma model  :func:`expected_hoyer`, :func:`p_for_hoyer`, :func:`fit_gamma_shape`, :func:`predict_hoyer`,
              :func:`expected_pruned_fraction`, :func:`p_for_sparsity`
 """
@@ -30,6 +32,7 @@ from . import _threads
 _threads.preload_tbb()  # before any kernel: Numba then picks TBB by its own default
 
 from .ball import project_ball  # noqa: E402
+from .bound import generalization_bound, input_statistic
 from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p_for_hoyer, predict_hoyer,
                     p_for_sparsity)
 from .hoyer import hoyer, hoyer_layer, hoyer_network, participation_ratio
@@ -40,7 +43,7 @@ from ._device import cuda_stream
 from .norms import all_finite, norm, normalize
 from .methods import make_method
 from .optim import FlagSet, LpSGD, LpSGDState, StepPlan
-from .spectral import ramanujan_gap, top_singular_values, weighted_spectral_gap
+from .spectral import ramanujan_gap, ramanujan_gaps, top_singular_values, weighted_spectral_gap
 from .sphere import from_dual, project_tangent, retract, to_dual
 from .channels import channel_sparsity, unmasked_mean_magnitude
 from .masks import (adjust_to_sparsity, drop_by_threshold, drop_smallest, grow_by_score,
@@ -55,7 +58,8 @@ __all__ = [
     "project_ball", "hoyer", "hoyer_layer", "hoyer_network", "fan_in_axes", "participation_ratio",
     "expected_hoyer", "p_for_hoyer", "fit_gamma_shape", "predict_hoyer", "expected_pruned_fraction",
     "p_for_sparsity",
-    "LpSGD", "LpSGDState", "StepPlan", "FlagSet", "ramanujan_gap", "weighted_spectral_gap", "top_singular_values",
+    "LpSGD", "LpSGDState", "StepPlan", "FlagSet", "ramanujan_gap", "ramanujan_gaps", "weighted_spectral_gap",
+    "top_singular_values", "generalization_bound", "input_statistic",
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",

@@ -34,7 +34,7 @@ import numpy as np
 from ._validate import as_array, check_real_array
 from .layout import fan_in_axes, to_groups
 
-__all__ = ["ramanujan_gap", "weighted_spectral_gap", "top_singular_values"]
+__all__ = ["ramanujan_gap", "ramanujan_gaps", "weighted_spectral_gap", "top_singular_values"]
 
 _DENSE_MAX = 64
 #: the largest matrix (entries) a dense SVD is the fallback for: 400 MB of float64
@@ -139,3 +139,78 @@ def weighted_spectral_gap(w, mask=None, axis=None):
         b *= (_layer(m, axis, fn, "mask") != 0)
     s = _top(b, 2)
     return float(s[0] - s[1])
+
+
+def ramanujan_gaps(mask, axis=None, iterative_mean=False):
+    """The Ramanujan gaps of a layer's mask as Hoang et al. (ICLR 2023)
+    compute them in their code (``VITA-Group/ramanujan-on-pai``,
+    ``lib/graphs/scores.py``; restated in ``shared/papers/003``).
+
+    The mask is the bipartite graph between the layer's outputs and its
+    fan-in positions (rows and columns of the (outputs x fan-in) matrix
+    ``B``; a conv kernel unrolled per input channel and kernel position, as
+    :func:`lpcore.to_groups` lays it out).  Nodes of degree 0 are dropped;
+    ``d_L``, ``d_R`` are the average degrees of the remaining input and
+    output nodes; ``lambda1``, ``lambda2`` the two largest singular values
+    of the remaining ``B`` (the first and third eigenvalue by magnitude of
+    the bipartite adjacency).  Then
+
+    * ``delta_s = 2 sqrt(lambda1 - 1) - lambda2``,
+    * ``delta_r = sqrt(d_L - 1) + sqrt(d_R - 1) - lambda2`` (the biregular
+      Ramanujan bound),
+
+    and each divided by its bound term (``delta_s_normalized``,
+    ``delta_r_normalized``).  Returns a dict of these (and ``lambda1``,
+    ``lambda2``, ``d_left``, ``d_right``), or None when ``d_L < 3`` or
+    ``d_R < 3`` (their code scores no such layer).
+
+    ``iterative_mean=True``: the mean of each gap over the d-left-regular
+    subgraphs instead (input nodes grouped by equal degree, groups of at
+    least 3 nodes, every output node kept), None if no subgraph scores.
+
+    (:func:`ramanujan_gap` is this library's earlier single gap, ``2 sqrt(d
+    - 1) - sigma_2`` with ``d`` over both sides and zero-degree nodes kept.)
+
+    Examples
+    --------
+    >>> import numpy as np, lpcore
+    >>> g = lpcore.ramanujan_gaps(np.ones((4, 6), bool))   # complete: lambda2 = 0
+    >>> round(g["delta_r"], 4), round(g["lambda1"] ** 2, 6)
+    (3.9681, 24.0)
+    >>> lpcore.ramanujan_gaps(np.eye(5, dtype=bool)) is None   # degree 1
+    True
+    """
+    fn = "lpcore.ramanujan_gaps"
+    b = _layer(mask, axis, fn, "mask") != 0
+    if iterative_mean:
+        deg_in = b.sum(axis=0)
+        scores = []
+        for d in np.unique(deg_in[deg_in > 0]):
+            cols = np.flatnonzero(deg_in == d)
+            if cols.size >= 3:
+                s = _gaps(b[:, cols], drop_outputs=False)
+                if s is not None:
+                    scores.append(s)
+        if not scores:
+            return None
+        return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+    return _gaps(b, drop_outputs=True)
+
+
+def _gaps(b, drop_outputs):
+    b = b[:, b.any(axis=0)]
+    if drop_outputs:
+        b = b[b.any(axis=1)]
+    if b.size == 0:
+        return None
+    nnz = float(b.sum())
+    d_left, d_right = nnz / b.shape[1], nnz / b.shape[0]
+    if d_left < 3.0 or d_right < 3.0:
+        return None
+    lam1, lam2 = (float(v) for v in _top(b.astype(np.float64), 2))
+    bound_s = 2.0 * math.sqrt(max(lam1 - 1.0, 0.0))
+    bound_r = math.sqrt(d_left - 1.0) + math.sqrt(d_right - 1.0)
+    return {"delta_s": bound_s - lam2, "delta_r": bound_r - lam2,
+            "delta_s_normalized": (bound_s - lam2) / bound_s,
+            "delta_r_normalized": (bound_r - lam2) / bound_r,
+            "lambda1": lam1, "lambda2": lam2, "d_left": d_left, "d_right": d_right}

@@ -9,6 +9,8 @@ and calls the core; the mathematics and the policy live in ``lpcore``.
 * :func:`lp_param_groups`, :func:`sparse_layers` - which weights are
   constrained and sparsified (Linear/Conv by module type, the classifier not).
 * :func:`hoyer_report` - per-layer Hoyer sparsity and exact-zero fractions.
+* :func:`generalization_bound` - the norm-based bound of Galanti et al.
+  (``lpcore.generalization_bound``) of a model on its training inputs.
 * :class:`SparseTrainer` - topology evolution (LpSS semi-pruning and the
   other methods of ``lpcore.methods``).
 * :func:`compact` - a smaller copy of a Sequential model without its dead channels.
@@ -18,6 +20,7 @@ and calls the core; the mathematics and the policy live in ``lpcore``.
 * :func:`to_numpy` - a tensor's zero-copy ndarray view (CPU tensors).
 """
 from ._convert import to_numpy
+from .bound import generalization_bound
 from .compact import compact
 from .groups import classifier_layer, fan_in_layout, lp_param_groups, sparse_layers
 from .models import build_model, split_masks
@@ -27,4 +30,4 @@ from .sparse import SparseTrainer
 
 __all__ = ["LpSGD", "SparseTrainer", "lp_param_groups", "sparse_layers", "classifier_layer",
            "fan_in_layout", "hoyer_report", "HoyerReport", "to_numpy", "compact", "build_model",
-           "split_masks"]
+           "split_masks", "generalization_bound"]

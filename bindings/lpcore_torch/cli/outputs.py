@@ -40,6 +40,11 @@ def table(m):
                      f"{r['ramanujan_gap']:>9.3f}"
                      f"{r['weighted_spectral_gap']:>9.3f}")
     lines.append(textwrap.fill(LEGEND, 100))
+    g = m.get("generalization")
+    if g:
+        lines.append(f"generalization: train accuracy {g['train_accuracy']:.4f}, gap "
+                     f"{g['accuracy_gap']:.4f} (loss gap {g['loss_gap']:.4f}); norm-based bound "
+                     f"{g['bound']:.3g}" + (" (vacuous: >= 1)" if g["bound_vacuous"] else ""))
     if "channel_sparsity" in m:
         lines.append(f"channel sparsity (output channels without connections): "
                      f"{m['channel_sparsity']:.4f}")

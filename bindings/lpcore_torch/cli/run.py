@@ -14,6 +14,7 @@ from lpcore.methods import training_schedule
 
 from ..groups import sparse_layers
 from ..models import build_model
+from .metrics import compact_stats, generalization
 
 
 class Terminated(BaseException):
@@ -229,7 +230,8 @@ class Run:
         cfg, net, opt, trainer = self.cfg, self.net, self.opt, self.trainer
         # full-batch gradient for the gamma-model prediction of each layer's Hoyer
         opt.zero_grad()
-        nn.functional.cross_entropy(net(self.Xtr), self.ytr).backward()
+        train_loss = nn.functional.cross_entropy(net(self.Xtr), self.ytr)
+        train_loss.backward()
         layers = []
         pmap = {}
         if self.uses_lp:
@@ -268,6 +270,8 @@ class Run:
                            "participation_ratio": pr,
                            "participation_fraction": pr / active if active else 0.0,
                            **spectral_gaps(arr, lay[1]),
+                           # Hoang et al.'s gaps as their code computes them (None: degree < 3)
+                           "ramanujan_gaps": lpcore.ramanujan_gaps(arr != 0, axis=lay[1]),
                            "hoyer_predicted": pred, "gamma_shape": k, "p": p_l,
                            "estimator": used if pred is not None else None,
                            "hoyer_estimates": {e: v[0] for e, v in est.items()}})
@@ -280,37 +284,15 @@ class Run:
                "sparsity_all_parameters": sum(int((q == 0).sum()) for q in net.parameters())
                / sum(q.numel() for q in net.parameters()),
                "epochs": cfg.total_epochs(), "seed": cfg.seed,
-               "train_time_s": self.elapsed, "layers": layers, "history": self.history}
+               "train_time_s": self.elapsed, "layers": layers, "history": self.history,
+               "generalization": generalization(self, float(train_loss.detach()))}
         if trainer is not None:
             out["channel_sparsity"] = trainer.channel_sparsity
         if cfg.method == "concave":
             out["penalty"] = cfg.penalty or trainer.policy.penalty
         if cfg.method == "chase":
-            out["compact"] = self.compact_stats()
+            out["compact"] = compact_stats(self)
         return out
-
-    def compact_stats(self):
-        """Parameters and CPU inference time (the test set, best of 20) of the
-        masked model and of :func:`lpcore_torch.compact`'s copy, and the
-        largest difference of their outputs."""
-        import copy
-
-        import torch
-
-        from ..compact import compact, inference_seconds, parameter_count
-        net = copy.deepcopy(self.net).cpu() if self.Xte.is_cuda else self.net
-        X = self.Xte.cpu()
-        small = compact(net)
-        with torch.no_grad():
-            net.eval()
-            diff = float((net(X) - small.eval()(X)).abs().max())
-            net.train()
-        (n_full, nz_full), (n_small, nz_small) = parameter_count(net), parameter_count(small)
-        return {"params_masked_model": n_full, "nonzero_masked_model": nz_full,
-                "params_compact": n_small, "nonzero_compact": nz_small,
-                "inference_s_masked": inference_seconds(net, X),
-                "inference_s_compact": inference_seconds(small, X),
-                "max_output_difference": diff}
 
 
 def warm_kernels(r, out=None):
