@@ -22,6 +22,9 @@ an experiment driver over ``lpcore_torch.cli``'s runs.
     with accuracy.
 (g) Test accuracy vs training samples, dense vs a pruned one-hidden-layer
     network (mnist5k), and ``lottery_sample_complexity.png``.
+(h) The norm-based bound of Galanti et al. beside the measured generalization
+    gap, and Hoang et al.'s Ramanujan gaps (their definitions) beside
+    accuracy: dense, magnitude, LpSS, SCL MLPs on digits and mnist5k.
 
 Prints markdown tables and writes them, the plot and the raw runs (JSON) to --out.
 """
@@ -339,6 +342,71 @@ def spectral_gaps(runs_c):
     return md
 
 
+BOUND_METHODS = (("dense", "dense SGD"), ("magnitude", "magnitude (SGD)"),
+                 ("lpss", f"lpss, p = {DEFAULT_P}"), ("scl", "scl (SGD)"))
+
+
+def _authors_gaps(r):
+    """(mean delta_s, mean delta_r) over the layers the authors' code scores."""
+    got = [x["ramanujan_gaps"] for x in r["layers"] if x.get("ramanujan_gaps")]
+    if not got:
+        return float("nan"), float("nan")
+    return (statistics.mean(g["delta_s"] for g in got),
+            statistics.mean(g["delta_r"] for g in got))
+
+
+def bound_vs_gap(seeds, env, log):
+    """(h) Galanti et al.'s norm-based bound beside the measured generalization
+    gap, and Hoang et al.'s gaps (their definitions) beside accuracy: dense,
+    magnitude, LpSS and SCL MLPs at sparsity 0.9 on digits and mnist5k."""
+    from scipy.stats import spearmanr
+    runs, md = [], [
+        f"#### (h) The norm-based bound and the authors' Ramanujan gaps (MLP, seeds {seeds})",
+        "", "Bound: `lpcore.generalization_bound` (Galanti et al. 2023 as their code computes "
+        "it; >= 1 is vacuous for the 0-1 error). Measured gap: train minus test accuracy (and "
+        "test minus train cross-entropy). Delta_s, Delta_r: `lpcore.ramanujan_gaps` (Hoang et "
+        "al.'s definitions), mean over the layers they score (average degree >= 3; the dense "
+        "network's complete layers have lambda_2 = 0).", "",
+        "| data set | method | test accuracy | accuracy gap | loss gap | bound | Delta_s | "
+        "Delta_r |", "|---|---|---|---|---|---|---|---|"]
+    for ds in ("digits", "mnist5k"):
+        rows = []
+        for method, label in BOUND_METHODS:
+            rs = [run(env.config(dataset=ds, method=method, epochs=EPOCHS[(ds, "mlp")], seed=s),
+                      DEFAULT_P, env.data(ds, s), progress=False) for s in seeds]
+            for r in rs:
+                r["label"] = label
+            runs += rs
+            gen = [r["generalization"] for r in rs]
+            ag = [_authors_gaps(r) for r in rs]
+            rows.append((label, statistics.mean(g["accuracy_gap"] for g in gen),
+                         statistics.mean(g["bound"] for g in gen)))
+            md.append(f"| {ds} | {label} | {_fmt((r['test_accuracy'] for r in rs), 4)} | "
+                      f"{_fmt((g['accuracy_gap'] for g in gen), 4)} | "
+                      f"{_fmt((g['loss_gap'] for g in gen), 3)} | "
+                      f"{statistics.mean(g['bound'] for g in gen):.3g} | "
+                      f"{_fmt(x[0] for x in ag)} | {_fmt(x[1] for x in ag)} |")
+            log(f"(h) {ds} {method}")
+        by_gap = [lb for lb, _, _ in sorted(rows, key=lambda t: t[1])]
+        by_bound = [lb for lb, _, _ in sorted(rows, key=lambda t: t[2])]
+        rs = [r for r in runs if r["dataset"] == ds]
+        rho_b, pv_b = spearmanr([r["generalization"]["bound"] for r in rs],
+                                [r["generalization"]["accuracy_gap"] for r in rs])
+        cells = [f"bound vs measured gap {rho_b:+.2f} ({pv_b:.2g}, n = {len(rs)})"]
+        sparse = [r for r in rs if r["method"] != "dense"]
+        for i, name in ((0, "Delta_s"), (1, "Delta_r")):
+            ok = [(r["test_accuracy"], _authors_gaps(r)[i]) for r in sparse
+                  if _authors_gaps(r)[i] == _authors_gaps(r)[i]]
+            if len(ok) > 2:
+                rho, pv = spearmanr([a for a, _ in ok], [x for _, x in ok])
+                cells.append(f"{name} vs accuracy (sparse runs) {rho:+.2f} ({pv:.2g}, "
+                             f"n = {len(ok)})")
+        md.append(f"| {ds} | **Spearman** | {'; '.join(cells)} | | | | | |")
+        md.append(f"| {ds} | **order** | smallest measured gap first: {', '.join(by_gap)}; "
+                  f"smallest bound first: {', '.join(by_bound)} | | | | | |")
+    return runs, md
+
+
 LOTTERY_SIZES = (250, 500, 1000, 2000, 3750)
 LOTTERY_HIDDEN = 256
 LOTTERY_KEEP = 0.1
@@ -489,8 +557,9 @@ def main(argv=None):
         with open(a.tabulate_a) as f:
             saved_a = json.load(f)
         saved_a = saved_a["a"] if isinstance(saved_a, dict) else saved_a
-    for name, fn in (("a", hoyer_vs_p), ("b", sparsity_vs_target), ("c", accuracy_at_0_9), ("d", controller_steps), ("e", chase_vs_rigl),
-                     ("g", sample_complexity)):
+    for name, fn in (("a", hoyer_vs_p), ("b", sparsity_vs_target), ("c", accuracy_at_0_9),
+                     ("d", controller_steps), ("e", chase_vs_rigl), ("g", sample_complexity),
+                     ("h", bound_vs_gap)):
         if name in parts:
             extra = (a.out,) if name in ("b", "g") else (saved_a,) if name == "a" else ()
             raw[name], lines = fn(seeds, env, log, *extra)
