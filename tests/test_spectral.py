@@ -79,6 +79,26 @@ def test_deterministic_and_input_untouched():
     assert np.array_equal(mask, mc) and np.array_equal(w, wc)
 
 
+def test_low_rank_layers_give_the_same_numbers_every_call():
+    """A complete layer is rank 1, so ARPACK restarts from random vectors;
+    through ``svds`` (no generator) its sigma_2 came out 1e-29 .. 1e-28 and
+    its sigma_1 differed in the last bits from call to call, so metrics.json
+    differed between identical runs (CI, 2026-12-04).  Now sigma_2 is exactly
+    0 and every call gives the same bits, in one process and across orders."""
+    complete = np.ones((128, 640), bool)
+    rank2 = np.add.outer(np.arange(150) % 2, np.arange(300) % 3) > 1
+    first = [lpcore.top_singular_values(b) for b in (complete, rank2)]
+    for _ in range(3):
+        for b, s in zip((rank2, complete), first[::-1]):
+            assert np.array_equal(lpcore.top_singular_values(b), s)
+    assert first[0][1] == 0.0 and first[0][0] == pytest.approx(math.sqrt(128 * 640), rel=1e-14)
+    assert lpcore.ramanujan_gaps(complete)["lambda2"] == 0.0
+    assert lpcore.ramanujan_gaps(complete)["delta_s_normalized"] == 1.0
+    # the rank-revealing cut leaves genuine small singular values alone
+    tiny = np.diag([1.0, 1e-9] + [0.0] * 98)
+    assert lpcore.top_singular_values(tiny)[1] == pytest.approx(1e-9)
+
+
 @pytest.mark.parametrize("call, err, match", [
     (lambda: lpcore.ramanujan_gap(np.ones(5, bool)), ValueError, "2 dimensions"),
     (lambda: lpcore.weighted_spectral_gap(np.array([[1.0, np.nan]])), ValueError, "NaN"),
