@@ -297,48 +297,68 @@ def chase_vs_rigl(seeds, env, log):
     return runs, md
 
 
-def spectral_gaps(runs_c):
-    """From table (c)'s runs: each method's mean Ramanujan and weighted
-    spectral gap (over the sparse layers and seeds), and across all sparse runs
-    of a data set the Spearman correlation of accuracy with each gap."""
-    from scipy.stats import spearmanr
-    sparse = [r for r in runs_c if r["method"] not in ("dense", "dense-lp")]
+def _library_gaps(r):
+    """(mean Ramanujan gap, mean weighted spectral gap) over a run's layers
+    (the library's definitions; the Ramanujan gap NaN below degree 1)."""
+    lays = r["layers"]
+    ram = [x["ramanujan_gap"] for x in lays if x["ramanujan_gap"] == x["ramanujan_gap"]]
+    return (statistics.mean(ram) if ram else float("nan"),
+            statistics.mean(x["weighted_spectral_gap"] for x in lays))
 
-    def gaps(r):
-        lays = r["layers"]
-        ram = [x["ramanujan_gap"] for x in lays if x["ramanujan_gap"] == x["ramanujan_gap"]]
-        return (statistics.mean(ram) if ram else float("nan"),
-                statistics.mean(x["weighted_spectral_gap"] for x in lays))
-    md = ["#### (f) Mask topology of the runs of table (c): spectral gaps and accuracy", "",
-          "Per method, the mean over seeds of the layers' mean Ramanujan gap "
-          "(2 sqrt(d - 1) - sigma_2 of the 0/1 mask) and weighted spectral gap (sigma_1 - sigma_2 "
-          "of |w| * mask); the last rows: Spearman's rank correlation of test accuracy with each "
-          "gap across all the sparse runs of a data set (p-value in brackets).", "",
-          "| data set | model | method | test accuracy | Ramanujan gap | weighted spectral gap |",
-          "|---|---|---|---|---|---|"]
+
+def _spearman(xs, ys):
+    """'rho (p-value, n = ...)' over the pairs where both are numbers."""
+    from scipy.stats import spearmanr
+    ok = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
+    if len(ok) < 3:
+        return f"- (n = {len(ok)})"
+    rho, pv = spearmanr([x for x, _ in ok], [y for _, y in ok])
+    return f"{rho:+.2f} ({pv:.2g}, n = {len(ok)})"
+
+
+def spectral_gaps(runs_c):
+    """(f) From table (c)'s runs, per method: the measured generalization gap
+    beside Galanti et al.'s bound, Hoang et al.'s Delta_s / Delta_r (their
+    definitions) and the library's Ramanujan and weighted spectral gaps; per
+    data set and model the rank correlations of accuracy with each gap
+    (sparse runs) and of the bound with the measured gap (all runs)."""
+    md = ["#### (f) Mask topology and the norm-based bound over the runs of table (c)", "",
+          "Per method, the mean over seeds of: the measured generalization gap (train minus "
+          "test accuracy), `lpcore.generalization_bound` (>= 1 is vacuous), the authors' "
+          "Delta_s and Delta_r (`lpcore.ramanujan_gaps`, mean over the layers they score: "
+          "average degree >= 3), the library's Ramanujan gap (2 sqrt(d - 1) - sigma_2, d over "
+          "both sides) and weighted spectral gap (sigma_1 - sigma_2 of |w| * mask). "
+          "**Spearman** rows: rank correlation of test accuracy with each gap across the "
+          "sparse runs, and of the bound with the measured gap across all runs (dense "
+          "included), p-value and count in brackets.", "",
+          "| data set | model | method | test accuracy | accuracy gap | bound | Delta_s | "
+          "Delta_r | Ramanujan gap (library) | weighted spectral gap |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for model, ds in ((m, d) for m in ("mlp", "cnn") for d in DATASETS):
-        rs = [r for r in sparse if r["dataset"] == ds and r.get("model", "mlp") == model]
+        rs = [r for r in runs_c if r["dataset"] == ds and r.get("model", "mlp") == model]
         if not rs:
             continue
-        labels = []
-        for r in rs:
-            if r["label"] not in labels:
-                labels.append(r["label"])
+        labels = list(dict.fromkeys(r["label"] for r in rs))
         for label in labels:
             grp = [r for r in rs if r["label"] == label]
-            g = [gaps(r) for r in grp]
+            gen = [r["generalization"] for r in grp]
+            ag = [_authors_gaps(r) for r in grp]
+            lg = [_library_gaps(r) for r in grp]
             md.append(f"| {ds} | {model} | {label} | "
                       f"{_fmt((r['test_accuracy'] for r in grp), 4)} | "
-                      f"{_fmt(x[0] for x in g)} | {_fmt(x[1] for x in g)} |")
-        acc = [r["test_accuracy"] for r in rs]
-        g = [gaps(r) for r in rs]
-        cells = []
-        for i in (0, 1):
-            ok = [(a, x[i]) for a, x in zip(acc, g) if x[i] == x[i]]
-            rho, pv = spearmanr([a for a, _ in ok], [x for _, x in ok])
-            cells.append(f"{rho:+.2f} ({pv:.2g}, n = {len(ok)})")
-        md.append(f"| {ds} | {model} | **Spearman rho with accuracy** | | {cells[0]} | "
-                  f"{cells[1]} |")
+                      f"{_fmt((g['accuracy_gap'] for g in gen), 4)} | "
+                      f"{statistics.mean(g['bound'] for g in gen):.3g} | "
+                      f"{_fmt(x[0] for x in ag)} | {_fmt(x[1] for x in ag)} | "
+                      f"{_fmt(x[0] for x in lg)} | {_fmt(x[1] for x in lg)} |")
+        sparse = [r for r in rs if r["method"] not in ("dense", "dense-lp")]
+        acc = [r["test_accuracy"] for r in sparse]
+        ag = [_authors_gaps(r) for r in sparse]
+        lg = [_library_gaps(r) for r in sparse]
+        bound = _spearman([r["generalization"]["bound"] for r in rs],
+                          [r["generalization"]["accuracy_gap"] for r in rs])
+        md.append(f"| {ds} | {model} | **Spearman** | | | bound vs measured gap {bound} | "
+                  f"{_spearman(acc, [x[0] for x in ag])} | {_spearman(acc, [x[1] for x in ag])} | "
+                  f"{_spearman(acc, [x[0] for x in lg])} | {_spearman(acc, [x[1] for x in lg])} |")
     return md
 
 
