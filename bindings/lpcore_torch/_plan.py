@@ -43,7 +43,7 @@ class PlanHolder:
                 cs = lpcore.LpSGDState(step=int(st["step"]), shape=view, axis=axis,
                                        dual=state_array(st, "dual"),
                                        momentum_buffer=state_array(st, "momentum_buffer"))
-            m = opt._mask_of(q, names[id(q)])
+            m = opt._mask_of(q, names)
             mask = None if m is None else _convert.core_view(m).reshape(view)
             entries.append(core._entry(arr, cs, fn, mask, in_place=True))
             self.copies.append(copy)
@@ -82,7 +82,7 @@ class PlanHolder:
             grads.append(_convert.address(g))
         masks = []
         for q in self.params:
-            m = opt._mask_of(q, names[id(q)])
+            m = opt._mask_of(q, names)
             masks.append(0 if m is None else _convert.address(m))
             if m is not None:
                 keep.append(m)
@@ -101,6 +101,7 @@ class PlanHolder:
         finally:
             self._states(opt)
         seen = opt._seen()
+        installed = False
         for k, q in enumerate(self.params):
             if self.copies[k] is not None:
                 q.copy_(self.copies[k])
@@ -112,10 +113,11 @@ class PlanHolder:
                     st["dual"] = _convert.from_core(cs.dual, q.device)
             if cs.momentum_buffer is not None and "momentum_buffer" not in st:
                 st["momentum_buffer"] = _convert.from_core(cs.momentum_buffer, q.device)
+                installed = True
             seen[id(q)] = fingerprint(q)
         if any(self.fresh):
             opt._plan_holder = None  # next time: views of the weights and the new state
-        else:  # a first momentum buffer installed above is the plan's own
+        elif installed:  # a first momentum buffer installed above is the plan's own
             self.keys = [self._key(opt, g, c, q, lay) for g, c, q, lay in self.items]
 
     def _states(self, opt):

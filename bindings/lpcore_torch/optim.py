@@ -205,17 +205,18 @@ class LpSGD(PlainSteps, Optimizer):
         else:
             masks[id(param)] = (weakref.ref(param), mask)
 
-    def _mask_of(self, q, name):
-        """q's registered mask (a contiguous bool tensor of q's shape), or None."""
+    def _mask_of(self, q, names):
+        """q's registered mask (a contiguous bool tensor of q's shape), or None
+        (``names``: the parameter names, read only for an error)."""
         hit = self.__dict__.get("_mask_map", {}).get(id(q))
         if hit is None or hit[0]() is not q:
             return None
         m = hit[1]() if callable(hit[1]) else hit[1]
         if not isinstance(m, torch.Tensor) or m.dtype is not torch.bool or m.shape != q.shape \
                 or m.device != q.device:
-            raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {name} must be a bool "
-                             f"tensor of its shape {tuple(q.shape)} on {q.device}; nothing was "
-                             "updated")
+            raise ValueError(f"lpcore_torch.LpSGD.step: the mask of {names[id(q)]} must be a "
+                             f"bool tensor of its shape {tuple(q.shape)} on {q.device}; nothing "
+                             "was updated")
         return m if m.is_contiguous() else m.contiguous()
 
     def _cached_core(self, group):
@@ -296,7 +297,7 @@ class LpSGD(PlainSteps, Optimizer):
                 plain.append((group, pg, [q.grad for q in pg]))
         mode = self._mode(holder, gpu)
         flag = None
-        if mode == "immediate":
+        if mode == "immediate" and plain and not self._plain_finite(plain):
             for group, pg, gg in plain:  # plain gradients first: nothing is written if bad
                 for q in pg:
                     if not lpcore.all_finite(grad_array(q, names)):
