@@ -372,13 +372,14 @@ def test_a_plan_steps_tensors_of_several_dtypes_atomically_and_names_them(rng):
 # ------------------------------------------------------------ the masked step
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_masked_step_matches_the_reference(backend, variant, dtype, rng):
+@pytest.mark.parametrize("p", [1.3, 2.0])  # 2: the kernels' product path
+def test_masked_step_matches_the_reference(backend, variant, dtype, p, rng):
     """``step(..., mask=m)``: masked entries exact zeros, each group's active
     entries on the sphere, the dual state untouched by the mask; rows: a
     random mask, a zero-gradient row (not moved: masked and renormalised
     only when the mask zeroes an entry), an all-masked row; the mask
     changes between steps (a connection comes back)."""
-    kw = dict(p=1.3, lr=0.2, momentum=0.9, variant=variant)
+    kw = dict(p=p, lr=0.2, momentum=0.9, variant=variant)
     w0 = rng.standard_normal((3, 9))
     w = backend.put(w0.astype(dtype))
     opt = lpcore.LpSGD(**kw)
@@ -400,7 +401,7 @@ def test_masked_step_matches_the_reference(backend, variant, dtype, rng):
         got = backend.get(w)
         assert np.all(got[~m] == 0)
         np.testing.assert_allclose(got, ref.w, atol=50 * np.finfo(dtype).eps)
-        np.testing.assert_allclose(lpcore.norm(got[:2], 1.3, axis=1), 1.0,
+        np.testing.assert_allclose(lpcore.norm(got[:2], p, axis=1), 1.0,
                                    rtol=10 * np.finfo(dtype).eps)
         if variant == "dual":
             np.testing.assert_allclose(backend.get(state.dual), ref.v,
@@ -441,3 +442,27 @@ def test_the_step_reuses_its_workspace_and_copies_leave_it_behind(backend, rng):
     twin = copy.deepcopy(state) if backend.name == "numpy" else copy.copy(state)
     assert twin._work is None and twin.step == state.step
     np.testing.assert_array_equal(backend.get(twin.dual), backend.get(state.dual))
+
+
+@pytest.mark.parametrize("variant", ["dual", "primal", "riemannian"])
+def test_the_parallel_step_equals_the_serial_one(rng, monkeypatch, variant):
+    """Whether a step runs on threads is chosen per call (by size and by how
+    busy the machine is); both drivers give the same bits, masked or not."""
+    from lpcore import _threads
+    from lpcore.kernels import lpsgd as K
+    monkeypatch.setattr(_threads, "machine_busy", lambda: False)
+    shapes = [(64, 48), (32, 7), (5, 200)]
+    out = {}
+    for cut in (0, 1 << 40):  # every step parallel / every step serial
+        monkeypatch.setattr(K, "STEP_MIN_SIZE", cut)
+        r = np.random.default_rng(7)
+        ws = [r.standard_normal(s).astype(np.float32) for s in shapes]
+        opt = lpcore.LpSGD(1.3, lr=0.05, momentum=0.9, weight_decay=1e-3, variant=variant)
+        sts = [opt.init(w) for w in ws]
+        masks = [r.random(s) > 0.3 for s in shapes]
+        plan = opt.plan(ws, sts, masks=[masks[0], None, masks[2]])
+        for _ in range(4):
+            plan.step([r.standard_normal(s).astype(np.float32) for s in shapes])
+        out[cut] = [w.copy() for w in ws] + [s.momentum_buffer.copy() for s in sts]
+    for a, b in zip(out[0], out[1 << 40]):
+        np.testing.assert_array_equal(a, b)

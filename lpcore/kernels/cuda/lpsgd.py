@@ -70,7 +70,12 @@ _coef = cuda.jit(device=True)(step_coefficients)
 @cuda.jit(device=True)
 def _pow(x, e, like):
     """``x ** e`` in the data's precision (``powf`` for float32: the kernels
-    would be bound by float64 powers, not by memory), as a float64."""
+    would be bound by float64 powers, not by memory), as a float64; the
+    exponents of p = 2 (1 and 2) as products in float64, as on the CPU."""
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
     return float64(math.pow(cast_like(x, like), cast_like(e, like)))
 
 
