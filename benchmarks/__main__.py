@@ -273,6 +273,8 @@ def _torch_step_table(model, net, repeat, device="cpu"):
     cases = [("torch.optim.SGD", lambda: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=None", lambda: lpcore_torch.LpSGD(
                  net.parameters(), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=2 dual", lambda: lpcore_torch.LpSGD(
+                 lpcore_torch.lp_param_groups(net, p=2.0), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=1.3 dual", lambda: lpcore_torch.LpSGD(
                  lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9))]
     with torch.no_grad():
@@ -291,7 +293,7 @@ def _torch_step_table(model, net, repeat, device="cpu"):
         if device == "cuda":
             # the optimizer step captured in a CUDA graph (after warm-up steps on a
             # side stream, as torch's docs ask), replayed
-            for name, make in (cases[0], cases[2]):
+            for name, make in (cases[0], cases[3]):
                 opt = make()
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())

@@ -132,3 +132,40 @@ def test_the_torch_binding_reads_layers_and_masks():
     assert got["bound"] == pytest.approx(want["bound"])
     assert got["degrees"][0] == pytest.approx(3.0)
     assert got["degrees"][1] == pytest.approx(math.sqrt(int(mask.sum(1).max())))
+
+
+def _authors_conv_gaps(weight):
+    """Hoang et al.'s construction, step by step as their code does it
+    (``VITA-Group/ramanujan-on-pai``: ``lib/graphs/generate_unstructured_
+    bipartie_graphs.py`` and ``lib/graphs/scores.py``): a (c_out, c_in, kH, kW)
+    weight reshaped to (c_out, -1) and transposed, so the input nodes are the
+    c_in * kH * kW kernel positions (numbered first) and the outputs the
+    c_out channels; an undirected edge per nonzero entry; zero-degree nodes
+    dropped; degrees of the input and output sides; the symmetric adjacency's
+    eigenvalues by magnitude, lambda1 the first, lambda2 the third."""
+    c_out = weight.shape[0]
+    w = np.transpose(weight.reshape(c_out, -1))
+    dim_in, dim_out = w.shape
+    ii, jj = np.nonzero(np.abs(w) > 0)
+    adj = np.zeros((dim_in + dim_out,) * 2)
+    adj[ii, jj + dim_in] = adj[jj + dim_in, ii] = 1.0
+    deg = adj.sum(axis=0)
+    keep = deg != 0
+    dim_in = int(keep[:dim_in].sum())
+    adj, deg = adj[np.ix_(keep, keep)], deg[keep]
+    d_l, d_r = deg[:dim_in].mean(), deg[dim_in:].mean()
+    ev = sorted(np.abs(np.linalg.eigvalsh(adj)), reverse=True)
+    lam1, lam2 = ev[0], ev[2]
+    return 2 * math.sqrt(lam1 - 1) - lam2, math.sqrt(d_l - 1) + math.sqrt(d_r - 1) - lam2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ramanujan_gaps_of_a_conv_layer_as_the_authors_unroll_it(seed):
+    rng = np.random.default_rng(seed)
+    m = rng.random((16, 3, 3, 3)) < 0.5
+    m[1] = False                        # an output channel with no connection
+    m[:, 2, 0, 0] = False               # a kernel position no output uses
+    g = lpcore.ramanujan_gaps(m)
+    ds, dr = _authors_conv_gaps(m.astype(float))
+    assert g["delta_s"] == pytest.approx(ds, abs=1e-9)
+    assert g["delta_r"] == pytest.approx(dr, abs=1e-9)
