@@ -20,10 +20,12 @@ Memory traffic per step (``dual`` with momentum): g, buf and v are read twice
 (once per phase), buf and v and w written once, w read only for weight decay.
 
 Powers: float32 data through :mod:`._pow32` (vectorised), float64 through
-``**``; at p = 2 (the library's default) the exponents are 1 and 2 and the
-``dual`` and ``primal`` loops use products instead (exact, and several times
-faster).  Whether a step runs on threads is decided per call
-(:data:`STEP_MIN_SIZE`, and not while the machine is busy).
+``**``; at p = 2 (the library's default) the exponents are 1 and 2, and the
+``dual`` step's power loops (and the ``||d||_q`` loop of ``primal``) use
+products instead: rounded once instead of a power's ~1e-7, and 3.7-4.6x
+faster per float32 step on 2 cores (2026-12-05).  Whether a step runs on
+threads is decided per call (:data:`STEP_MIN_SIZE`, and not while the
+machine is busy).
 """
 from __future__ import annotations
 
