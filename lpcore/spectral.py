@@ -14,8 +14,10 @@ eigenvalues are ``B``'s two largest singular values.
   d-regular graph.
 * :func:`weighted_spectral_gap` ``= sigma_1 - sigma_2`` of ``|w| * mask``.
 
-These are the definitions of the issue that introduced them; the paper's
-text was not available to check them against (see the README).
+These two are the library's own: the first its earlier single gap (``d``
+over both sides, zero-degree nodes kept), the second its reading of the
+weighted gap (its authors' code is not public).  :func:`ramanujan_gaps`
+computes Hoang et al.'s Delta_s and Delta_r as their code does.
 
 Big layers never get a dense decomposition: ARPACK's implicitly restarted
 Lanczos (``scipy.sparse.linalg.eigsh`` on the Gram operator, as ``svds``
