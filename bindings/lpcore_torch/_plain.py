@@ -51,7 +51,8 @@ class PlainSteps:
         cost about 5 us a tensor); False means: check them one by one (which
         also names the culprit)."""
         grads = [g for _, _, gg in plain for g in gg]
-        if not all(g.layout is torch.strided and g.device.type == "cpu" and g.dtype in _FLOATS
+        check = getattr(torch, "_amp_foreach_non_finite_check_and_unscale_", None)
+        if check is None or not all(g.layout is torch.strided and g.device.type == "cpu" and g.dtype in _FLOATS
                    for g in grads):
             return False
         found = self.__dict__.get("_cpu_found")
@@ -60,7 +61,7 @@ class PlainSteps:
         found.zero_()
         # found-inf of torch's GradScaler with a scale of 1: reads the gradients
         # (writes them back unchanged, their version counters untouched)
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one(found.device))
+        check(grads, found, self._one(found.device))  # (private: absent, the loop does it)
         return not bool(found.item())
 
     def _plain_sgd(self, group, params, grads, flag=None):
