@@ -52,8 +52,8 @@ class PlainSteps:
         also names the culprit)."""
         grads = [g for _, _, gg in plain for g in gg]
         check = getattr(torch, "_amp_foreach_non_finite_check_and_unscale_", None)
-        if check is None or not all(g.layout is torch.strided and g.device.type == "cpu" and g.dtype in _FLOATS
-                   for g in grads):
+        if check is None or not all(g.layout is torch.strided and g.device.type == "cpu"
+                                    and g.dtype in _FLOATS for g in grads):
             return False
         found = self.__dict__.get("_cpu_found")
         if found is None:  # (apart from the GPU flags, which check() reads)

@@ -503,7 +503,6 @@ class MultiStep:
         self.variant, self.has_mom = int(variant), bool(has_mom)
         self.t = tables
         self.like = tables.dtype.type(0)
-        self.ngroups = tables.ngroups
         sizes = tables.itab[:, T_G] * tables.itab[:, T_N]
         self.work = int(np.sum(np.where(tables.ftab[:, F_P] == 2.0, sizes, 3 * sizes)))
         self.S = np.zeros((max(tables.ngroups, 1), 4))
@@ -538,7 +537,7 @@ class MultiStep:
                     t.ctr[:, C_STARTED] = 1
             return -1, None
         # decided per call: whether the machine is busy changes while a plan lives
-        par = use_parallel(self.work, self.ngroups, STEP_MIN_SIZE)
+        par = use_parallel(self.work, t.ngroups, STEP_MIN_SIZE)
         bad = _multi(what, self.variant, self.has_mom, par)(
             t.itab, t.ftab, t.ctr, self.S, self.st, self.like, t.ngroups)
         return (bad + t.base, int(self.st[bad])) if bad >= 0 else (-1, None)
