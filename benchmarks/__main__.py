@@ -525,7 +525,11 @@ def main(argv=None):
             "torch": None if torch is None else torch.__version__,
             "cpus": os.cpu_count(), "numba_threads": __import__("numba").get_num_threads(),
             "torch_threads": None if torch is None else torch.get_num_threads(),
-            "machine": platform.machine()}
+            "machine": platform.machine(),
+            # torch's OpenMP workers spin after each parallel region unless this says
+            # PASSIVE, and share the cores with lpcore's threads meanwhile: the
+            # ResNet-18 step rows move with it (README, "Performance")
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset")}
     print("lpcore benchmarks:", ", ".join(f"{k}={v}" for k, v in info.items()))
     results = {"info": info}
     bw = copy_bandwidth(repeat)

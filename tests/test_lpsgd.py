@@ -466,3 +466,23 @@ def test_the_parallel_step_equals_the_serial_one(rng, monkeypatch, variant):
         out[cut] = [w.copy() for w in ws] + [s.momentum_buffer.copy() for s in sts]
     for a, b in zip(out[0], out[1 << 40]):
         np.testing.assert_array_equal(a, b)
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 5000)), min_size=1, max_size=12),
+       st.integers(1, 80))
+def test_the_parallel_step_splits_its_groups_into_runs_of_equal_work(tensors, nchunks):
+    """The chunks cover every group once, in order, at most ``nchunks`` of
+    them, and none holds more than its share of the work plus one group."""
+    from lpcore.kernels.lpsgd import balanced_chunks
+    G = np.array([g for g, _ in tensors])
+    cost = np.array([c for _, c in tensors])
+    b = balanced_chunks(G, cost, nchunks)
+    per = np.repeat(cost, G)
+    assert b[0] == 0 and b[-1] == per.size
+    assert np.all(np.diff(b) > 0) or per.size == 0
+    assert len(b) - 1 <= max(1, min(nchunks, per.size))
+    if per.size == 0:
+        return
+    share = per.sum() / min(nchunks, max(per.size, 1))
+    for lo, hi in zip(b[:-1], b[1:]):
+        assert per[lo:hi].sum() <= share + per.max()
