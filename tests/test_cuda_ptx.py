@@ -46,10 +46,9 @@ def signatures(dt):
         N._k_scale: (A2(dt), A1(f8), A2(dt), i8),
         T_._k_tangent_write: (A2(dt), A2(dt), A1(f8), A1(f8), dt, A2(dt), i8),
         Du._k_signed_pow: (A1(dt), dt, A1(dt), A1(i8)),
-        La._k_add: (A2(dt), A2(dt), A2(dt), i8),
-        La._k_fill: (A2(dt), dt, i8),
-        La._k_gather: (A1(T.int32), tup, tup, A2(dt)),
-        La._k_scatter: (A2(dt), A1(dt), tup, tup),
+        La._k_add: (A2(dt), A2(dt), A2(dt)),
+        La._k_fill: (A2(dt), dt),
+        La._k_strided: (A1(T.int32), A2(dt), tup, tup, b1),  # int32 -> dt and back
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
         L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
         L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,

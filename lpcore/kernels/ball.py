@@ -44,38 +44,29 @@ def inner_solve(a, c, p):
     """
     if a == 0.0:
         return 0.0
+    # h(x) = x^e1 + c x^e2 - a, convex and increasing in x: in s = t^(p-1) for
+    # p < 2, in t otherwise; Newton's iterates from right of the root decrease
+    # monotonically to it
     if p < 2.0:
-        beta = 1.0 / (p - 1.0)
-        s = min(a ** (p - 1.0), a / c)
-        for _ in range(_MAXIT_INNER):
-            sb = s ** beta
-            h = sb + c * s - a
-            if h <= 0.0:
-                break
-            ds = h / (beta * sb / s + c)
-            s_new = s - ds
-            if s_new <= 0.0:
-                s_new = 0.5 * s
-            if s - s_new <= 1e-16 * s:
-                s = s_new
-                break
-            s = s_new
-        return s ** beta
-    t = min(a, (a / c) ** (1.0 / (p - 1.0)))
+        e1, e2 = 1.0 / (p - 1.0), 1.0
+        x = min(a ** (p - 1.0), a / c)
+    else:
+        e1, e2 = 1.0, p - 1.0
+        x = min(a, (a / c) ** (1.0 / (p - 1.0)))
     for _ in range(_MAXIT_INNER):
-        tp = t ** (p - 2.0)
-        h = t + c * tp * t - a
+        u1 = x ** (e1 - 1.0)
+        u2 = x ** (e2 - 1.0)
+        h = u1 * x + c * u2 * x - a
         if h <= 0.0:
             break
-        dt = h / (1.0 + c * (p - 1.0) * tp)
-        t_new = t - dt
-        if t_new <= 0.0:
-            t_new = 0.5 * t
-        if t - t_new <= 1e-16 * t:
-            t = t_new
+        x_new = x - h / (e1 * u1 + c * e2 * u2)
+        if x_new <= 0.0:
+            x_new = 0.5 * x
+        if x - x_new <= 1e-16 * x:
+            x = x_new
             break
-        t = t_new
-    return t
+        x = x_new
+    return x ** e1
 
 
 _inner = njit(cache=True, error_model="numpy")(inner_solve)

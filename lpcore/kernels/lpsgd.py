@@ -256,33 +256,30 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
         return
     # primal and riemannian update w directly, then renormalise it
     if variant == PRIMAL:
-        ud = (md / c2s) ** a  # D_q(d/||d||_q) = sign(d) (|d|/md)^a (md/||d||_q)^a
-        invd = 1.0 / md
-        l2d = log2_for(md, w)
-        for j in range(n):
-            d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-            if has_mom:
-                buf[i, j] = nb
-            u = scaled_pow_like(abs(d), w, invd, l2d, a) * ud
-            u = -u if d < 0 else u
-            on = 1.0 if not masked or mk[i, j] else 0.0  # a select: stays vectorised
-            w[i, j] = (keep * np.float64(w[i, j]) - eta * u) * on
-            b = _absbits(w[i, j])
-            mbx = b if b > mbx else mbx
+        sc = (md / c2s) ** a  # D_q(d/||d||_q) = sign(d) (|d|/md)^a (md/||d||_q)^a
+        ref = md  # the powers are of |d| / md
     else:
-        invs = 1.0 / ms
-        l2s = log2_for(ms, w)
-        for j in range(n):
-            d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-            if has_mom:
-                buf[i, j] = nb
-            wj = w[i, j]
-            nu = scaled_pow(abs(wj), invs, l2s, p - 1.0)
+        sc = c2s  # the tangent coefficient
+        ref = ms  # the powers are of |w| / ms
+    inv = 1.0 / ref
+    l2 = log2_for(ref, w)
+    for j in range(n):
+        d, nb = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+        if has_mom:
+            buf[i, j] = nb
+        wj = w[i, j]
+        if variant == PRIMAL:
+            u = scaled_pow_like(abs(d), w, inv, l2, a) * sc
+            u = -u if d < 0 else u
+            nw = keep * np.float64(wj) - eta * u
+        else:
+            nu = scaled_pow(abs(wj), inv, l2, p - 1.0)
             nu = -nu if wj < 0 else nu
-            on = 1.0 if not masked or mk[i, j] else 0.0
-            w[i, j] = (np.float64(wj) - eta * (d - c2s * nu)) * on
-            b = _absbits(w[i, j])
-            mbx = b if b > mbx else mbx
+            nw = np.float64(wj) - eta * (d - sc * nu)
+        on = 1.0 if not masked or mk[i, j] else 0.0  # a select: stays vectorised
+        w[i, j] = nw * on
+        b = _absbits(w[i, j])
+        mbx = b if b > mbx else mbx
     mx = _from_bits(mbx)
     if mx > 0.0:
         _renormalize(w, i, mx, p)

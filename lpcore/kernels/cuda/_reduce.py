@@ -1,9 +1,28 @@
 """Device-side building blocks shared by the CUDA kernels: block-level
 reductions in shared memory (:func:`bsum`, :func:`bmax`, NaN-propagating
-:func:`maxnan`), the last-block-done test of a multi-block group
-(:func:`last_block`) and a block's slice of its group (:func:`block_slice`).
-The host side (launch geometry, streams, scratch) is ``_launch.py``."""
-from numba import cuda
+:func:`maxnan`; two at once: :func:`bsum2`, :func:`bmax2`,
+:func:`slices_max2`), the last-block-done test of a multi-block group
+(:func:`last_block`), a block's slice of its group (:func:`block_slice`) and
+the power in the data's precision (:func:`pow_like`).  The host side (launch
+geometry, streams, scratch) is ``_launch.py``."""
+import math
+
+from numba import cuda, float64
+
+from ._pointers import cast_like
+
+
+@cuda.jit(device=True)
+def pow_like(x, e, like):
+    """``x ** e`` (``x >= 0``) in the precision of ``like`` (``powf`` for
+    float32 data: the kernels would be bound by float64 powers, not by
+    memory), as a float64; the exponents of p = 1 and 2 as products, as on
+    the CPU."""
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
+    return float64(math.pow(cast_like(x, like), cast_like(e, like)))
 
 
 @cuda.jit(device=True)
@@ -15,36 +34,76 @@ def maxnan(a, b):
 
 
 @cuda.jit(device=True)
-def _tree(sh, v, domax):
-    """Reduce ``v`` over the block in shared memory (a float64 tree halving the
-    active threads each level); every thread gets the result."""
+def _tree(sh, u, v, pair, domax):
+    """Reduce ``u`` (and with ``pair`` also ``v``, in the same levels, so one
+    set of barriers serves both; ``sh`` then holds 2 blockDim.x values) over
+    the block in shared memory: a float64 tree halving the active threads each
+    level; every thread gets the result."""
     tid = cuda.threadIdx.x
-    sh[tid] = v
+    nt = cuda.blockDim.x
+    sh[tid] = u
+    if pair:
+        sh[nt + tid] = v
     cuda.syncthreads()
-    h = cuda.blockDim.x // 2
+    h = nt // 2
     while h > 0:
         if tid < h:
             if domax:
                 sh[tid] = maxnan(sh[tid], sh[tid + h])
+                if pair:
+                    sh[nt + tid] = maxnan(sh[nt + tid], sh[nt + tid + h])
             else:
                 sh[tid] += sh[tid + h]
+                if pair:
+                    sh[nt + tid] += sh[nt + tid + h]
         cuda.syncthreads()
         h //= 2
-    r = sh[0]
+    r0 = sh[0]
+    r1 = sh[nt] if pair else 0.0
     cuda.syncthreads()
-    return r
+    return r0, r1
 
 
 @cuda.jit(device=True)
 def bsum(sh, v):
     """Sum of ``v`` over the block (every thread gets it)."""
-    return _tree(sh, v, False)
+    return _tree(sh, v, 0.0, False, False)[0]
 
 
 @cuda.jit(device=True)
 def bmax(sh, v):
     """NaN-propagating max of ``v`` over the block (every thread gets it)."""
-    return _tree(sh, v, True)
+    return _tree(sh, v, 0.0, False, True)[0]
+
+
+@cuda.jit(device=True)
+def bsum2(sh, u, v):
+    """The sums of ``u`` and of ``v`` over the block in one tree (``sh``: 2
+    blockDim.x values)."""
+    return _tree(sh, u, v, True, False)
+
+
+@cuda.jit(device=True)
+def bmax2(sh, u, v):
+    """The NaN-propagating maxima of ``u`` and of ``v`` over the block in one
+    tree (``sh``: 2 blockDim.x values)."""
+    return _tree(sh, u, v, True, True)
+
+
+@cuda.jit(device=True)
+def slices_max2(sh, P, b0, nsplit, c0, c1):
+    """The NaN-propagating maxima of columns ``c0`` and ``c1`` of a group's
+    per-slice partials ``P[b0 : b0 + nsplit]``, over the block (every thread
+    gets them; ``sh``: 2 blockDim.x values): the last block's first step in
+    combining its slices."""
+    m0 = 0.0
+    m1 = 0.0
+    c = b0 + cuda.threadIdx.x
+    while c < b0 + nsplit:
+        m0 = maxnan(m0, P[c, c0])
+        m1 = maxnan(m1, P[c, c1])
+        c += cuda.blockDim.x
+    return bmax2(sh, m0, m1)
 
 
 @cuda.jit(device=True)

@@ -26,7 +26,7 @@ from numba import cuda, float64
 from ..ball import _MAXIT_OUTER, FAR, bracket_step, inner_solve
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO
 from ._launch import MAXT, config, stream, threads_for
-from ._reduce import bsum
+from ._reduce import bsum, pow_like
 
 #: the scalar inner Newton solve, the CPU kernel's own source compiled for the GPU
 _inner = cuda.jit(device=True)(inner_solve)
@@ -129,12 +129,8 @@ def _ball_group(y, out, i, m, kind, p, r, sh):
     j = cuda.threadIdx.x
     while j < n:
         a = float64(abs(y[i, j])) / m
-        if kind == KIND_ONE:
-            s += a
-        elif kind == KIND_TWO:
-            s += a * a
-        else:
-            s += a ** p
+        s += pow_like(a, p, a)  # p = 1 and 2 (KIND_ONE, KIND_TWO) as products
+        if kind != KIND_ONE and kind != KIND_TWO:
             sq += a ** q
         j += cuda.blockDim.x
     s = bsum(sh, s)

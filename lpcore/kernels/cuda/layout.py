@@ -9,45 +9,39 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._launch import grid1d, rows_grid, stream
-from ._reduce import block_slice
+from ._launch import grid1d, stream
 
 
 @cuda.jit(cache=True)
-def _k_add(a, b, out, nsplit):
-    i, j0, j1 = block_slice(a.shape[1], nsplit)
-    if i >= a.shape[0]:
-        return
-    j = j0 + cuda.threadIdx.x
-    while j < j1:
+def _k_add(a, b, out):
+    k = cuda.grid(1)
+    while k < a.size:
+        i, j = divmod(k, a.shape[1])
         out[i, j] = a[i, j] + b[i, j]
-        j += cuda.blockDim.x
+        k += cuda.gridsize(1)
 
 
 def add(a, b, out):
     """``out = a + b`` on (G, n) device arrays."""
     if a.size:
-        bl, t, ns = rows_grid(*a.shape)
-        _k_add[bl, t, stream()](a, b, out, ns)
+        bl, t = grid1d(a.size)
+        _k_add[bl, t, stream()](a, b, out)
     return out
 
 
 @cuda.jit(cache=True)
-def _k_fill(out, v, nsplit):
-    i, j0, j1 = block_slice(out.shape[1], nsplit)
-    if i >= out.shape[0]:
-        return
-    j = j0 + cuda.threadIdx.x
-    while j < j1:
-        out[i, j] = v
-        j += cuda.blockDim.x
+def _k_fill(out, v):
+    k = cuda.grid(1)
+    while k < out.size:
+        out[k // out.shape[1], k % out.shape[1]] = v
+        k += cuda.gridsize(1)
 
 
 def fill(out, v):
     """Fill a (G, n) device array with ``v``; returns it."""
     if out.size:
-        bl, t, ns = rows_grid(*out.shape)
-        _k_fill[bl, t, stream()](out, out.dtype.type(v), ns)
+        bl, t = grid1d(out.size)
+        _k_fill[bl, t, stream()](out, out.dtype.type(v))
     return out
 
 
@@ -67,38 +61,35 @@ def _offset(k, shape, strides):
 
 
 @cuda.jit(cache=True)
-def _k_gather(src, shape, strides, dst):
-    n = dst.shape[1]
+def _k_strided(flat, dense, shape, strides, to_dense):
+    """Flat element k of the index space: ``dense`` (G, n) at k <-> ``flat`` at
+    its strided offset (``to_dense``: gather, else scatter)."""
+    n = dense.shape[1]
     k = cuda.grid(1)
-    while k < dst.size:
+    while k < dense.size:
         i = k // n
-        dst[i, k - i * n] = src[_offset(k, shape, strides)]
-        k += cuda.gridsize(1)
-
-
-@cuda.jit(cache=True)
-def _k_scatter(src, dst, shape, strides):
-    n = src.shape[1]
-    k = cuda.grid(1)
-    while k < src.size:
-        i = k // n
-        dst[_offset(k, shape, strides)] = src[i, k - i * n]
+        off = _offset(k, shape, strides)
+        if to_dense:
+            dense[i, k - i * n] = flat[off]
+        else:
+            flat[off] = dense[i, k - i * n]
         k += cuda.gridsize(1)
 
 
 def gather(src_flat, shape, strides, dst):
     """dst (G, n) <- the strided array described by (shape, element strides)."""
-    if dst.size:
-        bl, t = grid1d(dst.size)
-        _k_gather[bl, t, stream()](src_flat, tuple(np.int64(s) for s in shape),
-                                   tuple(np.int64(s) for s in strides), dst)
+    _strided(src_flat, dst, shape, strides, True)
     return dst
 
 
 def scatter(src, dst_flat, shape, strides):
     """The strided array described by (shape, element strides) <- src (G, n)."""
-    if src.size:
-        bl, t = grid1d(src.size)
-        _k_scatter[bl, t, stream()](src, dst_flat, tuple(np.int64(s) for s in shape),
-                                    tuple(np.int64(s) for s in strides))
+    _strided(dst_flat, src, shape, strides, False)
     return dst_flat
+
+
+def _strided(flat, dense, shape, strides, to_dense):
+    if dense.size:
+        bl, t = grid1d(dense.size)
+        _k_strided[bl, t, stream()](flat, dense, tuple(np.int64(s) for s in shape),
+                                    tuple(np.int64(s) for s in strides), to_dense)

@@ -46,10 +46,12 @@ from ..lpsgd import (BAD_DIRECTION, BAD_STATE, C_STARTED, C_STEP, DUAL, F_DAMP, 
                      F_MU, F_NEST, F_P, F_WD, OK, PRIMAL, RIEMANNIAN, T_BUF, T_G, T_GOFF, T_GRAD,
                      T_MASK, T_MASKED, T_N, T_V, T_W, direction, step_coefficients)
 from ._launch import MAXT, config, launcher, stream
-from ._reduce import bmax, bsum, last_block, maxnan
-from ._pointers import as_ptr, cast_like
+from ._reduce import bmax, bmax2, bsum, bsum2, last_block, maxnan, pow_like, slices_max2
+from ._pointers import as_ptr
 
 INF = math.inf
+#: shared memory for two block reductions at once (bsum2, bmax2)
+MAXT2 = 2 * MAXT
 #: the guard's value while no group is bad
 CLEAR = np.int64(1 << 62)
 _U8 = np.uint8(0)
@@ -65,18 +67,6 @@ S_MD, S_MS, S_C, S_UPD, S_ST = range(5)
 
 _dir = cuda.jit(device=True)(direction)
 _coef = cuda.jit(device=True)(step_coefficients)
-
-
-@cuda.jit(device=True)
-def _pow(x, e, like):
-    """``x ** e`` in the data's precision (``powf`` for float32: the kernels
-    would be bound by float64 powers, not by memory), as a float64; the
-    exponents of p = 2 (1 and 2) as products in float64, as on the CPU."""
-    if e == 2.0:
-        return x * x
-    if e == 1.0:
-        return x
-    return float64(math.pow(cast_like(x, like), cast_like(e, like)))
 
 
 @cuda.jit(device=True)
@@ -116,7 +106,7 @@ def _locate(itab, b):
 
 @cuda.jit
 def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
-    sh = cuda.shared.array(MAXT, float64)
+    sh = cuda.shared.array(MAXT2, float64)  # room for two reductions at once
     flag = cuda.shared.array(1, int32)
     b = cuda.blockIdx.x
     if ext != 0 and b == 0 and cuda.threadIdx.x == 0 and as_ptr(ext, _F32)[0] != 0:
@@ -140,8 +130,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
             md = maxnan(md, abs(d))
             ms = maxnan(ms, abs(float64(v[row + j] if dual else w[row + j])))
             j += cuda.blockDim.x
-        md = bmax(sh, md)
-        ms = bmax(sh, ms)
+        md, ms = bmax2(sh, md, ms)
         if md < INF and ms < INF:
             if variant == RIEMANNIAN:
                 if ms > 0.0:
@@ -151,7 +140,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                         d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                     has_mom)
                         wj = float64(w[row + j])
-                        nu = _pow(abs(wj) / ms, p_minus_one, like)
+                        nu = pow_like(abs(wj) / ms, p_minus_one, like)
                         if wj < 0:
                             nu = -nu
                         a += nu * d
@@ -163,28 +152,16 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                 while j < j1:
                     d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
                                 has_mom)
-                    a += _pow(abs(d) / md, q_exp, like)
+                    a += pow_like(abs(d) / md, q_exp, like)
                     j += cuda.blockDim.x
-        a = bsum(sh, a)
-        bb = bsum(sh, bb)
-    if tid == 0:
-        P[b, 0] = md
-        P[b, 1] = ms
-        P[b, 2] = a
-        P[b, 3] = bb
+        a, bb = bsum2(sh, a, bb)
+    if tid == 0:  # this slice's partials
+        P[b, 0], P[b, 1], P[b, 2], P[b, 3] = md, ms, a, bb
     if i >= G or not last_block(cnt, gg, nsplit, flag):
         return
     # the group's last block: combine its slices
     p = ftab[t, F_P]
-    md = 0.0
-    ms = 0.0
-    c = b0 + tid
-    while c < b0 + nsplit:
-        md = maxnan(md, P[c, 0])
-        ms = maxnan(ms, P[c, 1])
-        c += cuda.blockDim.x
-    md = bmax(sh, md)
-    ms = bmax(sh, ms)
+    md, ms = slices_max2(sh, P, b0, nsplit, 0, 1)
     bad = not (ms < INF and md < INF)
     a = 0.0
     bb = 0.0
@@ -204,8 +181,7 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                 if P[c, 0] > 0.0:
                     a += P[c, 2] * (P[c, 0] / md) ** q
                 c += cuda.blockDim.x
-    a = bsum(sh, a)
-    bb = bsum(sh, bb)
+    a, bb = bsum2(sh, a, bb)
     if tid == 0:
         S[gg, S_MD] = md
         S[gg, S_MS] = ms
@@ -240,7 +216,7 @@ def _slice_terms(sh, x, row, j0, j1, e, like):
     if mx > 0.0:
         j = j0 + cuda.threadIdx.x
         while j < j1:
-            acc += _pow(abs(float64(x[row + j])) / mx, e, like)
+            acc += pow_like(abs(float64(x[row + j])) / mx, e, like)
             j += cuda.blockDim.x
     return mx, bsum(sh, acc)
 
@@ -251,7 +227,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
         if ext != 0 and cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
             as_ptr(ext, _F32)[0] = 1.0  # the binding's own updates skip too
         return
-    sh = cuda.shared.array(MAXT, float64)
+    sh = cuda.shared.array(MAXT2, float64)  # room for two reductions at once
     flag = cuda.shared.array(1, int32)
     b = cuda.blockIdx.x
     t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
@@ -304,12 +280,12 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
             else:
                 wj = float64(w[row + j])
                 if variant == PRIMAL:
-                    u = _pow(abs(d) / md, inv_p_minus_one, like) * ud
+                    u = pow_like(abs(d) / md, inv_p_minus_one, like) * ud
                     if d < 0:
                         u = -u
                     x = keep * wj - eta * u
                 else:
-                    nu = _pow(abs(wj) / ms, p - 1.0, like)
+                    nu = pow_like(abs(wj) / ms, p - 1.0, like)
                     if wj < 0:
                         nu = -nu
                     x = wj - eta * (d - coef * nu)
@@ -324,32 +300,21 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
             j = j0 + tid
             while j < j1:
                 xv = float64(v[row + j]) if dual else float64(w[row + j])
-                term = _pow(abs(xv) / mx, r, like)
+                term = pow_like(abs(xv) / mx, r, like)
                 acc += term
                 if masked and mk[row + j] != 0:
                     third += term
                 j += cuda.blockDim.x
-        acc = bsum(sh, acc)
-        third = bsum(sh, third)
-    if tid == 0:
-        Q[b, 0] = mx
-        Q[b, 1] = acc
-        Q[b, 2] = third
+        acc, third = bsum2(sh, acc, third)
+    if tid == 0:  # this slice's partials
+        Q[b, 0], Q[b, 1], Q[b, 2] = mx, acc, third
     if not last_block(cnt, gg, nsplit, flag):
         return
     # the group's last block: N[gg] = (the r-norm of the new state, or for a group
     # the step did not move the Lp norm of its masked w if the mask zeroed an entry,
     # else 0: left as it is; the factor putting w's active entries on the sphere)
     e = r if moved else p
-    mx = 0.0
-    hit = 0.0
-    c = b0 + tid
-    while c < b0 + nsplit:
-        mx = max(mx, Q[c, 0])
-        hit = max(hit, Q[c, 2])
-        c += cuda.blockDim.x
-    mx = bmax(sh, mx)
-    hit = bmax(sh, hit)
+    mx, hit = slices_max2(sh, Q, b0, nsplit, 0, 2)
     use = mx > 0.0 and (moved or (masked and hit > 0.0))
     acc = 0.0
     act = 0.0
@@ -361,8 +326,7 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
                 acc += Q[c, 1] * sc
                 act += Q[c, 2] * sc
             c += cuda.blockDim.x
-    acc = bsum(sh, acc)
-    act = bsum(sh, act)
+    acc, act = bsum2(sh, acc, act)
     if tid == 0:
         N[gg, 0] = mx * acc ** (1.0 / e) if use else 0.0
         N[gg, 1] = 1.0
@@ -403,7 +367,7 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
             if masked and mk[row + j] == 0:
                 w[row + j] = 0.0
             else:
-                rr = _pow(abs(x), inv_p_minus_one, like)
+                rr = pow_like(abs(x), inv_p_minus_one, like)
                 if masked:
                     rr = rr * fw
                 w[row + j] = -rr if x < 0 else rr

@@ -26,7 +26,7 @@ from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
 from ._launch import MAXT, counters, flags, launcher, read_flags, rows_grid, scratch, split, stream
-from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan
+from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan, pow_like
 from .layout import fill
 
 INF = math.inf
@@ -99,12 +99,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
         while j < j1:
             d = abs(float64(x[g, j]))
             m = maxnan(m, d)
-            if kind == KIND_ONE:
-                acc += d
-            elif kind == KIND_TWO:
-                acc += d * d
-            else:
-                acc += math.pow(d, p)  # float64: (float32 max)^8 fits, (tiniest)^8 nearly
+            acc += pow_like(d, p, d)  # float64: (float32 max)^8 fits, (tiniest)^8 nearly
             j += cuda.blockDim.x
         t = bsum(sh, acc)
         m = bmax(sh, m)
@@ -130,12 +125,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
             j = j0 + tid
             while j < j1:
                 r = abs(float64(x[g, j])) / m
-                if kind == KIND_ONE:
-                    acc += r
-                elif kind == KIND_TWO:
-                    acc += r * r
-                else:
-                    acc += float64(math.pow(x.dtype.type(r), x.dtype.type(p)))
+                acc += pow_like(r, p, x[g, j])
                 j += cuda.blockDim.x
             t = bsum(sh, acc)
             if tid == 0:
