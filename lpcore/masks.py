@@ -22,17 +22,17 @@ import math
 import numpy as np
 
 from . import kernels
+from ._backend import HOST, for_arrays
 from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
-from .kernels.topology import drop_rows
 from .layout import groups
 from .norms import all_finite
 
 __all__ = ["drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask", "mask_sparsity", "adjust_to_sparsity"]
 
 
-def _mask_like(mask, shape, fn, name="mask"):
-    m = as_array(mask, fn, name)
+def _mask_like(mask, shape, fn, name="mask", B=HOST):
+    m = B.as_array(mask, fn, name)
     if m.dtype != np.bool_:
         raise TypeError(f"{fn}: {name} must be a boolean array, got dtype {m.dtype}")
     if m.shape != tuple(shape):
@@ -74,6 +74,12 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     Returns
     -------
     new_mask : ndarray of bool
+        On GPU arrays (``w`` and ``mask`` numba device arrays, CUDA tensors
+        through DLPack or ``__cuda_array_interface__``) a device array: the
+        decision runs on the device and copies two integers to the host (the
+        count and the first bad group), never a mask.  Its threshold sums
+        the group in another order than the CPU, so an entry within rounding
+        of ``tau_i`` may fall the other way.
     n_dropped : int
         Connections switched off (those revived are ``new_mask.sum() -
         mask.sum() + n_dropped``).
@@ -95,21 +101,22 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     (array([[ True, False,  True,  True]]), 1)
     """
     fn = "lpcore.drop_by_threshold"
-    w = as_array(w, fn, "w")
+    B = for_arrays(fn, w=w, mask=mask)
+    w = B.as_array(w, fn, "w")
     comp, _ = compute_dtype(w, fn=fn, names=("w",))
-    m = _mask_like(mask, w.shape, fn)
+    m = _mask_like(mask, w.shape, fn, B=B)
     h = check_p(h, fn, lo=0.0, lo_open=False, allow_inf=False, name="h")
     grp = groups(w.shape, axis, fn)
-    w2 = grp.to2d(w, comp)
-    m2 = grp.to2d(m, np.bool_)
-    out = np.empty_like(m2)
-    _, bad = drop_rows(w2, m2, h, out, revive=bool(revive))
+    w2 = B.to2d(grp, w, comp)
+    m2 = B.to2d(grp, m, np.bool_)
+    out = B.empty(m2.shape, np.bool_)
+    _, bad, dropped = B.kernels.drop_rows(w2, m2, h, out, revive=bool(revive))
     if bad < grp.G:
         which = "weights" if revive else "active weights"
         raise ValueError(f"{fn}: w contains NaN or Inf among the {which} of group "
                          f"{grp.index(bad)}")
-    new = np.ascontiguousarray(grp.from2d(out))
-    return new, int(np.count_nonzero(m & ~new))
+    new = B.result(out, grp, np.bool_)
+    return (np.ascontiguousarray(new) if B is HOST else new), dropped
 
 
 def _smallest_stable(keys, k):

@@ -23,7 +23,7 @@ if config.ENABLE_CUDASIM:
 from numba import cuda, types as T  # noqa: E402
 
 from lpcore.kernels.cuda import ball as B, dual as Du, hoyer as H, layout as La, lpsgd as L  # noqa: E402
-from lpcore.kernels.cuda import norm as N, tangent as T_  # noqa: E402
+from lpcore.kernels.cuda import norm as N, tangent as T_, topology as Tp  # noqa: E402
 
 f8, i8, b1 = T.float64, T.int64, T.boolean
 
@@ -50,6 +50,7 @@ def signatures(dt):
         La._k_fill: (A2(dt), dt),
         La._k_strided: (A1(T.int32), A2(dt), tup, tup, b1),  # int32 -> dt and back
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
+        Tp._k_drop: (A2(dt), A2(b1), f8, b1, A2(b1), A1(f8), A1(i8)),
         L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
         L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,
                       i8),

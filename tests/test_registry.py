@@ -48,7 +48,13 @@ REGISTRY = {
     "hoyer_network": (lambda a: lpcore.hoyer_network([a["w"], a["x"]]), ("w", "x"), "x",
                       False),
     "LpSGD": (lambda a: _lpsgd_step(a["w"], a["g"]), ("w", "g"), "g", False),
+    # "m": a mask with one inactive entry (the atomicity test's NaN is active)
+    "drop_by_threshold": (lambda a: lpcore.drop_by_threshold(a["w"], a["m"], 0.5, axis=1)[0],
+                          ("w", "m"), "w", False),
 }
+
+#: the public functions whose result is a mask, not the input's dtype
+MASK_RESULTS = {"drop_by_threshold"}
 
 #: public names that take no arrays of a backend, with the reason
 HOST_ONLY = {
@@ -68,7 +74,7 @@ HOST_ONLY = {
     "input_statistic": "a statistic of the training inputs, on the host",
     "weighted_spectral_gap": "SciPy sparse linear algebra on the host",
     "top_singular_values": "SciPy sparse linear algebra on the host",
-    "drop_by_threshold": "masks live on the host", "grow_by_score": "masks live on the host",
+    "grow_by_score": "masks live on the host",
     "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
     "random_mask": "masks live on the host", "mask_sparsity": "masks live on the host",
     "adjust_to_sparsity": "masks live on the host",
@@ -107,7 +113,7 @@ def _inputs(names, dtype, rng):
             v = lpcore.to_dual(lpcore.normalize(v, 1.5, axis=1), 1.5)
         if k == "w":
             v = lpcore.normalize(v, 1.5, axis=1)
-        a[k] = v.astype(dtype)
+        a[k] = (np.arange(v.size).reshape(v.shape) != 0) if k == "m" else v.astype(dtype)
     return a
 
 
@@ -119,7 +125,7 @@ def test_dtype_is_kept(backend, name, dtype, rng):
     r = call(a)
     if isinstance(r, (bool, float)):  # all_finite, hoyer_layer, hoyer_network
         return
-    assert backend.get(r).dtype == dtype, name
+    assert backend.get(r).dtype == (np.bool_ if name in MASK_RESULTS else dtype), name
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e[2]))
@@ -178,6 +184,10 @@ BAD_CALLS = {
     "ball-radius": lambda m: lpcore.project_ball(m(_X), 1.5, radius=-1.0),
     "lpsgd-nan-grad": lambda m: _lpsgd_step(m(_X[0].copy()), m(_XN[2])),
     "lpsgd-shape": lambda m: _lpsgd_step(m(_X[0].copy()), m(_X[1, :1])),
+    "drop-nan": lambda m: lpcore.drop_by_threshold(m(_XN), m(_X > -1.0), 0.5, axis=(0, 2)),
+    "drop-mask-dtype": lambda m: lpcore.drop_by_threshold(m(_X), m(_X), 0.5),
+    "drop-mask-shape": lambda m: lpcore.drop_by_threshold(m(_X), m(_X[:1] > 0), 0.5),
+    "drop-h": lambda m: lpcore.drop_by_threshold(m(_X), m(_X > 0), -0.5),
 }
 
 

@@ -246,3 +246,25 @@ def test_adjust_to_sparsity_refuses_bad_input_and_writes_nothing():
                                                                            [2.0, np.nan]])],
                                        [None], 0.75)
     np.testing.assert_array_equal(new[0], [[False, False], [True, False]])
+
+
+@pytest.mark.parametrize("revive", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_drop_by_threshold_decides_on_the_arrays_device(backend, rng, revive, dtype):
+    """The drop rule on device arrays gives the host's mask and count (random
+    weights: no entry sits at its threshold, where the sums' order could
+    tip it), the mask stays on the device, an empty group is left alone, and
+    a non-trailing axis goes through the layout."""
+    w = rng.standard_normal((5, 37)).astype(dtype)
+    m = rng.random((5, 37)) > 0.3
+    m[3] = False
+    want, nd = lpcore.drop_by_threshold(w, m, 0.7, axis=1, revive=revive)
+    got, ndg = lpcore.drop_by_threshold(backend.put(w), backend.put(m), 0.7, axis=1,
+                                        revive=revive)
+    assert type(got) is type(backend.put(want))
+    np.testing.assert_array_equal(backend.get(got), want)
+    assert ndg == nd > 0
+    got_t, _ = lpcore.drop_by_threshold(backend.put(np.ascontiguousarray(w.T)),
+                                        backend.put(np.ascontiguousarray(m.T)), 0.7, axis=0,
+                                        revive=revive)
+    np.testing.assert_array_equal(backend.get(got_t), want.T)

@@ -36,6 +36,11 @@ kernel compiles one signature per dtype.
     ``set_counters`` change one tensor's entry; ``counters()``; the GPU
     twin's ``check`` modes and guard are described in its module.
 ``layout.add(a, b, out)``, ``layout.fill(out, v)``
+``topology.drop_rows(w, m, h, out, revive=False) -> (tau, first_bad, n_dropped)``
+    semi-pruning's drop rule per row into the boolean ``out`` (``m``
+    boolean); ``tau`` the thresholds (NaN for a row with a non-finite weight
+    taking part, whose ``out`` row is unset); on the GPU the one copy to the
+    host is those two integers.
 
 Writing kernels run only after the reductions that validate their inputs.
 Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
@@ -54,9 +59,10 @@ from .lpsgd import MultiStep, Tables
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
+from .topology import drop_rows
 
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
-    "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables",
+    "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables", "drop_rows",
 ]

@@ -44,9 +44,11 @@ def drop_rows(w, m, h, out, revive=False):
     """out = m & (|w| >= h * mean of the active |w|) per row (with ``revive``,
     inactive entries at or above the threshold come back too; rows with no
     active entry are copied); returns the thresholds (NaN for rows with a
-    non-finite weight taking part, whose out row is unset) and the first such
-    row (or G)."""
+    non-finite weight taking part, whose out row is unset), the first such
+    row (or G) and the number of connections dropped (valid when there is no
+    such row)."""
     tau = np.zeros(w.shape[0])
     if w.size:
         _drop(w.shape[0], w.size, w, m, float(h), bool(revive), out, tau)
-    return tau, first_flags(tau)[0]
+    bad = first_flags(tau)[0]
+    return tau, bad, int(np.count_nonzero(m & ~out)) if bad == w.shape[0] else 0

@@ -15,7 +15,8 @@ from .layout import add, fill, gather, scatter
 from .lpsgd import MultiStep
 from .norm import group_max, group_norms, norm_kind, scale_rows
 from .tangent import tangent_coef, tangent_write
+from .topology import drop_rows
 
 __all__ = ["config", "launch_config", "project_ball_rows", "signed_pow", "hoyer_sums", "add",
            "fill", "gather", "scatter", "MultiStep", "group_max", "group_norms", "norm_kind",
-           "scale_rows", "tangent_coef", "tangent_write"]
+           "scale_rows", "tangent_coef", "tangent_write", "drop_rows"]
