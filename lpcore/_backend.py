@@ -117,6 +117,11 @@ class Host(_Backend):
         return a2.reshape(-1)
 
     @staticmethod
+    def shaped(a1, shape):
+        """A 1-D array as a C-ordered view of ``shape``."""
+        return a1.reshape(shape)
+
+    @staticmethod
     def to_numpy(a):
         return np.asarray(a)
 
@@ -221,6 +226,10 @@ class Cuda(_Backend):
     @staticmethod
     def flat(a2):
         return _device.view(a2, (a2.size,), (a2.dtype.itemsize,))
+
+    @staticmethod
+    def shaped(a1, shape):
+        return _device.view(a1, shape, _device.c_strides(shape, a1.dtype.itemsize))
 
     @staticmethod
     def to_numpy(a):

@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from . import kernels
 from ._backend import HOST, for_arrays
 from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
+from .kernels.topology import smallest_stable
 from .layout import groups
 from .norms import all_finite
 
@@ -119,19 +119,6 @@ def drop_by_threshold(w, mask, h, axis=None, revive=False):
     return (np.ascontiguousarray(new) if B is HOST else new), dropped
 
 
-def _smallest_stable(keys, k):
-    """Positions of the ``k`` smallest ``keys``, ties towards the lower
-    position: the first ``k`` of a stable sort, found in linear time."""
-    if k == 0:
-        return np.zeros(0, dtype=np.intp)
-    if k >= keys.size:
-        return np.arange(keys.size, dtype=np.intp)
-    kth = np.partition(keys, k - 1)[k - 1]
-    below = np.flatnonzero(keys < kth)
-    tie = np.flatnonzero(keys == kth)[:k - below.size]
-    return np.sort(np.concatenate((below, tie)))
-
-
 def grow_by_score(score, mask, k, axis=None):
     """Activate the ``k`` inactive connections with the largest normalised ``|score|``.
 
@@ -162,27 +149,26 @@ def grow_by_score(score, mask, k, axis=None):
     [1, 5]
     """
     fn = "lpcore.grow_by_score"
-    score = as_array(score, fn, "score")
+    B = for_arrays(fn, score=score, mask=mask)
+    score = B.as_array(score, fn, "score")
     comp, _ = compute_dtype(score, fn=fn, names=("score",))
-    m = _mask_like(mask, score.shape, fn)
+    m = _mask_like(mask, score.shape, fn, B=B)
     k = _count(k, fn)
-    inactive = ~m
-    n_in = int(inactive.sum())
+    K = B.kernels
+    m1 = B.flat(B.to2d(groups(m.shape, None, fn), m, np.bool_))  # C order, 1-D
+    n_in = K.inactive_count(m1)
     if k > n_in:
         raise ValueError(f"{fn}: k={k} exceeds the {n_in} inactive connections")
-    a = np.abs(score.astype(comp, copy=False))
-    if not all_finite(a):
+    if not all_finite(score):
         raise ValueError(f"{fn}: score contains NaN or Inf")
     grp = groups(score.shape, axis, fn)
-    mean = kernels.group_norms(grp.to2d(a, comp), 1.0)[0] / max(grp.n, 1)
-    mean_full = np.broadcast_to(grp.reduced_result(mean, keepdims=True), score.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm = np.where(mean_full > 0, a / mean_full, 0.0)
-    # the k largest normalised scores among the inactive, ties to the lower index
-    idx = _smallest_stable(np.where(inactive, -norm, np.inf).reshape(-1), k)
-    new = m.copy()
-    new.reshape(-1)[idx] = True
-    return new, idx
+    s2 = B.to2d(grp, score, comp)
+    keys2 = K.grow_keys(s2, K.group_norms(s2, 1.0)[0], grp.n, B.empty(s2.shape, np.float64))
+    # the k largest normalised scores among the inactive, ties to the lower
+    # index (of the C-ordered original shape)
+    keys1 = B.flat(B.write(grp, keys2, B.empty(score.shape, np.float64)))
+    new1, idx = K.select_largest(keys1, m1, k)
+    return B.shaped(new1, m.shape), idx
 
 
 def drop_smallest(w, mask, k):
@@ -224,7 +210,7 @@ def drop_smallest(w, mask, k):
     a = np.abs(w.astype(np.float64)).reshape(-1)
     if not np.all(np.isfinite(a[m.reshape(-1)])):
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
-    idx = _smallest_stable(np.where(m.reshape(-1), a, np.inf), k)
+    idx = smallest_stable(np.where(m.reshape(-1), a, np.inf), k)
     new = m.copy()
     new.reshape(-1)[idx] = False
     return new, idx
@@ -398,7 +384,7 @@ def adjust_to_sparsity(masks, drop_scores, grow_scores, target):
     changed = [np.zeros(0, dtype=np.intp) for _ in ms]
     if diff == 0:
         return new, changed
-    pick = _smallest_stable(np.concatenate(keys), abs(diff))
+    pick = smallest_stable(np.concatenate(keys), abs(diff))
     starts = np.cumsum([0] + [c.size for c in where])
     for i, (m, cand) in enumerate(zip(new, where)):
         sel = pick[(pick >= starts[i]) & (pick < starts[i + 1])] - starts[i]

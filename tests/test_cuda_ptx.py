@@ -51,6 +51,13 @@ def signatures(dt):
         La._k_strided: (A1(T.int32), A2(dt), tup, tup, b1),  # int32 -> dt and back
         B._k_ball: (A2(dt), A1(f8), i8, f8, f8, A2(dt)),
         Tp._k_drop: (A2(dt), A2(b1), f8, b1, A2(b1), A1(f8), A1(i8)),
+        Tp._k_keys: (A2(dt), A1(f8), f8, A2(f8)),
+        Tp._k_select_start: (A1(b1), i8, A1(i8), A1(i8)),
+        Tp._k_hist: (A1(i8), A1(b1), i8, A1(i8), A1(i8)),
+        Tp._k_pick: (A1(i8), A1(i8), i8),
+        Tp._k_mark: (A1(i8), A1(b1), A1(i8), A1(b1), A1(T.uint8)),
+        Tp._k_compact: (A1(T.uint8), A1(i8)),
+        Tp._k_copy_mask: (A1(b1), A1(b1)),
         L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
         L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,
                       i8),

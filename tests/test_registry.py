@@ -51,10 +51,12 @@ REGISTRY = {
     # "m": a mask with one inactive entry (the atomicity test's NaN is active)
     "drop_by_threshold": (lambda a: lpcore.drop_by_threshold(a["w"], a["m"], 0.5, axis=1)[0],
                           ("w", "m"), "w", False),
+    "grow_by_score": (lambda a: lpcore.grow_by_score(a["g"], a["m"], 1, axis=1)[0],
+                      ("g", "m"), "g", False),
 }
 
 #: the public functions whose result is a mask, not the input's dtype
-MASK_RESULTS = {"drop_by_threshold"}
+MASK_RESULTS = {"drop_by_threshold", "grow_by_score"}
 
 #: public names that take no arrays of a backend, with the reason
 HOST_ONLY = {
@@ -74,7 +76,6 @@ HOST_ONLY = {
     "input_statistic": "a statistic of the training inputs, on the host",
     "weighted_spectral_gap": "SciPy sparse linear algebra on the host",
     "top_singular_values": "SciPy sparse linear algebra on the host",
-    "grow_by_score": "masks live on the host",
     "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
     "random_mask": "masks live on the host", "mask_sparsity": "masks live on the host",
     "adjust_to_sparsity": "masks live on the host",
@@ -188,6 +189,9 @@ BAD_CALLS = {
     "drop-mask-dtype": lambda m: lpcore.drop_by_threshold(m(_X), m(_X), 0.5),
     "drop-mask-shape": lambda m: lpcore.drop_by_threshold(m(_X), m(_X[:1] > 0), 0.5),
     "drop-h": lambda m: lpcore.drop_by_threshold(m(_X), m(_X > 0), -0.5),
+    "grow-nan": lambda m: lpcore.grow_by_score(m(_XN), m(_X > 0), 2, axis=(0, 2)),
+    "grow-k": lambda m: lpcore.grow_by_score(m(_X), m(_X > -10.0), 1),
+    "grow-mask-shape": lambda m: lpcore.grow_by_score(m(_X), m(_X[:1] > 0), 1),
 }
 
 

@@ -268,3 +268,24 @@ def test_drop_by_threshold_decides_on_the_arrays_device(backend, rng, revive, dt
                                         backend.put(np.ascontiguousarray(m.T)), 0.7, axis=0,
                                         revive=revive)
     np.testing.assert_array_equal(backend.get(got_t), want.T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grow_by_score_selects_on_the_arrays_device(backend, rng, dtype):
+    """The device's radix selection gives the host's mask and indices,
+    including ties (repeated scores, rows of zeros) broken towards the lower
+    flat index, through a non-trailing axis and for k = 0 and every inactive."""
+    s = np.round(rng.standard_normal((4, 9)), 1).astype(dtype)  # many ties
+    s[2] = 0.0
+    m = rng.random((4, 9)) > 0.5
+    n_in = int((~m).sum())
+    for k in (0, 1, 7, n_in):
+        want, idx = lpcore.grow_by_score(s, m, k, axis=1)
+        got, gidx = lpcore.grow_by_score(backend.put(s), backend.put(m), k, axis=1)
+        np.testing.assert_array_equal(backend.get(got), want)
+        np.testing.assert_array_equal(backend.get(gidx), idx)
+    st, mt = np.ascontiguousarray(s.T), np.ascontiguousarray(m.T)
+    want, idx = lpcore.grow_by_score(st, mt, 5, axis=0)
+    got, gidx = lpcore.grow_by_score(backend.put(st), backend.put(mt), 5, axis=0)
+    np.testing.assert_array_equal(backend.get(got), want)
+    np.testing.assert_array_equal(backend.get(gidx), idx)

@@ -41,6 +41,13 @@ kernel compiles one signature per dtype.
     boolean); ``tau`` the thresholds (NaN for a row with a non-finite weight
     taking part, whose ``out`` row is unset); on the GPU the one copy to the
     host is those two integers.
+``topology.inactive_count(m1) -> int``   False entries of a 1-D boolean array.
+``topology.grow_keys(s, nrm, n, out)``   ``out = |s| / (nrm / n)`` per row (0
+    where that mean is 0), float64: grow_by_score's normalised scores.
+``topology.select_largest(keys, m1, k) -> (m1 | selected, indices)``   the
+    ``k`` largest non-negative float64 ``keys`` (1-D) where ``m1`` is False,
+    ties to the lower index; the indices increasing (an int64 device array
+    on the GPU, whose selection copies no more than an integer to the host).
 
 Writing kernels run only after the reductions that validate their inputs.
 Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
@@ -59,10 +66,11 @@ from .lpsgd import MultiStep, Tables
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
-from .topology import drop_rows
+from .topology import drop_rows, grow_keys, inactive_count, select_largest
 
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
     "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables", "drop_rows",
+    "inactive_count", "grow_keys", "select_largest",
 ]

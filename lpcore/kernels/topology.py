@@ -52,3 +52,42 @@ def drop_rows(w, m, h, out, revive=False):
         _drop(w.shape[0], w.size, w, m, float(h), bool(revive), out, tau)
     bad = first_flags(tau)[0]
     return tau, bad, int(np.count_nonzero(m & ~out)) if bad == w.shape[0] else 0
+
+
+# grow_by_score's steps (the CUDA twins are in kernels/cuda/topology.py)
+def inactive_count(m):
+    """The number of False entries of a boolean array."""
+    return int(m.size - np.count_nonzero(m))
+
+
+def grow_keys(s, nrm, n, out):
+    """``out = |s| / mean`` per row, ``mean = nrm / n`` (``nrm``: the rows' L1
+    norms, float64), 0 in rows whose mean is 0; float64 ``out`` of s's shape."""
+    mean = (nrm / max(n, 1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.copyto(out, np.where(mean > 0, np.abs(s) / mean, 0.0))
+    return out
+
+
+def smallest_stable(keys, k):
+    """Positions of the ``k`` smallest ``keys``, ties towards the lower
+    position: the first ``k`` of a stable sort, found in linear time."""
+    if k == 0:
+        return np.zeros(0, dtype=np.intp)
+    if k >= keys.size:
+        return np.arange(keys.size, dtype=np.intp)
+    kth = np.partition(keys, k - 1)[k - 1]
+    below = np.flatnonzero(keys < kth)
+    tie = np.flatnonzero(keys == kth)[:k - below.size]
+    return np.sort(np.concatenate((below, tie)))
+
+
+def select_largest(keys, m, k):
+    """The ``k`` largest of the non-negative float64 ``keys`` (1-D) among the
+    entries where ``m`` (boolean, 1-D) is False, ties to the lower index:
+    ``(m | selected, the selected indices in increasing order)``; ``k`` at
+    most the number of such entries."""
+    idx = smallest_stable(np.where(m, np.inf, -keys), k)
+    new = m.copy()
+    new[idx] = True
+    return new, idx

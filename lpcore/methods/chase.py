@@ -30,7 +30,8 @@ import numpy as np
 from .._validate import check_real
 from ..layout import groups
 from ..channels import unmasked_mean_magnitude
-from ..masks import drop_smallest, grow_by_score, _smallest_stable
+from ..kernels.topology import smallest_stable
+from ..masks import drop_smallest, grow_by_score
 from ..schedules import sparsity_schedule
 from ._base import Layer
 from .rigl import RigL
@@ -119,7 +120,7 @@ class Chase(RigL):
             freed = 0
             if n_rm:
                 umm = np.asarray(unmasked_mean_magnitude(w2, m2, axis=1), dtype=np.float64)
-                rm = _smallest_stable(np.where(dead, np.inf, umm), n_rm)
+                rm = smallest_stable(np.where(dead, np.inf, umm), n_rm)
                 freed = int(m2[rm].sum())
                 m2[rm] = False
                 dead[rm] = True

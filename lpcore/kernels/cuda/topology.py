@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float64, int32, int64
 
-from ._launch import MAXT, config, flags, scratch, stream, threads_for, to_host
+from ._launch import MAXT, config, flags, grid1d, scratch, stream, threads_for, to_host
 from ._reduce import bmax, bsum, bsum2
 
 INF = math.inf
@@ -86,3 +86,220 @@ def drop_rows(w, m, h, out, revive=False):
         w, m, float(h), bool(revive), out, tau, fl)
     f = to_host(fl)
     return tau[:G], (G - int(f[0]) if f[0] else G), int(f[1])
+
+
+# ---------------------------------------------------------------------------
+# grow_by_score: the k largest keys among the inactive entries, ties to the
+# lower flat index, found by a radix select on the composite key (the float64
+# key's bit pattern, then N - 1 - index): 12 passes of an 8-bit histogram and
+# a one-thread pick, all on the device; the composite key of every entry is
+# distinct, so "at least the k-th largest" selects exactly k.  Non-negative
+# float64 keys order as their int64 bit patterns.
+
+_DIGITS_HI = 8  # digits of the key's bits (bits 63..0)
+_PASSES = _DIGITS_HI + 4  # and of the 32-bit index part
+#: the selection's device state: the chosen prefix (key bits, index part),
+#: the rank still to find, the inactive count
+_ST_HI, _ST_LO, _ST_K, _ST_N = 0, 1, 2, 3
+
+
+@cuda.jit(cache=True)
+def _k_select_start(m, k, st, hist):
+    """Count the inactive entries (into a zeroed ``st``); zero the histogram."""
+    e = cuda.grid(1)
+    if e == 0:
+        st[_ST_K] = k
+    z = e
+    while z < 256:
+        hist[z] = 0
+        z += cuda.gridsize(1)
+    c = 0
+    while e < m.size:
+        if not m[e]:
+            c += 1
+        e += cuda.gridsize(1)
+    if c:
+        cuda.atomic.add(st, _ST_N, c)
+
+
+@cuda.jit(device=True)
+def _digit(hi, lo, d):
+    if d < _DIGITS_HI:
+        return (hi >> (56 - 8 * d)) & 255
+    return (lo >> (24 - 8 * (d - _DIGITS_HI))) & 255
+
+
+@cuda.jit(device=True)
+def _prefix_matches(hi, lo, st, d):
+    """Whether the composite key's digits before ``d`` are the chosen ones."""
+    if d == 0:
+        return True
+    if d <= _DIGITS_HI:
+        s = 64 - 8 * d
+        return (hi >> s) == (st[_ST_HI] >> s)
+    if hi != st[_ST_HI]:
+        return False
+    s = 32 - 8 * (d - _DIGITS_HI)
+    return (lo >> s) == (st[_ST_LO] >> s)
+
+
+@cuda.jit(cache=True)
+def _k_hist(bits, m, d, st, hist):
+    loc = cuda.shared.array(256, int32)
+    t = cuda.threadIdx.x
+    while t < 256:
+        loc[t] = 0
+        t += cuda.blockDim.x
+    cuda.syncthreads()
+    N = m.size
+    e = cuda.grid(1)
+    while e < N:
+        if not m[e]:
+            hi = bits[e]
+            lo = N - 1 - e
+            if _prefix_matches(hi, lo, st, d):
+                cuda.atomic.add(loc, _digit(hi, lo, d), 1)
+        e += cuda.gridsize(1)
+    cuda.syncthreads()
+    t = cuda.threadIdx.x
+    while t < 256:
+        if loc[t]:
+            cuda.atomic.add(hist, t, int64(loc[t]))
+        t += cuda.blockDim.x
+
+
+@cuda.jit(cache=True)
+def _k_pick(hist, st, d):
+    """One thread: the digit of the rank still sought (from the largest), the
+    rank within it; the histogram zeroed for the next pass."""
+    if cuda.grid(1) != 0:
+        return
+    k = st[_ST_K]
+    acc = 0
+    b = 255
+    while b > 0 and acc + hist[b] < k:
+        acc += hist[b]
+        b -= 1
+    st[_ST_K] = k - acc
+    if d < _DIGITS_HI:
+        st[_ST_HI] = st[_ST_HI] | (b << (56 - 8 * d))
+    else:
+        st[_ST_LO] = st[_ST_LO] | (b << (24 - 8 * (d - _DIGITS_HI)))
+    for c in range(256):
+        hist[c] = 0
+
+
+@cuda.jit(cache=True)
+def _k_mark(bits, m, st, new, grown):
+    """new = m | (inactive with a composite key at least the k-th largest)."""
+    N = m.size
+    e = cuda.grid(1)
+    while e < N:
+        g = False
+        if not m[e]:
+            hi = bits[e]
+            g = hi > st[_ST_HI] or (hi == st[_ST_HI] and N - 1 - e >= st[_ST_LO])
+        new[e] = m[e] or g
+        grown[e] = 1 if g else 0
+        e += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def _k_compact(flags, idx):
+    """One block: the positions of the set flags, in order (a block-wide
+    exclusive scan per tile of blockDim.x entries)."""
+    sh = cuda.shared.array(MAXT, int64)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    base = 0
+    start = 0
+    while start < flags.size:
+        e = start + t
+        f = 1 if e < flags.size and flags[e] else 0
+        sh[t] = f
+        cuda.syncthreads()
+        off = 1
+        while off < nt:  # Hillis-Steele inclusive scan
+            v = sh[t - off] if t >= off else 0
+            cuda.syncthreads()
+            sh[t] += v
+            cuda.syncthreads()
+            off *= 2
+        if f:
+            idx[base + sh[t] - 1] = e
+        total = sh[nt - 1]
+        cuda.syncthreads()
+        base += total
+        start += nt
+
+
+def _start(m, k):
+    """Zero the selection state, count the inactive entries into it and zero
+    the histogram: (state, histogram)."""
+    st = scratch("select_state", (4,), np.int64)
+    hist = scratch("select_hist", (256,), np.int64)
+    st.copy_to_device(np.zeros(4, np.int64), stream=stream())
+    bl, nt = grid1d(max(m.size, 256))
+    _k_select_start[bl, nt, stream()](m, int(k), st, hist)
+    return st, hist
+
+
+def inactive_count(m):
+    """The number of False entries of a 1-D boolean device array (one integer
+    copied to the host)."""
+    st, _ = _start(m, 0)
+    return int(to_host(st)[_ST_N])
+
+
+@cuda.jit(cache=True)
+def _k_keys(s, nrm, n, out):
+    """out = |s| / (nrm / n) per row, 0 where that mean is 0."""
+    cols = s.shape[1]
+    e = cuda.grid(1)
+    while e < s.size:
+        i = e // cols
+        j = e - i * cols
+        mean = nrm[i] / n
+        out[i, j] = abs(float64(s[i, j])) / mean if mean > 0.0 else 0.0
+        e += cuda.gridsize(1)
+
+
+def grow_keys(s, nrm, n, out):
+    """The contract of :func:`lpcore.kernels.topology.grow_keys` on device arrays."""
+    if s.size:
+        bl, nt = grid1d(s.size)
+        _k_keys[bl, nt, stream()](s, nrm, float(max(n, 1)), out)
+    return out
+
+
+def select_largest(keys, m, k):
+    """The contract of :func:`lpcore.kernels.topology.select_largest` on 1-D
+    device arrays: ``(m | selected, the selected indices increasing, int64)``,
+    all on the device (no copy to the host)."""
+    N = m.size
+    if N >= 1 << 32:
+        raise ValueError("lpcore: a GPU selection ranks at most 2**32 entries per call")
+    new = cuda.device_array(N, dtype=np.bool_, stream=stream())
+    idx = cuda.device_array(max(int(k), 1), dtype=np.int64, stream=stream())[:int(k)]
+    bl, nt = grid1d(max(N, 1))
+    if k <= 0:
+        if N:
+            _k_copy_mask[bl, nt, stream()](m, new)
+        return new, idx
+    st, hist = _start(m, k)
+    bits = keys.view(np.int64)
+    for d in range(_PASSES):
+        _k_hist[bl, nt, stream()](bits, m, d, st, hist)
+        _k_pick[1, 1, stream()](hist, st, d)
+    grown = cuda.device_array(N, dtype=np.uint8, stream=stream())
+    _k_mark[bl, nt, stream()](bits, m, st, new, grown)
+    _k_compact[1, config.threads, stream()](grown, idx)
+    return new, idx
+
+
+@cuda.jit(cache=True)
+def _k_copy_mask(m, new):
+    e = cuda.grid(1)
+    while e < m.size:
+        new[e] = m[e]
+        e += cuda.gridsize(1)
