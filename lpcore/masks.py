@@ -14,6 +14,10 @@ the weight's shape (True = active).
 * :func:`mask_sparsity` - the exact zero fraction over several masks.
 * :func:`adjust_to_sparsity` - one global drop or grow over several masks
   to an exact zero count.
+
+Two counting helpers for the methods, on the masks' own backend (a GPU
+mask never leaves the device; one integer does): :func:`inactive_count`
+and :func:`activated`.
 """
 from __future__ import annotations
 
@@ -38,6 +42,52 @@ def _mask_like(mask, shape, fn, name="mask", B=HOST):
     if m.shape != tuple(shape):
         raise ValueError(f"{fn}: {name} has shape {m.shape}, expected {tuple(shape)}")
     return m
+
+
+def _flat(B, m, fn):
+    """Boolean mask ``m`` of backend ``B`` as its C-ordered 1-D array (a view
+    when it is contiguous)."""
+    return B.flat(B.to2d(groups(m.shape, None, fn), m, np.bool_))
+
+
+def inactive_count(mask):
+    """The number of inactive (False) entries of a boolean mask, counted on
+    the mask's backend (a GPU mask copies one integer to the host).
+
+    >>> import numpy as np
+    >>> from lpcore.masks import inactive_count
+    >>> inactive_count(np.array([[True, False], [False, False]]))
+    3
+    """
+    fn = "lpcore.masks.inactive_count"
+    B = for_arrays(fn, mask=mask)
+    m = B.as_array(mask, fn, "mask")
+    _mask_like(m, m.shape, fn, B=B)
+    return B.kernels.inactive_count(_flat(B, m, fn))
+
+
+def activated(new, *before):
+    """The flat positions (C order, increasing) of the connections active in
+    the boolean mask ``new`` and inactive in at least one of the one or two
+    ``before`` masks (of ``new``'s shape and backend): e.g. the connections
+    whose optimizer state a topology update resets.  On GPU masks the result
+    is an int64 device array, and the one copy to the host is its length.
+
+    >>> import numpy as np
+    >>> from lpcore.masks import activated
+    >>> old = np.array([True, True, False, False])
+    >>> activated(np.array([True, False, True, False]), old).tolist()
+    [2]
+    """
+    fn = "lpcore.masks.activated"
+    if len(before) not in (1, 2):
+        raise TypeError(f"{fn}: takes one or two earlier masks, got {len(before)}")
+    B = for_arrays(fn, new=new, **{f"before[{i}]": b for i, b in enumerate(before)})
+    m = B.as_array(new, fn, "new")
+    _mask_like(m, m.shape, fn, B=B)
+    flats = [_flat(B, _mask_like(b, m.shape, fn, f"before[{i}]", B=B), fn)
+             for i, b in enumerate(before)]
+    return B.kernels.activated(_flat(B, m, fn), flats[0], flats[-1])
 
 
 def _count(k, fn):
@@ -155,7 +205,7 @@ def grow_by_score(score, mask, k, axis=None):
     m = _mask_like(mask, score.shape, fn, B=B)
     k = _count(k, fn)
     K = B.kernels
-    m1 = B.flat(B.to2d(groups(m.shape, None, fn), m, np.bool_))  # C order, 1-D
+    m1 = _flat(B, m, fn)  # C order, 1-D
     n_in = K.inactive_count(m1)
     if k > n_in:
         raise ValueError(f"{fn}: k={k} exceeds the {n_in} inactive connections")
@@ -285,17 +335,31 @@ def random_mask(shape, sparsity, rng):
 def mask_sparsity(masks):
     """Exact fraction of zeros over all ``masks`` (a mask or a list of masks).
 
+    Host masks may be of any dtype (their zeros count); GPU masks must be
+    boolean and are counted on the device (one integer per mask reaches the
+    host).
+
     Examples
     --------
     >>> import numpy as np, lpcore
     >>> lpcore.mask_sparsity([np.array([True, False]), np.zeros((2, 1), bool)])
     0.75
     """
-    ms = [masks] if isinstance(masks, np.ndarray) else list(masks)
-    total = sum(int(np.size(m)) for m in ms)
+    fn = "lpcore.mask_sparsity"
+    ms = [masks] if hasattr(masks, "shape") else list(masks)  # one mask (any backend) or several
+    total = zeros = 0
+    for i, m in enumerate(ms):
+        B = for_arrays(fn, **{f"masks[{i}]": m})
+        if B is HOST:
+            total += int(np.size(m))
+            zeros += int(np.size(m)) - int(np.count_nonzero(m))
+        else:
+            m = B.as_array(m, fn, f"masks[{i}]")
+            _mask_like(m, m.shape, fn, f"masks[{i}]", B=B)
+            total += int(m.size)
+            zeros += B.kernels.inactive_count(_flat(B, m, fn)) if m.size else 0
     if total == 0:
-        raise ValueError("lpcore.mask_sparsity: no mask entries")
-    zeros = sum(int(np.size(m)) - int(np.count_nonzero(m)) for m in ms)
+        raise ValueError(f"{fn}: no mask entries")
     return zeros / total
 
 

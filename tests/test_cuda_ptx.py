@@ -57,6 +57,7 @@ def signatures(dt):
         Tp._k_pick: (A1(i8), A1(i8), i8),
         Tp._k_mark: (A1(i8), A1(b1), A1(i8), A1(b1), A1(T.uint8)),
         Tp._k_compact: (A1(T.uint8), A1(i8)),
+        Tp._k_activated: (A1(b1), A1(b1), A1(b1), A1(T.uint8), A1(i8)),
         Tp._k_copy_mask: (A1(b1), A1(b1)),
         L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
         L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,

@@ -53,6 +53,7 @@ REGISTRY = {
                           ("w", "m"), "w", False),
     "grow_by_score": (lambda a: lpcore.grow_by_score(a["g"], a["m"], 1, axis=1)[0],
                       ("g", "m"), "g", False),
+    "mask_sparsity": (lambda a: lpcore.mask_sparsity([a["m"], a["m"]]), ("m",), None, False),
 }
 
 #: the public functions whose result is a mask, not the input's dtype
@@ -77,7 +78,7 @@ HOST_ONLY = {
     "weighted_spectral_gap": "SciPy sparse linear algebra on the host",
     "top_singular_values": "SciPy sparse linear algebra on the host",
     "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
-    "random_mask": "masks live on the host", "mask_sparsity": "masks live on the host",
+    "random_mask": "masks live on the host",
     "adjust_to_sparsity": "masks live on the host",
     "make_method": "sparse-training policy: masks live on the host",
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
@@ -192,6 +193,7 @@ BAD_CALLS = {
     "grow-nan": lambda m: lpcore.grow_by_score(m(_XN), m(_X > 0), 2, axis=(0, 2)),
     "grow-k": lambda m: lpcore.grow_by_score(m(_X), m(_X > -10.0), 1),
     "grow-mask-shape": lambda m: lpcore.grow_by_score(m(_X), m(_X[:1] > 0), 1),
+    "mask_sparsity-empty": lambda m: lpcore.mask_sparsity([m(np.zeros((0, 3), bool))]),
 }
 
 

@@ -289,3 +289,95 @@ def test_grow_by_score_selects_on_the_arrays_device(backend, rng, dtype):
     got, gidx = lpcore.grow_by_score(backend.put(st), backend.put(mt), 5, axis=0)
     np.testing.assert_array_equal(backend.get(got), want)
     np.testing.assert_array_equal(backend.get(gidx), idx)
+
+
+def _activated_ref(new, *before):
+    """The positions active in ``new`` and inactive in some earlier mask, by definition."""
+    return [i for i in range(new.size)
+            if new.flat[i] and any(not b.flat[i] for b in before)]
+
+
+@given(st.integers(0, 40), st.integers(0, 2 ** 32 - 1))
+def test_activated_is_new_and_once_inactive(n, seed):
+    r = np.random.default_rng(seed)
+    new, a, b = (r.random((3, n)) > 0.5 for _ in range(3))
+    from lpcore.masks import activated, inactive_count
+    assert activated(new, a, b).tolist() == _activated_ref(new, a, b)
+    assert activated(new, a).tolist() == _activated_ref(new, a)
+    assert inactive_count(new) == int((~new).sum())
+
+
+def test_mask_counts_on_the_arrays_device(backend, rng):
+    """inactive_count, activated and mask_sparsity on device masks give the host's
+    results (a transposed mask through the layout, an empty mask)."""
+    from lpcore.masks import activated, inactive_count
+    new, a, b = (rng.random((7, 33)) > 0.4 for _ in range(3))
+    for args in ((new, a, b), (new, a), (new.T, a.T, b.T), (new[:0], a[:0])):
+        want = _activated_ref(*args)
+        got = activated(*[backend.put(x) for x in args])
+        assert backend.get(got).tolist() == want
+        assert inactive_count(backend.put(args[0])) == int((~args[0]).sum())
+    masks = [new, a.T, np.zeros((2, 3), bool)]
+    assert lpcore.mask_sparsity([backend.put(m) for m in masks]) == \
+        lpcore.mask_sparsity(masks)
+    with pytest.raises(TypeError, match="boolean"):
+        inactive_count(backend.put(new.astype(np.float32)))
+    with pytest.raises(ValueError, match=r"before\[1\] has shape"):
+        activated(backend.put(new), backend.put(a), backend.put(b[:2]))
+
+
+def _lpss_layers(rng, put, G=(6, 5, 4), n=(10, 12, 9)):
+    out = []
+    for g_, n_ in zip(G, n):
+        lat = np.abs(rng.standard_normal((g_, n_)))
+        m = rng.random((g_, n_)) > 0.3
+        grad = rng.standard_normal((g_, n_))
+        out.append(lpcore.methods.Layer(mask=put(m), weight=put(lat * m), latent=put(lat),
+                                        grad=put(grad), axis=(1,)))
+    return out
+
+
+@pytest.mark.parametrize("controller", ["schedule", "reference"])
+def test_lpss_update_decides_on_the_arrays_device_copying_only_counts(backend, rng,
+                                                                      monkeypatch, controller):
+    """LpSS's topology update on device arrays (issue 26, item 5): the same masks,
+    reset indices and controller state as on the host, and every copy to the host
+    is a count (at most 4 integers: the decision never reads a mask, weight or
+    gradient back)."""
+    kw = dict(target_sparsity=0.7, init_sparsity=0.2, begin=0, end=10, frequency=1,
+              controller=controller, revive=True, dense_params=7 if controller == "reference"
+              else 0)
+    host_m = lpcore.make_method("lpss", **kw)
+    dev_m = lpcore.make_method("lpss", **kw)
+    seed = int(rng.integers(1 << 30))
+    layers_h = _lpss_layers(np.random.default_rng(seed), lambda x: x)
+    layers_d = _lpss_layers(np.random.default_rng(seed), backend.put)
+    sizes, watching = [], [False]
+    from lpcore import _device as D
+    sim = backend.name == "cuda" and D.simulated()
+    if sim:
+        from numba.cuda.simulator.cudadrv import devicearray as sim_array
+        copy = sim_array.FakeCUDAArray.copy_to_host
+        monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                            lambda self, ary=None, stream=0:
+                            (watching[0] and sizes.append(self.size))
+                            or copy(self, ary, stream))
+    reset = 0
+    for t in (3, 4):
+        want = host_m.update(t, layers_h)
+        watching[0] = True
+        got = dev_m.update(t, layers_d)
+        watching[0] = False
+        for (wn, wi), (gn, gi), ly_h, ly_d in zip(want, got, layers_h, layers_d):
+            assert type(gn) is type(backend.put(wn))
+            np.testing.assert_array_equal(backend.get(gn), wn)
+            np.testing.assert_array_equal(backend.get(gi), wi)
+            reset += len(wi)
+            ly_h.mask, ly_d.mask = wn, gn
+        assert (dev_m.phi, dev_m.h_gain) == (host_m.phi, host_m.h_gain)
+    assert reset > 0  # connections were regrown or revived
+    assert any(not np.array_equal(backend.get(ly.mask), m) for ly, m in
+               zip(layers_h, [x.mask for x in _lpss_layers(np.random.default_rng(seed),
+                                                           lambda x: x)]))
+    if sim:  # the counts the decision read (drop: 2, inactive counts: 4)
+        assert sizes and max(sizes) <= 4, sizes

@@ -297,3 +297,32 @@ def test_ddp_replicas_stay_identical(tmp_path):
         assert torch.equal(qa, qb)
     # and the replicas did move
     assert not torch.equal(a[0], _mlp(0)[0].weight.detach())
+
+
+def test_reset_state_by_mask_equals_reset_by_index():
+    """LpSGD.reset_state takes a boolean tensor of the weight's shape (the GPU
+    trainer's form, no read-back) with the same effect as the flat indices, through
+    the weight -> state positions of a conv weight."""
+    opts = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 3, 2, 1))
+        b = torch.nn.Parameter(torch.randn(6))
+        opt = lpcore_torch.LpSGD([{"params": [w], "p": 1.3}, {"params": [b], "p": None}],
+                                 lr=0.1, momentum=0.9)
+        w.grad, b.grad = torch.ones(4, 3, 2, 1), torch.ones(6)
+        opt.step()
+        opts.append((opt, w, b))
+    m = torch.rand(4, 3, 2, 1, generator=torch.Generator().manual_seed(3)) > 0.6
+    (o1, w1, b1), (o2, w2, b2) = opts
+    o1.reset_state(w1, np.flatnonzero(m.numpy().reshape(-1)), dual=True)
+    o2.reset_state(w2, m, dual=True)
+    o1.reset_state(b1, [1, 4])
+    o2.reset_state(b2, torch.tensor([False, True, False, False, True, False]))
+    for k in ("dual", "momentum_buffer"):
+        assert torch.equal(o1.state[w1][k], o2.state[w2][k])
+        assert 0 < int((o2.state[w2][k] == 0).sum()) == int(m.sum())
+    assert torch.equal(o1.state[b1]["momentum_buffer"], o2.state[b2]["momentum_buffer"])
+    latent = o2.latent(w2)
+    assert isinstance(latent, np.ndarray) and latent.shape == (4, 3, 2, 1)
+    assert np.all(latent[m.numpy()] == 0) and np.all(latent[~m.numpy()] != 0)

@@ -300,6 +300,54 @@ def test_sparse_trainer_lpss_on_gpu_reaches_the_target_with_masks_on_the_device(
         np.testing.assert_allclose(norm_ref(w[live].astype(np.float64), 1.3, 1), 1.0, rtol=1e-5)
 
 
+def test_sparse_trainer_lpss_decision_on_gpu_copies_no_tensor_to_the_host(gpu, monkeypatch):
+    """Issue 26, item 5: LpSS's topology updates on GPU tensors decide on the device.
+    Inside ``trainer.step()`` no tensor is copied to the host (the binding's host
+    copies are watched, and every device-to-host copy is a count of at most 4
+    integers); the masks change as in the same run on the CPU."""
+    if not gpu.sim:
+        pytest.skip("watches the simulator's copies")
+    import lpcore_torch.sparse as S
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+
+    def make():
+        net = _net(width=8)
+        opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1, momentum=0.9)
+        return net, opt, lpcore_torch.SparseTrainer(net, opt, method="lpss", target_sparsity=0.6,
+                                                    init_sparsity=0.2, begin=1, end=4,
+                                                    frequency=1)
+    ref, opt_ref, tr_ref = make()
+    _train(ref, opt_ref, _batches(5), trainer=tr_ref)
+    with gpu.on():
+        net, opt, tr = make()
+    start = [it.mask.clone() for it in tr.items]
+    watching, sizes, hosted = [False], [], []
+    copy = sim_array.FakeCUDAArray.copy_to_host
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                        lambda self, ary=None, stream=0:
+                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
+    for mod in (S, C):
+        real = mod.host
+        monkeypatch.setattr(mod, "host", lambda t, real=real: (watching[0] and hosted.append(
+            tuple(t.shape))) or real(t))
+    for x, y in _batches(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(gpu.to(x)), gpu.to(y)).backward()
+        with gpu.on():
+            opt.step()
+            watching[0] = True
+            tr.step()
+            watching[0] = False
+    assert hosted == []
+    assert sizes and max(sizes) <= 4, sizes
+    assert any(not torch.equal(it.mask, m) for it, m in zip(tr.items, start))
+    for it, it_ref in zip(tr.items, tr_ref.items):
+        assert torch.equal(it.mask, it_ref.mask)
+        assert torch.all(it.weight[~it.mask] == 0)
+    with gpu.on():
+        assert tr.sparsity == tr_ref.sparsity > 0.2
+
+
 def test_sparse_trainer_rigl_with_torch_sgd_on_gpu_tensors(gpu):
     # a method deciding on the host from device masks, weights and gradients
     net = _net(width=8).to(gpu.device)

@@ -1,9 +1,8 @@
 """The weights a :class:`lpcore_torch.SparseTrainer` sparsifies, and the
 torch side of their masks: which weights, writing masked weights, the bias
-of channels without connections, gates and index tensors."""
+of channels without connections, gates."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -99,7 +98,3 @@ def gate_tensor(g, w):
     """A learned method's gate (NumPy, the weight's view) as a tensor like ``w``."""
     return torch.from_numpy(g).reshape(w.shape).to(device=w.device, dtype=w.dtype)
 
-
-def index_tensor(idx, t):
-    """Flat positions (NumPy) as an index tensor on ``t``'s device."""
-    return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(t.device)

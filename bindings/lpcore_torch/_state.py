@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 import lpcore
@@ -104,6 +105,52 @@ def load_checked(opt, state_dict, load):
                     st[k] = exact[(id(q), k)].detach().to(
                         device=q.device, dtype=state_dtype(q), copy=True).contiguous()
     opt.accept_weights()  # the loaded state belongs to the weights as they are now
+
+
+def latent_values(opt, dual, pos, view, p):
+    """``D_q`` of a constrained weight's dual state in the weight's fan-in
+    ``view`` (``pos``: flat weight index -> flat state index, a NumPy array),
+    on the state's own device: a NumPy array for a CPU state; for a GPU state
+    a device array computed there (the gather is a torch op, the power
+    lpcore's kernel on torch's current stream), nothing copied to the host."""
+    if not _convert.on_gpu(dual):
+        return lpcore.from_dual(_convert.host(dual).reshape(-1)[pos].reshape(view), p)
+    at = device_positions(opt, pos, dual.device)
+    gathered = dual.reshape(-1).index_select(0, at).reshape(view)
+    with _convert.stream_of([dual]):
+        return lpcore.from_dual(_convert.core_view(gathered), p)
+
+
+def zero_entries(opt, t, pos, index):
+    """Zero the entries of the state tensor ``t`` that belong to a weight's
+    flat positions ``index``: an index array, or a boolean tensor of the
+    weight's shape (no read-back to the host: the GPU trainer's form).
+    ``pos``: flat weight index -> flat index of ``t`` (a NumPy array), or
+    None when ``t`` has the weight's own shape."""
+    if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+        if pos is None:
+            t.masked_fill_(index.reshape(t.shape).to(t.device), 0.0)
+        else:
+            flat = t.view(-1)  # a constrained weight's state: a contiguous (G, n)
+            at = device_positions(opt, pos, t.device)
+            flat.index_copy_(0, at, flat.index_select(0, at).masked_fill_(
+                index.reshape(-1).to(t.device), 0.0))
+        return
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    if index.size:
+        flat = t.reshape(-1)
+        flat[torch.from_numpy(index if pos is None else pos[index]).to(t.device)] = 0.0
+
+
+def device_positions(opt, pos, device):
+    """The position array ``pos`` as an int64 tensor on ``device``, kept by
+    ``opt`` for later calls (one host-to-device copy per layout and device)."""
+    cache = opt.__dict__.setdefault("_device_positions", {})
+    hit = cache.get((id(pos), str(device)))
+    if hit is None or hit[0] is not pos:
+        hit = cache[(id(pos), str(device))] = (pos, torch.from_numpy(
+            np.asarray(pos, np.int64)).to(device))
+    return hit[1]
 
 
 def fingerprint(w):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import weakref
 
-import numpy as np
 import torch
 from torch.optim import Optimizer
 
@@ -14,7 +13,8 @@ from . import _convert
 from ._convert import check_tensor
 from ._plain import PlainSteps
 from ._plan import LazyNames, PlanHolder, grad_array, group_core
-from ._state import check_state, fingerprint, init_state, load_checked
+from ._state import (check_state, fingerprint, init_state, latent_values, load_checked,
+                     zero_entries)
 
 
 class LpSGD(PlainSteps, Optimizer):
@@ -130,31 +130,26 @@ class LpSGD(PlainSteps, Optimizer):
 
     def latent(self, weight):
         """Every connection's latent magnitude ``D_q(dual)`` (the magnitude
-        semi-pruning ranks by; inactive connections keep theirs), as a host
-        NumPy array in ``weight``'s fan-in view; None without a dual state."""
+        semi-pruning ranks by; inactive connections keep theirs) in
+        ``weight``'s fan-in view, on its device: a NumPy array for a CPU
+        weight, a numba device array for a CUDA one (computed there, never
+        copied to the host); None without a dual state."""
         pos, (view, _), p = self._layout_of(weight)
         dual = self.state.get(weight, {}).get("dual")
-        if dual is None:
-            return None
-        return lpcore.from_dual(_convert.host(dual).reshape(-1)[pos].reshape(view), p)
+        return None if dual is None else latent_values(self, dual, pos, view, p)
 
     def reset_state(self, weight, index, momentum=True, dual=False):
         """Zero the momentum (and with ``dual=True`` the dual value) of the
-        entries of ``weight`` at the flat positions ``index`` (its own flat
-        order): the connections a trainer dropped or grew.  ``weight`` may
+        entries of ``weight`` at ``index``: flat positions (its own flat
+        order), or a boolean tensor of its shape (nothing read back to the
+        host): the connections a trainer dropped or grew.  ``weight`` may
         also be a plain parameter (its momentum only)."""
-        index = np.asarray(index, dtype=np.int64).reshape(-1)
-        if index.size == 0:
-            return
         st = self.state.get(weight, {})
-        keys = [k for k, on in (("momentum_buffer", momentum), ("dual", dual)) if on and k in st]
-        if not keys:
-            return
         constrained = any(weight is w for w in self._all_constrained())
-        pos = self._layout_of(weight)[0][index] if constrained else index
-        for k in keys:
-            t = st[k].reshape(-1)
-            t[torch.from_numpy(pos).to(t.device)] = 0.0
+        pos = self._layout_of(weight)[0] if constrained else None
+        for k, on in (("momentum_buffer", momentum), ("dual", dual)):
+            if on and k in st:
+                zero_entries(self, st[k], pos, index)
 
     def clear_momentum(self):
         """Drop every momentum buffer (a rewound run starts its momentum at

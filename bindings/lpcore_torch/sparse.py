@@ -29,6 +29,7 @@ buffers), ``state_dict``.
 """
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 import torch
@@ -36,9 +37,9 @@ from torch import nn
 
 import lpcore
 
+from . import _convert
 from ._convert import host
-from ._masking import (alive, apply_masks, gate_tensor, index_tensor, select_weights,
-                       zero_dead_biases)
+from ._masking import alive, apply_masks, gate_tensor, select_weights, zero_dead_biases
 from .optim import LpSGD
 
 
@@ -175,8 +176,10 @@ class SparseTrainer:
 
     @property
     def sparsity(self):
-        """Exact-zero fraction of the masks over all sparse weights."""
-        return lpcore.mask_sparsity([host(it.mask) for it in self.items])
+        """Exact-zero fraction of the masks over all sparse weights (counted on
+        the masks' device)."""
+        with _convert.stream_of([it.mask for it in self.items]):
+            return lpcore.mask_sparsity([_convert.core_view(it.mask) for it in self.items])
 
     def weight_sparsity(self):
         """Exact-zero fraction of the sparse weights themselves."""
@@ -210,7 +213,13 @@ class SparseTrainer:
                     self._rewind_to[names[id(it.weight)]] = it.theta.clone()
         if self.policy.due(t):
             self._all_reduce_dense_grads()
-            self._install(self.policy.update(t, self._layers(latent=self.policy.uses_latent)))
+            # a method that decides on the device (lpss) gets device arrays of CUDA
+            # tensors: its decision copies counts to the host, never a tensor
+            on_device = self.policy.device_ready
+            with _convert.stream_of([it.weight for it in self.items]) if on_device else \
+                    contextlib.nullcontext():
+                self._install(self.policy.update(t, self._layers(
+                    latent=self.policy.uses_latent, on_device=on_device)))
             changed = True
             if self.policy.rewinds(t):
                 self._rewind()
@@ -241,7 +250,7 @@ class SparseTrainer:
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
             it.gate = gate_tensor(g, it.weight)
             old = host(it.mask).reshape(it.layout[0])
-            new = (g != 0).reshape(it.layout[0])
+            new = np.ascontiguousarray((g != 0).reshape(it.layout[0]))
             decisions.append(None if np.array_equal(old, new) else
                              (new, np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))))
         self._install(decisions)
@@ -278,54 +287,60 @@ class SparseTrainer:
                     torch.distributed.all_reduce(g)
                     it.dense_grad = g / ws
 
-    def _layers(self, latent, theta=False):
-        """The method's view of every sparse weight (NumPy views of CPU
-        tensors, no copies but the latent magnitudes; host copies of CUDA
-        tensors: the method decides on the host); ``theta``: a learned
+    def _layers(self, latent, theta=False, on_device=False):
+        """The method's view of every sparse weight: NumPy views of CPU
+        tensors (no copies but the latent magnitudes); for CUDA tensors
+        device arrays over their memory with ``on_device`` (the method
+        decides on the device), else host copies.  ``theta``: a learned
         method's trainable weights as the latent values."""
         out = []
         for it in self.items:
             view, axis = it.layout
+            dev = on_device and _convert.on_gpu(it.weight)
+
+            def arr(t, view=view, dev=dev):
+                return _convert.core_view(t.reshape(view)) if dev else host(t).reshape(view)
             if theta and it.theta is not None:
-                lat = host(it.theta).reshape(view)
+                lat = arr(it.theta)
+            elif latent and self._p(it) is not None:
+                # LpSGD's latent magnitudes, on the weight's device
+                lat = self.optimizer.latent(it.weight)
+                if lat is not None and not on_device and not isinstance(lat, np.ndarray):
+                    lat = lat.copy_to_host()
             else:
-                lat = self._latent(it) if latent else None
+                lat = None
             out.append(lpcore.methods.Layer(
-                mask=host(it.mask).reshape(view),
-                weight=host(it.weight).reshape(view),
-                latent=lat,
-                grad=None if it.dense_grad is None else host(it.dense_grad).reshape(view),
-                axis=axis))
+                mask=arr(it.mask), weight=arr(it.weight), latent=lat,
+                grad=None if it.dense_grad is None else arr(it.dense_grad), axis=axis))
         return out
 
     def _install(self, decisions):
         for it, d in zip(self.items, decisions):
             if d is not None:
-                new, grown = d
-                self._commit(it, host(it.mask).reshape(it.layout[0]), new, grown)
+                self._commit(it, *d)
 
-    def _latent(self, it):
-        """Every connection's latent magnitude, in the weight's view (LpSGD's
-        :meth:`~lpcore_torch.LpSGD.latent`), else None (the method ranks the
-        effective weights)."""
-        return None if self._p(it) is None else self.optimizer.latent(it.weight)
-
-    def _commit(self, it, old, new, grown):
-        """Install a new mask; reset optimizer state of changed connections."""
-        old_flat = old.reshape(-1)
-        new_flat = new.reshape(-1)
-        dropped = np.flatnonzero(old_flat & ~new_flat)
-        changed = np.union1d(dropped, np.asarray(grown, dtype=np.intp))
+    def _commit(self, it, new, grown):
+        """Install the new mask ``new`` (the weight's view; NumPy or a device
+        array) and reset the optimizer state of the connections it changed
+        (dropped, or grown: the flat indices ``grown``), in torch ops on the
+        mask's device: nothing is read back to the host."""
+        dev = it.mask.device
+        new = _convert.from_core(new, dev).to(dev).reshape(it.mask.shape)
+        if isinstance(grown, (list, tuple, np.ndarray)):
+            grown = np.asarray(grown, dtype=np.int64)
+        grown = _convert.from_core(grown, dev).to(dev)
+        dropped = it.mask & ~new
+        changed = dropped.clone()
+        changed.view(-1)[grown] = True
         if isinstance(self.optimizer, LpSGD):
             self.optimizer.reset_state(it.weight, changed)
             if self.policy.pruning == "hard" and self._p(it) is not None:
                 self.optimizer.reset_state(it.weight, dropped, momentum=False, dual=True)
         else:  # torch's SGD: its momentum buffer, in the weight's shape
             buf = self.optimizer.state.get(it.weight, {}).get("momentum_buffer")
-            if buf is not None and changed.size:
-                b = buf.reshape(-1)
-                b[index_tensor(changed, b)] = 0.0
-        it.mask.copy_(torch.from_numpy(new.reshape(tuple(it.weight.shape))))  # to its device
+            if buf is not None:
+                buf.masked_fill_(changed.reshape(buf.shape), 0.0)
+        it.mask.copy_(new)
 
     @property
     def channel_sparsity(self):

@@ -48,6 +48,9 @@ kernel compiles one signature per dtype.
     ``k`` largest non-negative float64 ``keys`` (1-D) where ``m1`` is False,
     ties to the lower index; the indices increasing (an int64 device array
     on the GPU, whose selection copies no more than an integer to the host).
+``topology.activated(new, a, b) -> indices``   the positions where the 1-D
+    boolean ``new`` is True and ``a & b`` False, increasing (on the GPU an
+    int64 device array; the one copy to the host is its length).
 
 Writing kernels run only after the reductions that validate their inputs.
 Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
@@ -66,11 +69,11 @@ from .lpsgd import MultiStep, Tables
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
-from .topology import drop_rows, grow_keys, inactive_count, select_largest
+from .topology import activated, drop_rows, grow_keys, inactive_count, select_largest
 
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
     "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables", "drop_rows",
-    "inactive_count", "grow_keys", "select_largest",
+    "inactive_count", "grow_keys", "select_largest", "activated",
 ]

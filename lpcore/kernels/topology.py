@@ -91,3 +91,10 @@ def select_largest(keys, m, k):
     new = m.copy()
     new[idx] = True
     return new, idx
+
+
+def activated(new, a, b):
+    """The flat positions where the boolean 1-D ``new`` is True and ``a & b``
+    is False (connections active now that were inactive in one of two
+    earlier masks), increasing."""
+    return np.flatnonzero(new & ~(a & b))

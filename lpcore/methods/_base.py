@@ -38,10 +38,10 @@ class Method:
     """A sparse-training method: its masks at the start, its topology update
     every ``frequency`` steps in ``[begin, end]``, its state.
 
-    A method works on host NumPy arrays only; the framework binding owns the
-    tensors, the gradient hooks, the optimizer-state resets and the DDP
-    all-reduce, and calls :meth:`update` with a :class:`Layer` per sparse
-    weight.  Subclasses set ``name`` and implement :meth:`start_sparsity`
+    A method works on host NumPy arrays (those with :attr:`device_ready`
+    also on GPU arrays); the framework binding owns the tensors, the gradient
+    hooks, the optimizer-state resets and the DDP all-reduce, and calls
+    :meth:`update` with a :class:`Layer` per sparse weight.  Subclasses set ``name`` and implement :meth:`start_sparsity`
     and :meth:`update`; adding a method is one module in this package and
     one entry in ``lpcore.methods.METHODS``.
 
@@ -84,6 +84,11 @@ class Method:
     evolves = True
     #: whether :meth:`update` reads ``Layer.latent`` (the binding computes it only then)
     uses_latent = False
+    #: whether :meth:`update` also takes GPU arrays (numba device arrays) and
+    #: decides on the device, returning device masks and indices and copying
+    #: only counts to the host; the binding then hands it device arrays of CUDA
+    #: tensors (the other methods get host copies)
+    device_ready = False
     #: whether the method learns a real score per connection every step
     #: (:class:`LearnedMask`: the binding keeps the trainable weights and calls
     #: :meth:`LearnedMask.learn`)
@@ -190,7 +195,8 @@ class Method:
         """The topology update at step ``t``: a list with, per layer, None
         (unchanged) or ``(new_mask, grown)``, ``grown`` the flat indices
         (into the layer's view) of connections that became active and whose
-        optimizer state (momentum) the binding resets."""
+        optimizer state (momentum) the binding resets (arrays of the layers'
+        backend)."""
         raise NotImplementedError
 
     def adjust(self, layers, sparsity=None):

@@ -41,7 +41,7 @@ import numbers
 import numpy as np
 
 from .._validate import check_real
-from ..masks import drop_by_threshold, grow_by_score
+from ..masks import activated, drop_by_threshold, grow_by_score, inactive_count
 from ..schedules import grow_ratio, regrow_ratio, sparsity_schedule, threshold_gain
 from ._base import Method
 
@@ -129,6 +129,7 @@ class LpSS(Method):
     default_h_schedule = "constant"
     default_finalize = "none"
     uses_latent = True
+    device_ready = True
 
     def __init__(self, *args, dense_params=0, **kw):
         super().__init__(*args, **kw)
@@ -142,13 +143,16 @@ class LpSS(Method):
 
     def sparsity_all(self, layers):
         """Mask zeros over the masked weights and the ``dense_params`` others."""
-        zeros = sum(int(np.count_nonzero(~ly.mask)) for ly in layers)
+        zeros = sum(inactive_count(ly.mask) for ly in layers)
         return zeros / (sum(ly.mask.size for ly in layers) + self.dense_params)
 
     def start_sparsity(self):
         return self.s0
 
     def update(self, t, layers):
+        """The topology update at step ``t`` (see :meth:`Method.update`), on
+        the layers' own backend: on GPU arrays every mask, latent value and
+        index stays on the device and only counts reach the host."""
         h = self.h(t)
         if h == 0.0:  # a zero threshold drops nothing (and would revive every latent value)
             return [None for _ in layers]
@@ -156,29 +160,32 @@ class LpSS(Method):
         h = h * self.h_gain
         drops = [drop_by_threshold(ly.weight if ly.latent is None else ly.latent, ly.mask, h,
                                    axis=ly.axis, revive=self.revive) for ly in layers]
+        zeros_old = [inactive_count(ly.mask) for ly in layers]
+        zeros_new = [inactive_count(new) for new, _ in drops]
         if self.controller == "reference":
             # the reference aims at the final target, counts every changed entry as
-            # "dropped" and floors
+            # "dropped" and floors; changed = dropped + revived, and the revived are
+            # the zeros lost beyond the drops
             self.phi = grow_ratio(self.sparsity_all(layers), self.target, h, self.delta)
-            ks = [math.floor(np.count_nonzero(new != ly.mask) * self.phi)
-                  for (new, _), ly in zip(drops, layers)]
+            ks = [math.floor((2 * nd + zo - zn) * self.phi)
+                  for (_, nd), zo, zn in zip(drops, zeros_old, zeros_new)]
         else:
-            zeros = sum(int(np.count_nonzero(~new)) for new, _ in drops)
+            zeros = sum(zeros_new)
             want = int(round(s_t * sum(ly.mask.size for ly in layers)))
             self.phi = regrow_ratio(zeros, sum(nd for _, nd in drops), want)
             ks = [math.floor(nd * self.phi + 0.5) for _, nd in drops]
             if self.adapt_h:
                 self.h_gain = threshold_gain(self.h_gain, zeros, want, self.delta)
         out = []
-        for ly, (new, _), k in zip(layers, drops, ks):
-            k = min(int(k), int(np.count_nonzero(~new)))
-            grown = np.zeros(0, np.intp)
+        for ly, (kept, _), k, zn in zip(layers, drops, ks, zeros_new):
+            k = min(int(k), zn)
+            new = kept
             if k and ly.grad is not None:
-                new, grown = grow_by_score(ly.grad, new, k, axis=ly.axis)
+                new, _ = grow_by_score(ly.grad, kept, k, axis=ly.axis)
             # momentum is reset for the regrown (including those dropped and regrown in
-            # this round, active before and after) and for the revived
-            revived = np.flatnonzero((new & ~ly.mask).reshape(-1))
-            out.append((new, np.union1d(grown, revived)))
+            # this round, active before and after) and for the revived: active now,
+            # inactive before the update or after the drop
+            out.append((new, activated(new, ly.mask, kept)))
         return out
 
     def state_dict(self):

@@ -303,3 +303,39 @@ def _k_copy_mask(m, new):
     while e < m.size:
         new[e] = m[e]
         e += cuda.gridsize(1)
+
+
+# ---------------------------------------------------------------------------
+# activated: the positions of new & ~(a & b), counted on the device (one
+# integer copied to the host: the length of the result), then compacted in
+# order by the one-block scan
+
+
+@cuda.jit(cache=True)
+def _k_activated(new, a, b, marks, count):
+    e = cuda.grid(1)
+    c = 0
+    while e < new.size:
+        on = new[e] and not (a[e] and b[e])
+        marks[e] = 1 if on else 0
+        if on:
+            c += 1
+        e += cuda.gridsize(1)
+    if c:
+        cuda.atomic.add(count, 0, c)
+
+
+def activated(new, a, b):
+    """The contract of :func:`lpcore.kernels.topology.activated` on 1-D
+    boolean device arrays: an int64 device array of the positions."""
+    N = new.size
+    count = flags()  # zeroed; [0] counts the marks
+    marks = cuda.device_array(max(N, 1), dtype=np.uint8, stream=stream())
+    if N:
+        bl, nt = grid1d(N)
+        _k_activated[bl, nt, stream()](new, a, b, marks, count)
+    k = int(to_host(count)[0])
+    idx = cuda.device_array(max(k, 1), dtype=np.int64, stream=stream())[:k]
+    if k:
+        _k_compact[1, config.threads, stream()](marks, idx)
+    return idx
