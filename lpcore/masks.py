@@ -15,9 +15,9 @@ the weight's shape (True = active).
 * :func:`adjust_to_sparsity` - one global drop or grow over several masks
   to an exact zero count.
 
-Two counting helpers for the methods, on the masks' own backend (a GPU
-mask never leaves the device; one integer does): :func:`inactive_count`
-and :func:`activated`.
+Helpers for the methods, on the masks' own backend (a GPU mask never
+leaves the device; a count does): :func:`inactive_count`,
+:func:`activated` and :func:`inactive_magnitudes`.
 """
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ import math
 import numpy as np
 
 from ._backend import HOST, for_arrays
-from ._validate import (as_array, check_p, check_real, check_real_array, check_rng,
+from ._validate import (check_p, check_real, check_real_array, check_rng,
                         compute_dtype)
-from .kernels.topology import smallest_stable
 from .layout import groups
 from .norms import all_finite
 
@@ -44,10 +43,15 @@ def _mask_like(mask, shape, fn, name="mask", B=HOST):
     return m
 
 
-def _flat(B, m, fn):
-    """Boolean mask ``m`` of backend ``B`` as its C-ordered 1-D array (a view
-    when it is contiguous)."""
-    return B.flat(B.to2d(groups(m.shape, None, fn), m, np.bool_))
+def _flat(B, m, fn, dtype=np.bool_):
+    """Array ``m`` of backend ``B`` as its C-ordered 1-D array of ``dtype`` (a
+    view when it is contiguous in it)."""
+    return B.flat(B.to2d(groups(m.shape, None, fn), m, dtype))
+
+
+def _key_dtype(a):
+    """The float dtype a real array is ranked in (its own, or float64)."""
+    return a.dtype if a.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def inactive_count(mask):
@@ -217,7 +221,7 @@ def grow_by_score(score, mask, k, axis=None):
     # the k largest normalised scores among the inactive, ties to the lower
     # index (of the C-ordered original shape)
     keys1 = B.flat(B.write(grp, keys2, B.empty(score.shape, np.float64)))
-    new1, idx = K.select_largest(keys1, m1, k)
+    new1, idx = K.select_keys(keys1, m1, k)
     return B.shaped(new1, m.shape), idx
 
 
@@ -237,7 +241,9 @@ def drop_smallest(w, mask, k):
     Returns
     -------
     (ndarray of bool, ndarray of int)
-        The new mask and the dropped flat indices (sorted).
+        The new mask and the dropped flat indices (sorted).  On GPU arrays
+        both are device arrays (the indices int64): the selection runs on the
+        device, and the copies to the host are two counts.
 
     Raises
     ------
@@ -251,19 +257,20 @@ def drop_smallest(w, mask, k):
     (array([ True, False,  True, False]), array([1]))
     """
     fn = "lpcore.drop_smallest"
-    w = check_real_array(as_array(w, fn, "w"), fn, "w")
-    m = _mask_like(mask, w.shape, fn)
+    B = for_arrays(fn, w=w, mask=mask)
+    w = check_real_array(B.as_array(w, fn, "w"), fn, "w")
+    m = _mask_like(mask, w.shape, fn, B=B)
     k = _count(k, fn)
-    n_act = int(m.sum())
+    K = B.kernels
+    m1 = _flat(B, m, fn)
+    n_act = m1.size - K.inactive_count(m1)
     if k > n_act:
         raise ValueError(f"{fn}: k={k} exceeds the {n_act} active connections")
-    a = np.abs(w.astype(np.float64)).reshape(-1)
-    if not np.all(np.isfinite(a[m.reshape(-1)])):
+    keys = B.empty((m1.size,), np.float64)
+    if K.magnitudes(_flat(B, w, fn, _key_dtype(w)), m1, True, keys):
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
-    idx = smallest_stable(np.where(m.reshape(-1), a, np.inf), k)
-    new = m.copy()
-    new.reshape(-1)[idx] = False
-    return new, idx
+    new1, idx = K.select_keys(keys, m1, k, active=True)
+    return B.shaped(new1, m.shape), idx
 
 
 def grow_random(mask, k, rng):
@@ -281,7 +288,10 @@ def grow_random(mask, k, rng):
     Returns
     -------
     (ndarray of bool, ndarray of int)
-        The new mask and the grown flat indices (sorted).
+        The new mask and the grown flat indices (sorted).  On a GPU mask both
+        are device arrays and the draw is the host's, from the same ``rng``
+        (the same connections): the inactive count comes to the host, the
+        ``k`` ranks drawn go to the device.
 
     Examples
     --------
@@ -292,17 +302,38 @@ def grow_random(mask, k, rng):
     """
     fn = "lpcore.grow_random"
     rng = check_rng(rng, fn)
-    m = np.asarray(mask)
-    if m.dtype != np.bool_:
-        raise TypeError(f"{fn}: mask must be a boolean array, got dtype {m.dtype}")
+    B = for_arrays(fn, mask=mask)
+    m = B.as_array(mask, fn, "mask")
+    _mask_like(m, m.shape, fn, B=B)
     k = _count(k, fn)
-    free = np.flatnonzero(~m.reshape(-1))
-    if k > free.size:
-        raise ValueError(f"{fn}: k={k} exceeds the {free.size} inactive connections")
-    idx = np.sort(rng.choice(free, size=k, replace=False)) if k else free[:0]
-    new = m.copy()
-    new.reshape(-1)[idx] = True
-    return new, idx
+    m1 = _flat(B, m, fn)
+    n_free = B.kernels.inactive_count(m1)
+    if k > n_free:
+        raise ValueError(f"{fn}: k={k} exceeds the {n_free} inactive connections")
+    # rng.choice(free, k) draws these ranks and returns free[ranks]
+    ranks = np.sort(rng.choice(n_free, size=k, replace=False)) if k else np.zeros(0, np.intp)
+    new1, idx = B.kernels.grow_at(m1, ranks, n_free)
+    return B.shaped(new1, m.shape), idx
+
+
+def inactive_magnitudes(score, mask):
+    """``|score|`` where the boolean ``mask`` is False, 0 where it is True (in
+    the score's float dtype, on its backend): e.g. RigL's regrowth scores,
+    restricted to the connections that were inactive.
+
+    >>> import numpy as np
+    >>> from lpcore.masks import inactive_magnitudes
+    >>> inactive_magnitudes(np.array([-2.0, 3.0]), np.array([False, True])).tolist()
+    [2.0, 0.0]
+    """
+    fn = "lpcore.masks.inactive_magnitudes"
+    B = for_arrays(fn, score=score, mask=mask)
+    s = B.as_array(score, fn, "score")
+    dt, _ = compute_dtype(s, fn=fn, names=("score",))
+    m = _mask_like(mask, s.shape, fn, B=B)
+    out = B.empty((m.size,), dt)
+    B.kernels.magnitudes(_flat(B, s, fn, dt), _flat(B, m, fn), False, out)
+    return B.shaped(out, s.shape)
 
 
 def random_mask(shape, sparsity, rng):
@@ -413,45 +444,50 @@ def adjust_to_sparsity(masks, drop_scores, grow_scores, target):
     """
     fn = "lpcore.adjust_to_sparsity"
     target = check_real(target, fn, "target", 0.0, 1.0)
-    ms = [_mask_like(m, np.shape(m), fn, f"masks[{i}]") for i, m in enumerate(masks)]
+    masks, drop_scores, grow_scores = list(masks), list(drop_scores), list(grow_scores)
+    named = {f"masks[{i}]": m for i, m in enumerate(masks)}
+    for name, sc in (("drop_scores", drop_scores), ("grow_scores", grow_scores)):
+        named.update({f"{name}[{i}]": a for i, a in enumerate(sc)})
+    B = for_arrays(fn, **named)
+    ms = [_mask_like(m, B.as_array(m, fn, f"masks[{i}]").shape, fn, f"masks[{i}]", B=B)
+          for i, m in enumerate(masks)]
     if not ms:
         raise ValueError(f"{fn}: masks is empty")
-    drop_scores, grow_scores = list(drop_scores), list(grow_scores)
     for name, sc in (("drop_scores", drop_scores), ("grow_scores", grow_scores)):
         if len(sc) != len(ms):
             raise ValueError(f"{fn}: {name} has {len(sc)} entries for {len(ms)} masks")
+    K = B.kernels
+    m1s = [_flat(B, m, fn) for m in ms]
     total = sum(m.size for m in ms)
-    have = sum(m.size - int(np.count_nonzero(m)) for m in ms)
-    diff = int(round(target * total)) - have
+    diff = int(round(target * total)) - sum(K.inactive_count(m1) for m1 in m1s)
     drop = diff > 0
-    keys, where = [], []
-    for i, m in enumerate(ms):
-        cand = np.flatnonzero(m.reshape(-1) if drop else ~m.reshape(-1))
+    # one ranking over all layers, in layer order: ties go to the earlier
+    # layer, then the lower flat index
+    keys = B.empty((total,), np.float64)
+    cat = B.empty((total,), np.bool_)
+    start = 0
+    for i, (m, m1) in enumerate(zip(ms, m1s)):
         name = f"{'drop' if drop else 'grow'}_scores[{i}]"
         sc = (drop_scores if drop else grow_scores)[i]
+        part = keys[start:start + m.size]
+        K.copy_mask(m1, cat[start:start + m.size])
         if sc is None and not drop:
-            key = np.zeros(cand.size)
+            K.fill(B.shaped(part, (1, part.size)), 0.0)
         else:
-            a = check_real_array(as_array(sc, fn, name), fn, name)
+            a = check_real_array(B.as_array(sc, fn, name), fn, name)
             if a.shape != m.shape:
                 raise ValueError(f"{fn}: {name} has shape {a.shape}, expected the mask's "
                                  f"{m.shape}")
-            key = np.abs(a.reshape(-1)[cand].astype(np.float64))
-            if not all_finite(key):
+            if K.magnitudes(_flat(B, a, fn, _key_dtype(a)), m1, drop, part):
                 raise ValueError(f"{fn}: {name} contains NaN or Inf among the "
                                  f"{'active' if drop else 'inactive'} connections")
-            if not drop:
-                key = -key  # the largest first
-        keys.append(key)
-        where.append(cand)
-    new = [m.copy() for m in ms]
-    changed = [np.zeros(0, dtype=np.intp) for _ in ms]
-    if diff == 0:
-        return new, changed
-    pick = smallest_stable(np.concatenate(keys), abs(diff))
-    starts = np.cumsum([0] + [c.size for c in where])
-    for i, (m, cand) in enumerate(zip(new, where)):
-        sel = pick[(pick >= starts[i]) & (pick < starts[i + 1])] - starts[i]
-        changed[i] = cand[sel]
-        m.reshape(-1)[changed[i]] = not drop
+        start += m.size
+    new1, _ = K.select_keys(keys, cat, abs(diff), active=drop)
+    new, changed, start = [], [], 0
+    for m, m1 in zip(ms, m1s):
+        n1 = new1[start:start + m.size]
+        start += m.size
+        new.append(B.shaped(n1, m.shape))
+        # the dropped (active before, not now) or the grown (active now only)
+        changed.append(activated(m1, n1) if drop else activated(n1, m1))
     return new, changed

@@ -54,10 +54,16 @@ REGISTRY = {
     "grow_by_score": (lambda a: lpcore.grow_by_score(a["g"], a["m"], 1, axis=1)[0],
                       ("g", "m"), "g", False),
     "mask_sparsity": (lambda a: lpcore.mask_sparsity([a["m"], a["m"]]), ("m",), None, False),
+    "drop_smallest": (lambda a: lpcore.drop_smallest(a["w"], a["m"], 3)[0], ("w", "m"), "w",
+                      False),
+    "grow_random": (lambda a: lpcore.grow_random(a["m"], 1, 0)[0], ("m",), None, False),
+    "adjust_to_sparsity": (lambda a: lpcore.adjust_to_sparsity([a["m"]], [a["w"]], [None],
+                                                               0.5)[0][0], ("w", "m"), "w", False),
 }
 
 #: the public functions whose result is a mask, not the input's dtype
-MASK_RESULTS = {"drop_by_threshold", "grow_by_score"}
+MASK_RESULTS = {"drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random",
+                "adjust_to_sparsity"}
 
 #: public names that take no arrays of a backend, with the reason
 HOST_ONLY = {
@@ -77,9 +83,7 @@ HOST_ONLY = {
     "input_statistic": "a statistic of the training inputs, on the host",
     "weighted_spectral_gap": "SciPy sparse linear algebra on the host",
     "top_singular_values": "SciPy sparse linear algebra on the host",
-    "drop_smallest": "masks live on the host", "grow_random": "masks live on the host",
     "random_mask": "masks live on the host",
-    "adjust_to_sparsity": "masks live on the host",
     "make_method": "sparse-training policy: masks live on the host",
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
     "regrow_ratio": "a schedule (scalars)", "threshold_gain": "a schedule (scalars)",
@@ -194,6 +198,13 @@ BAD_CALLS = {
     "grow-k": lambda m: lpcore.grow_by_score(m(_X), m(_X > -10.0), 1),
     "grow-mask-shape": lambda m: lpcore.grow_by_score(m(_X), m(_X[:1] > 0), 1),
     "mask_sparsity-empty": lambda m: lpcore.mask_sparsity([m(np.zeros((0, 3), bool))]),
+    "drop_smallest-nan": lambda m: lpcore.drop_smallest(m(_XN), m(_X > -10.0), 2),
+    "drop_smallest-k": lambda m: lpcore.drop_smallest(m(_X), m(_X > 0), 100),
+    "drop_smallest-mask-dtype": lambda m: lpcore.drop_smallest(m(_X), m(_X), 1),
+    "grow_random-k": lambda m: lpcore.grow_random(m(_X > -10.0), 1, 0),
+    "grow_random-mask-dtype": lambda m: lpcore.grow_random(m(_X), 1, 0),
+    "adjust-nan": lambda m: lpcore.adjust_to_sparsity([m(_X > 10.0)], [m(_X)], [m(_XN)], 0.0),
+    "adjust-shape": lambda m: lpcore.adjust_to_sparsity([m(_X > 0)], [m(_X[:1])], [None], 0.9),
 }
 
 

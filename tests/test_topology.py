@@ -381,3 +381,109 @@ def test_lpss_update_decides_on_the_arrays_device_copying_only_counts(backend, r
                                                            lambda x: x)]))
     if sim:  # the counts the decision read (drop: 2, inactive counts: 4)
         assert sizes and max(sizes) <= 4, sizes
+
+
+def _watch_copies(backend, monkeypatch):
+    """Under the simulator, the sizes of the device-to-host copies made while
+    ``watching[0]`` is set (None on a real GPU or on the host)."""
+    from lpcore import _device as D
+    if not (backend.name == "cuda" and D.simulated()):
+        return None, [False]
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+    sizes, watching = [], [False]
+    copy = sim_array.FakeCUDAArray.copy_to_host
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                        lambda self, ary=None, stream=0:
+                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
+    return sizes, watching
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_drop_smallest_and_grow_random_select_on_the_arrays_device(backend, rng, dtype):
+    """The same masks and indices as the host's: ties (repeated magnitudes, both
+    signs), a transposed layout, k = 0 and k = all; grow_random draws the same
+    connections from the same seed."""
+    w = rng.choice([-1.0, 0.5, 0.25, 2.0, -0.5], size=(5, 9)).astype(dtype)
+    m = rng.random((5, 9)) > 0.3
+    for x, mm in ((w, m), (w.T, m.T)):
+        n_act = int(mm.sum())
+        for k in (0, 3, n_act):
+            want, idx = lpcore.drop_smallest(x, mm, k)
+            got, gidx = lpcore.drop_smallest(backend.put(x), backend.put(mm), k)
+            assert type(got) is type(backend.put(want))
+            np.testing.assert_array_equal(backend.get(got), want)
+            np.testing.assert_array_equal(backend.get(gidx), idx)
+            n_free = int((~want).sum())
+            for j in ((0, 4, n_free) if k == 3 else ()):
+                want_g, gi = lpcore.grow_random(want, j, np.random.default_rng(k + j))
+                got_g, ggi = lpcore.grow_random(backend.put(np.ascontiguousarray(want)), j,
+                                                np.random.default_rng(k + j))
+                np.testing.assert_array_equal(backend.get(got_g), want_g)
+                np.testing.assert_array_equal(backend.get(ggi), gi)
+    g = rng.standard_normal((5, 9)).astype(dtype)
+    from lpcore.masks import inactive_magnitudes
+    want = np.where(m, 0.0, np.abs(g))
+    got = inactive_magnitudes(backend.put(g), backend.put(m))
+    assert backend.get(got).dtype == dtype
+    np.testing.assert_array_equal(backend.get(got), want)
+    with pytest.raises(ValueError, match="k=40 exceeds the"):
+        lpcore.grow_random(backend.put(np.zeros(3, bool)), 40, 0)
+
+
+@pytest.mark.parametrize("target", [0.1, 0.35, 0.9])
+def test_adjust_to_sparsity_on_the_arrays_device(backend, rng, target):
+    """One global ranking over device masks: the host's masks and changed
+    indices, growing (with a layer without scores) and dropping."""
+    ms = [rng.random(s) > 0.35 for s in ((4, 7), (3, 5, 2), (6,))]
+    ws = [rng.choice([0.5, -1.0, 2.0, 0.25], size=m.shape) for m in ms]
+    gs = [rng.standard_normal(ms[0].shape), None, np.abs(rng.standard_normal(6))]
+    want, wc = lpcore.adjust_to_sparsity(ms, ws, gs, target)
+    got, gc = lpcore.adjust_to_sparsity([backend.put(m) for m in ms],
+                                        [backend.put(w) for w in ws],
+                                        [None if g is None else backend.put(g) for g in gs],
+                                        target)
+    for a, b, c, d in zip(want, got, wc, gc):
+        assert type(b) is type(backend.put(a))
+        np.testing.assert_array_equal(backend.get(b), a)
+        np.testing.assert_array_equal(backend.get(d), c)
+    bad = [w.copy() for w in ws]
+    bad[1][ms[1]] = np.nan
+    with pytest.raises(ValueError, match=r"drop_scores\[1\] contains NaN"):
+        lpcore.adjust_to_sparsity([backend.put(m) for m in ms],
+                                  [backend.put(w) for w in bad], [None] * 3, 0.95)
+
+
+@pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp"])
+def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, monkeypatch, name):
+    """SET, RigL, gradual magnitude pruning and IMP on device arrays (issue 26,
+    item 5): an update and the exact adjustment (IMP: two prunes) give the host's masks and
+    reset indices (the same random draws), and every copy to the host is a
+    count of at most 4 integers."""
+    kw = dict(target_sparsity=0.6, begin=0, end=4, frequency=2) if name == "imp" else \
+        dict(target_sparsity=0.6, begin=0, end=10, frequency=1)
+    host_m, dev_m = lpcore.make_method(name, **kw), lpcore.make_method(name, **kw)
+    assert dev_m.device_ready
+    seed = int(rng.integers(1 << 30))
+    layers_h = _lpss_layers(np.random.default_rng(seed), lambda x: x)
+    layers_d = _lpss_layers(np.random.default_rng(seed), backend.put)
+    sizes, watching = _watch_copies(backend, monkeypatch)
+    changed = 0
+    steps = (2, 4) if name == "imp" else (3,)
+    for decide in [lambda m, ls, t=t: m.update(t, ls) for t in steps] + \
+            [lambda m, ls: m.adjust(ls, 0.5)]:
+        want = decide(host_m, layers_h)
+        watching[0] = True
+        got = decide(dev_m, layers_d)
+        watching[0] = False
+        for w, g, ly_h, ly_d in zip(want, got, layers_h, layers_d):
+            assert (w is None) == (g is None)
+            if w is None:
+                continue
+            assert type(g[0]) is type(backend.put(w[0]))
+            np.testing.assert_array_equal(backend.get(g[0]), w[0])
+            np.testing.assert_array_equal(backend.get(g[1]), w[1])
+            changed += int((backend.get(g[0]) != backend.get(ly_d.mask)).sum())
+            ly_h.mask, ly_d.mask = w[0], g[0]
+    assert changed > 0
+    if sizes is not None:
+        assert sizes and max(sizes) <= 4, sizes

@@ -300,11 +300,14 @@ def test_sparse_trainer_lpss_on_gpu_reaches_the_target_with_masks_on_the_device(
         np.testing.assert_allclose(norm_ref(w[live].astype(np.float64), 1.3, 1), 1.0, rtol=1e-5)
 
 
-def test_sparse_trainer_lpss_decision_on_gpu_copies_no_tensor_to_the_host(gpu, monkeypatch):
-    """Issue 26, item 5: LpSS's topology updates on GPU tensors decide on the device.
-    Inside ``trainer.step()`` no tensor is copied to the host (the binding's host
-    copies are watched, and every device-to-host copy is a count of at most 4
-    integers); the masks change as in the same run on the CPU."""
+@pytest.mark.parametrize("method", ["lpss", "set", "imp"])
+def test_sparse_trainer_decision_on_gpu_copies_no_tensor_to_the_host(gpu, monkeypatch, method):
+    """Issue 26, item 5: the topology updates on GPU tensors decide on the device
+    (LpSS; SET with its exact adjustment at ``end``; IMP's prunes and rewinds; RigL
+    and magnitude share SET's binding path and are compared with the host in
+    test_topology.py).  Inside ``trainer.step()`` no tensor is copied to the host
+    (the binding's host copies are watched, and every device-to-host copy is a
+    count of at most 4 integers); the masks change as in the same run on the CPU."""
     if not gpu.sim:
         pytest.skip("watches the simulator's copies")
     import lpcore_torch.sparse as S
@@ -313,9 +316,10 @@ def test_sparse_trainer_lpss_decision_on_gpu_copies_no_tensor_to_the_host(gpu, m
     def make():
         net = _net(width=8)
         opt = lpcore_torch.LpSGD(lpcore_torch.lp_param_groups(net, p=1.3), lr=0.1, momentum=0.9)
-        return net, opt, lpcore_torch.SparseTrainer(net, opt, method="lpss", target_sparsity=0.6,
-                                                    init_sparsity=0.2, begin=1, end=4,
-                                                    frequency=1)
+        kw = dict(begin=0, end=4, frequency=2) if method == "imp" else \
+            dict(begin=1, end=4, frequency=1)
+        return net, opt, lpcore_torch.SparseTrainer(net, opt, method=method, target_sparsity=0.6,
+                                                    init_sparsity=0.2, **kw)
     ref, opt_ref, tr_ref = make()
     _train(ref, opt_ref, _batches(5), trainer=tr_ref)
     with gpu.on():
@@ -349,7 +353,7 @@ def test_sparse_trainer_lpss_decision_on_gpu_copies_no_tensor_to_the_host(gpu, m
 
 
 def test_sparse_trainer_rigl_with_torch_sgd_on_gpu_tensors(gpu):
-    # a method deciding on the host from device masks, weights and gradients
+    # RigL deciding on the device; torch's SGD momentum reset by torch ops
     net = _net(width=8).to(gpu.device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     with gpu.on():

@@ -213,18 +213,12 @@ class SparseTrainer:
                     self._rewind_to[names[id(it.weight)]] = it.theta.clone()
         if self.policy.due(t):
             self._all_reduce_dense_grads()
-            # a method that decides on the device (lpss) gets device arrays of CUDA
-            # tensors: its decision copies counts to the host, never a tensor
-            on_device = self.policy.device_ready
-            with _convert.stream_of([it.weight for it in self.items]) if on_device else \
-                    contextlib.nullcontext():
-                self._install(self.policy.update(t, self._layers(
-                    latent=self.policy.uses_latent, on_device=on_device)))
+            self._decide(lambda layers: self.policy.update(t, layers), self.policy.uses_latent)
             changed = True
             if self.policy.rewinds(t):
                 self._rewind()
         if self.policy.finalizes(t):
-            self._install(self.policy.adjust(self._layers(latent=False)))
+            self._decide(self.policy.adjust, False)
             changed = True
         if changed and self.policy.learns:
             for it in self.items:  # the ticket's weights are the (rewound) parameters
@@ -236,6 +230,14 @@ class SparseTrainer:
         if self.policy.removes_channels:
             zero_dead_biases(self.items)
         self.t += 1
+
+    def _decide(self, decide, latent):
+        """Install ``decide(layers)``; a device-ready method gets device arrays
+        of CUDA tensors, on torch's stream (it copies counts, never a tensor)."""
+        on_device = self.policy.device_ready
+        with _convert.stream_of([it.weight for it in self.items]) if on_device else \
+                contextlib.nullcontext():
+            self._install(decide(self._layers(latent=latent, on_device=on_device)))
 
     def _learn(self, t):
         """One step of a learned-mask method: the method trains its scores
@@ -326,9 +328,7 @@ class SparseTrainer:
         mask's device: nothing is read back to the host."""
         dev = it.mask.device
         new = _convert.from_core(new, dev).to(dev).reshape(it.mask.shape)
-        if isinstance(grown, (list, tuple, np.ndarray)):
-            grown = np.asarray(grown, dtype=np.int64)
-        grown = _convert.from_core(grown, dev).to(dev)
+        grown = _convert.from_core(grown, dev).to(dev, torch.int64)
         dropped = it.mask & ~new
         changed = dropped.clone()
         changed.view(-1)[grown] = True

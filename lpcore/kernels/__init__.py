@@ -44,10 +44,18 @@ kernel compiles one signature per dtype.
 ``topology.inactive_count(m1) -> int``   False entries of a 1-D boolean array.
 ``topology.grow_keys(s, nrm, n, out)``   ``out = |s| / (nrm / n)`` per row (0
     where that mean is 0), float64: grow_by_score's normalised scores.
-``topology.select_largest(keys, m1, k) -> (m1 | selected, indices)``   the
-    ``k`` largest non-negative float64 ``keys`` (1-D) where ``m1`` is False,
-    ties to the lower index; the indices increasing (an int64 device array
-    on the GPU, whose selection copies no more than an integer to the host).
+``topology.select_keys(keys, m1, k, active=False) -> (m1 XOR selected, indices)``
+    the ``k`` largest non-negative float64 ``keys`` (1-D) where ``m1`` is
+    False (``active=True``: the ``k`` smallest where it is True), ties to the
+    lower index; the indices increasing (an int64 device array on the GPU,
+    whose selection copies nothing to the host).
+``topology.magnitudes(x1, m1, among, out) -> int``   ``out = |x1|`` where
+    ``m1 == among``, 0 elsewhere (1-D; ``out`` float32 or float64); the
+    number of those entries holding NaN/Inf (on the GPU the one copy).
+``topology.grow_at(m1, ranks, n_free) -> (m1 | grown, indices)``   the
+    inactive entries of the increasing host ``ranks`` (0 = the first False
+    entry; ``n_free`` False entries) activated; their positions increasing.
+``topology.copy_mask(src, dst)``   1-D boolean copy.
 ``topology.activated(new, a, b) -> indices``   the positions where the 1-D
     boolean ``new`` is True and ``a & b`` False, increasing (on the GPU an
     int64 device array; the one copy to the host is its length).
@@ -69,11 +77,13 @@ from .lpsgd import MultiStep, Tables
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
-from .topology import activated, drop_rows, grow_keys, inactive_count, select_largest
+from .topology import (activated, copy_mask, drop_rows, grow_at, grow_keys, inactive_count,
+                       magnitudes, select_keys)
 
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
     "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables", "drop_rows",
-    "inactive_count", "grow_keys", "select_largest", "activated",
+    "inactive_count", "grow_keys", "select_keys", "magnitudes", "grow_at", "copy_mask",
+    "activated",
 ]

@@ -1,4 +1,6 @@
-"""Per-group relative-threshold drop (semi-pruning's drop rule)."""
+"""The topology kernels: semi-pruning's per-group relative-threshold drop,
+and the counts, keys and selections of the other drop and grow rules (their
+CUDA twins are in :mod:`lpcore.kernels.cuda.topology`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -82,15 +84,44 @@ def smallest_stable(keys, k):
     return np.sort(np.concatenate((below, tie)))
 
 
-def select_largest(keys, m, k):
-    """The ``k`` largest of the non-negative float64 ``keys`` (1-D) among the
-    entries where ``m`` (boolean, 1-D) is False, ties to the lower index:
-    ``(m | selected, the selected indices in increasing order)``; ``k`` at
-    most the number of such entries."""
-    idx = smallest_stable(np.where(m, np.inf, -keys), k)
+def select_keys(keys, m, k, active=False):
+    """A selection by key among the entries of one state: with ``active``
+    False the ``k`` largest of the non-negative float64 ``keys`` (1-D) where
+    the boolean ``m`` (1-D) is False, with ``active`` True the ``k`` smallest
+    where it is True; ties to the lower index.  Returns ``(m XOR selected,
+    the selected indices in increasing order)``; ``k`` at most the number of
+    such entries."""
+    cand = np.flatnonzero(m if active else ~m)
+    idx = cand[smallest_stable(keys[cand] if active else -keys[cand], k)]
+    new = m.copy()
+    new[idx] = not active
+    return new, idx
+
+
+def magnitudes(x, m, among, out):
+    """``out = |x|`` (in out's dtype) where the boolean ``m == among``, 0
+    elsewhere (all 1-D); returns how many of those entries hold NaN or Inf."""
+    cand = np.flatnonzero(m if among else ~m)
+    a = np.abs(x[cand].astype(np.float64))
+    out[...] = 0
+    out[cand] = a
+    return a.size - int(np.count_nonzero(np.isfinite(a)))
+
+
+def grow_at(m, ranks, n_free):
+    """Activate the inactive entries of the increasing ``ranks`` (0 = the
+    first False entry of the 1-D boolean ``m``; ``n_free`` False entries):
+    ``(m | them, their positions, increasing)``."""
+    idx = np.flatnonzero(~m)[ranks]
     new = m.copy()
     new[idx] = True
     return new, idx
+
+
+def copy_mask(src, dst):
+    """``dst[...] = src`` (1-D boolean arrays)."""
+    np.copyto(dst, src)
+    return dst
 
 
 def activated(new, a, b):

@@ -208,7 +208,7 @@ class Method:
         new, changed = adjust_to_sparsity(old, [ly.weight for ly in layers],
                                           [ly.grad for ly in layers],
                                           self.target if sparsity is None else sparsity)
-        grow = sum(int(n.sum()) for n in new) > sum(int(m.sum()) for m in old)
+        grow = mask_sparsity(new) < mask_sparsity(old)
         return [None if c.size == 0 else (n, c if grow else np.zeros(0, np.intp))
                 for n, c in zip(new, changed)]
 

@@ -29,6 +29,7 @@ class IMP(Method):
 
     name = "imp"
     default_finalize = "none"
+    device_ready = True
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)

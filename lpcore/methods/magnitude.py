@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..masks import drop_smallest
+from ..masks import drop_smallest, inactive_count
 from ..schedules import sparsity_schedule
 from ._base import Method
 
@@ -14,6 +14,7 @@ class Magnitude(Method):
     has ``round(s_t * size)`` zeros, ``s_t`` the cubic schedule from 0."""
 
     name = "magnitude"
+    device_ready = True
 
     def start_sparsity(self):
         return 0.0
@@ -22,7 +23,7 @@ class Magnitude(Method):
         s_t = sparsity_schedule(t, 0.0, self.target, self.begin, self.end)
         out = []
         for ly in layers:
-            k = max(0, int(round(s_t * ly.mask.size)) - int((~ly.mask).sum()))
+            k = max(0, int(round(s_t * ly.mask.size)) - inactive_count(ly.mask))
             new, _ = drop_smallest(ly.weight, ly.mask, k)
-            out.append((new, np.zeros(0, np.intp)))
+            out.append((new, np.zeros(0, np.intp)))  # nothing grows
         return out

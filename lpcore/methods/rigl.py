@@ -2,9 +2,7 @@
 gradient is largest; the sparsity stays at the target."""
 from __future__ import annotations
 
-import numpy as np
-
-from ..masks import grow_by_score
+from ..masks import grow_by_score, inactive_magnitudes
 from .set import SET
 
 
@@ -18,4 +16,4 @@ class RigL(SET):
     def regrow(self, ly, new, k):
         if ly.grad is None:
             return super().regrow(ly, new, k)
-        return grow_by_score(np.where(ly.mask, 0.0, np.abs(ly.grad)), new, k)
+        return grow_by_score(inactive_magnitudes(ly.grad, ly.mask), new, k)

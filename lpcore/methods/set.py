@@ -2,7 +2,7 @@
 sparsity stays at the target."""
 from __future__ import annotations
 
-from ..masks import drop_smallest, grow_random
+from ..masks import drop_smallest, grow_random, inactive_count
 from ._base import Method
 
 
@@ -12,12 +12,13 @@ class SET(Method):
     (``h`` the drop fraction, cosine-annealed by default)."""
 
     name = "set"
+    device_ready = True
 
     def update(self, t, layers):
         h = self.h(t)
         out = []
         for ly in layers:
-            k = int(round(h * int(ly.mask.sum())))
+            k = int(round(h * (ly.mask.size - inactive_count(ly.mask))))
             new, _ = drop_smallest(ly.weight, ly.mask, k)
             out.append(self.regrow(ly, new, k))
         return out

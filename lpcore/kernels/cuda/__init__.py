@@ -15,9 +15,11 @@ from .layout import add, fill, gather, scatter
 from .lpsgd import MultiStep
 from .norm import group_max, group_norms, norm_kind, scale_rows
 from .tangent import tangent_coef, tangent_write
-from .topology import activated, drop_rows, grow_keys, inactive_count, select_largest
+from .topology import (activated, copy_mask, drop_rows, grow_at, grow_keys, inactive_count,
+                       magnitudes, select_keys)
 
 __all__ = ["config", "launch_config", "project_ball_rows", "signed_pow", "hoyer_sums", "add",
            "fill", "gather", "scatter", "MultiStep", "group_max", "group_norms", "norm_kind",
            "scale_rows", "tangent_coef", "tangent_write", "drop_rows",
-           "inactive_count", "grow_keys", "select_largest", "activated"]
+           "inactive_count", "grow_keys", "select_keys", "magnitudes", "grow_at",
+           "copy_mask", "activated"]

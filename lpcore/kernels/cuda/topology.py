@@ -89,23 +89,28 @@ def drop_rows(w, m, h, out, revive=False):
 
 
 # ---------------------------------------------------------------------------
-# grow_by_score: the k largest keys among the inactive entries, ties to the
-# lower flat index, found by a radix select on the composite key (the float64
-# key's bit pattern, then N - 1 - index): 12 passes of an 8-bit histogram and
+# select_keys: the k largest keys among the inactive entries (or the k
+# smallest among the active ones), ties to the lower flat index, found by a
+# radix select on the composite key (the float64 key's bit pattern, reversed
+# for the smallest, then N - 1 - index): 12 passes of an 8-bit histogram and
 # a one-thread pick, all on the device; the composite key of every entry is
 # distinct, so "at least the k-th largest" selects exactly k.  Non-negative
-# float64 keys order as their int64 bit patterns.
+# float64 keys order as their int64 bit patterns, and finite ones lie below
+# the bits of +Inf.
 
 _DIGITS_HI = 8  # digits of the key's bits (bits 63..0)
 _PASSES = _DIGITS_HI + 4  # and of the 32-bit index part
+#: the bit pattern of +Inf, whose difference reverses the order of finite keys
+_INF_BITS = int(np.array(np.inf).view(np.int64))
 #: the selection's device state: the chosen prefix (key bits, index part),
-#: the rank still to find, the inactive count
+#: the rank still to find, the candidates' count
 _ST_HI, _ST_LO, _ST_K, _ST_N = 0, 1, 2, 3
 
 
 @cuda.jit(cache=True)
-def _k_select_start(m, k, st, hist):
-    """Count the inactive entries (into a zeroed ``st``); zero the histogram."""
+def _k_select_start(m, active, k, st, hist):
+    """Count the candidates (``m == active``, into a zeroed ``st``); zero the
+    histogram."""
     e = cuda.grid(1)
     if e == 0:
         st[_ST_K] = k
@@ -115,11 +120,17 @@ def _k_select_start(m, k, st, hist):
         z += cuda.gridsize(1)
     c = 0
     while e < m.size:
-        if not m[e]:
+        if m[e] == active:
             c += 1
         e += cuda.gridsize(1)
     if c:
         cuda.atomic.add(st, _ST_N, c)
+
+
+@cuda.jit(device=True)
+def _key(bits, e, active):
+    """The high part of entry ``e``'s composite key."""
+    return _INF_BITS - bits[e] if active else bits[e]
 
 
 @cuda.jit(device=True)
@@ -144,7 +155,7 @@ def _prefix_matches(hi, lo, st, d):
 
 
 @cuda.jit(cache=True)
-def _k_hist(bits, m, d, st, hist):
+def _k_hist(bits, m, active, d, st, hist):
     loc = cuda.shared.array(256, int32)
     t = cuda.threadIdx.x
     while t < 256:
@@ -154,8 +165,8 @@ def _k_hist(bits, m, d, st, hist):
     N = m.size
     e = cuda.grid(1)
     while e < N:
-        if not m[e]:
-            hi = bits[e]
+        if m[e] == active:
+            hi = _key(bits, e, active)
             lo = N - 1 - e
             if _prefix_matches(hi, lo, st, d):
                 cuda.atomic.add(loc, _digit(hi, lo, d), 1)
@@ -190,17 +201,17 @@ def _k_pick(hist, st, d):
 
 
 @cuda.jit(cache=True)
-def _k_mark(bits, m, st, new, grown):
-    """new = m | (inactive with a composite key at least the k-th largest)."""
+def _k_mark(bits, m, active, st, new, marks):
+    """new = m XOR (candidates with a composite key at least the k-th largest)."""
     N = m.size
     e = cuda.grid(1)
     while e < N:
         g = False
-        if not m[e]:
-            hi = bits[e]
+        if m[e] == active:
+            hi = _key(bits, e, active)
             g = hi > st[_ST_HI] or (hi == st[_ST_HI] and N - 1 - e >= st[_ST_LO])
-        new[e] = m[e] or g
-        grown[e] = 1 if g else 0
+        new[e] = m[e] != g
+        marks[e] = 1 if g else 0
         e += cuda.gridsize(1)
 
 
@@ -233,14 +244,14 @@ def _k_compact(flags, idx):
         start += nt
 
 
-def _start(m, k):
-    """Zero the selection state, count the inactive entries into it and zero
-    the histogram: (state, histogram)."""
+def _start(m, k, active=False):
+    """Zero the selection state, count the candidates (``m == active``) into
+    it and zero the histogram: (state, histogram)."""
     st = scratch("select_state", (4,), np.int64)
     hist = scratch("select_hist", (256,), np.int64)
     st.copy_to_device(np.zeros(4, np.int64), stream=stream())
     bl, nt = grid1d(max(m.size, 256))
-    _k_select_start[bl, nt, stream()](m, int(k), st, hist)
+    _k_select_start[bl, nt, stream()](m, bool(active), int(k), st, hist)
     return st, hist
 
 
@@ -272,10 +283,10 @@ def grow_keys(s, nrm, n, out):
     return out
 
 
-def select_largest(keys, m, k):
-    """The contract of :func:`lpcore.kernels.topology.select_largest` on 1-D
-    device arrays: ``(m | selected, the selected indices increasing, int64)``,
-    all on the device (no copy to the host)."""
+def select_keys(keys, m, k, active=False):
+    """The contract of :func:`lpcore.kernels.topology.select_keys` on 1-D
+    device arrays: ``(m XOR selected, the selected indices increasing,
+    int64)``, all on the device (no copy to the host)."""
     N = m.size
     if N >= 1 << 32:
         raise ValueError("lpcore: a GPU selection ranks at most 2**32 entries per call")
@@ -283,17 +294,89 @@ def select_largest(keys, m, k):
     idx = cuda.device_array(max(int(k), 1), dtype=np.int64, stream=stream())[:int(k)]
     bl, nt = grid1d(max(N, 1))
     if k <= 0:
-        if N:
-            _k_copy_mask[bl, nt, stream()](m, new)
-        return new, idx
-    st, hist = _start(m, k)
+        return copy_mask(m, new), idx
+    st, hist = _start(m, k, active)
     bits = keys.view(np.int64)
     for d in range(_PASSES):
-        _k_hist[bl, nt, stream()](bits, m, d, st, hist)
+        _k_hist[bl, nt, stream()](bits, m, bool(active), d, st, hist)
         _k_pick[1, 1, stream()](hist, st, d)
-    grown = cuda.device_array(N, dtype=np.uint8, stream=stream())
-    _k_mark[bl, nt, stream()](bits, m, st, new, grown)
-    _k_compact[1, config.threads, stream()](grown, idx)
+    marks = cuda.device_array(N, dtype=np.uint8, stream=stream())
+    _k_mark[bl, nt, stream()](bits, m, bool(active), st, new, marks)
+    _k_compact[1, config.threads, stream()](marks, idx)
+    return new, idx
+
+
+def copy_mask(src, dst):
+    """``dst[...] = src`` on 1-D boolean device arrays."""
+    if src.size:
+        bl, nt = grid1d(src.size)
+        _k_copy_mask[bl, nt, stream()](src, dst)
+    return dst
+
+
+@cuda.jit(cache=True)
+def _k_magnitudes(x, m, among, out, count):
+    e = cuda.grid(1)
+    c = 0
+    while e < x.size:
+        if m[e] == among:
+            a = abs(float64(x[e]))
+            out[e] = a
+            if not a < INF:
+                c += 1
+        else:
+            out[e] = 0.0
+        e += cuda.gridsize(1)
+    if c:
+        cuda.atomic.add(count, 0, c)
+
+
+def magnitudes(x, m, among, out):
+    """The contract of :func:`lpcore.kernels.topology.magnitudes` on 1-D
+    device arrays (the count of non-finite entries is the one copy)."""
+    if x.size == 0:
+        return 0
+    count = flags()
+    bl, nt = grid1d(x.size)
+    _k_magnitudes[bl, nt, stream()](x, m, bool(among), out, count)
+    return int(to_host(count)[0])
+
+
+@cuda.jit(cache=True)
+def _k_marks(m, among, marks):
+    e = cuda.grid(1)
+    while e < m.size:
+        marks[e] = 1 if m[e] == among else 0
+        e += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def _k_take(free, ranks, new, idx):
+    """idx[r] = free[ranks[r]]; those entries of ``new`` set."""
+    r = cuda.grid(1)
+    while r < ranks.size:
+        e = free[ranks[r]]
+        idx[r] = e
+        new[e] = True
+        r += cuda.gridsize(1)
+
+
+def grow_at(m, ranks, n_free):
+    """The contract of :func:`lpcore.kernels.topology.grow_at` on a 1-D
+    boolean device array (``ranks`` from the host: the one copy is to the
+    device)."""
+    N, k = m.size, len(ranks)
+    new = copy_mask(m, cuda.device_array(N, dtype=np.bool_, stream=stream()))
+    idx = cuda.device_array(max(k, 1), dtype=np.int64, stream=stream())[:k]
+    if k:
+        marks = cuda.device_array(N, dtype=np.uint8, stream=stream())
+        bl, nt = grid1d(N)
+        _k_marks[bl, nt, stream()](m, False, marks)
+        free = cuda.device_array(int(n_free), dtype=np.int64, stream=stream())
+        _k_compact[1, config.threads, stream()](marks, free)
+        r = cuda.to_device(np.ascontiguousarray(ranks, dtype=np.int64), stream=stream())
+        bl, nt = grid1d(k)
+        _k_take[bl, nt, stream()](free, r, new, idx)
     return new, idx
 
 
