@@ -20,7 +20,9 @@ methods      :func:`make_method` (``lpcore.methods``: lpss, set, rigl, static, m
              scl, concave, chase; the training methods ``TRAININGS`` and
              ``training_schedule``)
 learned masks :func:`ste_mask_grad`, :func:`normalize_per_feature`, :func:`concave_penalty`,
-             :func:`concave_penalty_grad`, :func:`calibrate_lambda`
+             :func:`concave_penalty_grad`, :func:`calibrate_lambda`, and the steps on
+             either backend: :func:`score_step`, :func:`concave_step`,
+             :func:`threshold_scores`
 spectral     :func:`ramanujan_gap`, :func:`ramanujan_gaps` (the authors' gaps),
              :func:`weighted_spectral_gap`, :func:`top_singular_values`
 bound        :func:`generalization_bound`, :func:`input_statistic` (Galanti et al. 2023)
@@ -37,8 +39,8 @@ from .gamma import (expected_hoyer, expected_pruned_fraction, fit_gamma_shape, p
                     p_for_sparsity)
 from .hoyer import hoyer, hoyer_layer, hoyer_network, participation_ratio
 from .layout import fan_in_axes, group_positions, to_groups
-from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad, normalize_per_feature,
-                        ste_mask_grad)
+from .masklearn import (calibrate_lambda, concave_penalty, concave_penalty_grad, concave_step,
+                        normalize_per_feature, score_step, ste_mask_grad, threshold_scores)
 from ._device import cuda_stream
 from .norms import all_finite, norm, normalize
 from .methods import make_method
@@ -63,6 +65,6 @@ __all__ = [
     "drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random", "random_mask",
     "mask_sparsity", "adjust_to_sparsity", "drop_threshold_schedule", "grow_ratio", "regrow_ratio", "threshold_gain",
     "sparsity_schedule", "make_method", "ste_mask_grad", "normalize_per_feature", "concave_penalty",
-    "concave_penalty_grad", "calibrate_lambda", "unmasked_mean_magnitude", "channel_sparsity",
-    "cuda_stream",
+    "concave_penalty_grad", "calibrate_lambda", "score_step", "concave_step", "threshold_scores",
+    "unmasked_mean_magnitude", "channel_sparsity", "cuda_stream",
 ]

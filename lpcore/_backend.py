@@ -126,6 +126,11 @@ class Host(_Backend):
         return np.asarray(a)
 
     @staticmethod
+    def from_host(a):
+        """A NumPy array as an array of this backend (here: itself)."""
+        return np.asarray(a)
+
+    @staticmethod
     def address(a):
         """The address of ``a``'s first element (for the kernels' tensor tables)."""
         return a.__array_interface__["data"][0]
@@ -235,6 +240,14 @@ class Cuda(_Backend):
     def to_numpy(a):
         from .kernels.cuda._launch import to_host
         return to_host(a)
+
+    @staticmethod
+    def from_host(a):
+        """A device copy of a NumPy array, on lpcore's current stream."""
+        from numba import cuda
+
+        from .kernels.cuda._launch import stream
+        return cuda.to_device(np.ascontiguousarray(a), stream=stream())
 
     @staticmethod
     def address(a):

@@ -3,14 +3,18 @@
 * :func:`unmasked_mean_magnitude` - Chase's channel score.
 * :func:`channel_sparsity` - the fraction of output channels with no active
   connection.
+
+Both run on the arrays' backend (GPU arrays: a block per channel; the one
+copy to the host is a count).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_array, check_real_array
+from ._backend import for_arrays
+from ._validate import check_real_array
 from .layout import feature_axes, groups
-from .masks import _mask_like
+from .masks import _key_dtype, _mask_like
 
 __all__ = ["unmasked_mean_magnitude", "channel_sparsity"]
 
@@ -30,16 +34,16 @@ def unmasked_mean_magnitude(w, mask, axis=None):
     array([0.5, 0.5])
     """
     fn = "lpcore.unmasked_mean_magnitude"
-    w = check_real_array(as_array(w, fn, "w"), fn, "w")
-    m = _mask_like(mask, w.shape, fn)
+    B = for_arrays(fn, w=w, mask=mask)
+    w = check_real_array(B.as_array(w, fn, "w"), fn, "w")
+    m = _mask_like(mask, w.shape, fn, B=B)
     if w.ndim < 1:
         raise ValueError(f"{fn}: w must have at least 1 dimension")
     grp = groups(w.shape, feature_axes(w.ndim) if axis is None else axis, fn)
-    a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
-    if not np.all(np.isfinite(a)):
+    out = B.empty((grp.G,), np.float64)
+    if B.kernels.row_umm(B.to2d(grp, w, _key_dtype(w)), B.to2d(grp, m, np.bool_), None, out):
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights")
-    rows = grp.to2d(a, np.float64)
-    return grp.reduced_result(rows.sum(axis=1) / max(grp.n, 1), keepdims=False)
+    return B.reduced(grp, out, False)
 
 
 def channel_sparsity(masks, axes=None):
@@ -54,7 +58,10 @@ def channel_sparsity(masks, axes=None):
     0.5
     """
     fn = "lpcore.channel_sparsity"
-    ms = [_mask_like(m, np.shape(m), fn, f"masks[{i}]") for i, m in enumerate(masks)]
+    masks = list(masks)
+    B = for_arrays(fn, **{f"masks[{i}]": m for i, m in enumerate(masks)})
+    ms = [_mask_like(m, B.as_array(m, fn, f"masks[{i}]").shape, fn, f"masks[{i}]", B=B)
+          for i, m in enumerate(masks)]
     if not ms:
         raise ValueError(f"{fn}: masks is empty")
     axes = [None] * len(ms) if axes is None else list(axes)
@@ -62,9 +69,9 @@ def channel_sparsity(masks, axes=None):
         raise ValueError(f"{fn}: axes has {len(axes)} entries for {len(ms)} masks")
     dead = total = 0
     for m, ax in zip(ms, axes):
-        rows = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn).to2d(m, np.bool_)
-        dead += int((~rows.any(axis=1)).sum())
-        total += rows.shape[0]
+        grp = groups(m.shape, feature_axes(m.ndim) if ax is None else ax, fn)
+        dead += B.kernels.live_rows(B.to2d(grp, m, np.bool_), B.empty((grp.G,), np.bool_))
+        total += grp.G
     if total == 0:
         raise ValueError(f"{fn}: the masks have no channels (every shape has a zero-length "
                          "output axis)")

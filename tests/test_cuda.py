@@ -200,6 +200,8 @@ def test_mixed_host_and_device_arrays_raise():
     with pytest.raises(TypeError, match=r"out on the GPU but x on the host"):
         lpcore.normalize(x, 2, out=dev(x))
     with pytest.raises(TypeError, match="works on host"):
+        lpcore.ste_mask_grad(dev(x), x)
+    with pytest.raises(TypeError, match=r"w on the GPU but mask on the host"):
         lpcore.unmasked_mean_magnitude(dev(x), np.ones((2, 3), bool))
     with pytest.raises(TypeError, match=r"w on the GPU but mask on the host"):
         lpcore.drop_smallest(dev(x), np.ones((2, 3), bool), 1)

@@ -24,6 +24,7 @@ from numba import cuda, types as T  # noqa: E402
 
 from lpcore.kernels.cuda import ball as B, dual as Du, hoyer as H, layout as La, lpsgd as L  # noqa: E402
 from lpcore.kernels.cuda import norm as N, tangent as T_, topology as Tp  # noqa: E402
+from lpcore.kernels.cuda import masklearn as Ml  # noqa: E402
 
 f8, i8, b1 = T.float64, T.int64, T.boolean
 
@@ -62,6 +63,15 @@ def signatures(dt):
         Tp._k_compact: (A1(T.uint8), A1(i8)),
         Tp._k_activated: (A1(b1), A1(b1), A1(b1), A1(T.uint8), A1(i8)),
         Tp._k_copy_mask: (A1(b1), A1(b1)),
+        Tp._k_rows: (A2(dt), A2(b1), A1(b1), b1, b1, A1(b1), A1(f8), A1(i8)),
+        Tp._k_fill_rows: (A2(b1), A1(b1), b1, b1, A2(b1), A1(i8)),
+        Ml._k_score: (A2(f8), A2(dt), A2(dt), f8, A2(f8), A1(i8)),
+        Ml._k_concave: (A2(f8), A2(dt), A2(dt), b1, f8, f8, b1, f8, f8, A2(f8), A1(i8)),
+        Ml._k_signs: (A1(f8), A1(f8), A1(b1), A1(i8)),
+        Ml._k_count_at_most: (A1(f8), f8, f8, A1(i8)),
+        Ml._k_scores: (A1(f8), f8, b1, A1(f8)),
+        Ml._k_tiers: (A1(f8), f8, A1(b1), A1(b1), A1(i8)),
+        Ml._k_keep: (A1(b1), A1(b1), A1(b1), A1(b1)),
         L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
         L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,
                       i8),
@@ -86,6 +96,23 @@ def compile_for_sm90():
         yield lambda k, sig: cuda.compile_ptx(k.py_func, sig, cc=(9, 0))[0]
     finally:
         disp.get_current_device = old
+
+
+def test_the_signature_table_lists_every_kernel():
+    """A kernel added to lpcore.kernels.cuda without an entry here would not be
+    compiled by these tests."""
+    import importlib
+    import pkgutil
+
+    import lpcore.kernels.cuda as pkg
+    listed = {k.py_func for k in signatures(T.float64)}
+    missing = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        for name, obj in vars(mod).items():
+            if name.startswith("_k_") and getattr(obj, "py_func", None) not in listed:
+                missing.append(f"{info.name}.{name}")
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("dtype", [T.float32, T.float64], ids=["float32", "float64"])

@@ -276,3 +276,127 @@ def test_a_vanishing_eps_is_refused_where_the_penalty_would_be_nan():
             call()
     assert np.isfinite(lpcore.concave_penalty(np.array([0.0, 0.5, 1.0]), eps=1e-300))
     assert np.all(np.isfinite(lpcore.concave_penalty_grad(np.array([0.0, 1.0]), eps=1e-300)))
+
+
+# ---------------------------------------------------------------------------
+# the learned-mask steps on the arrays' device (issue 26, item 5)
+
+def _watch_copies(backend, monkeypatch):
+    """Under the simulator, the sizes of the device-to-host copies made while
+    ``watching[0]`` is set (None on a real GPU or on the host)."""
+    from lpcore import _device as D
+    if not (backend.name == "cuda" and D.simulated()):
+        return None, [False]
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+    sizes, watching = [], [False]
+    copy = sim_array.FakeCUDAArray.copy_to_host
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                        lambda self, ary=None, stream=0:
+                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
+    return sizes, watching
+
+
+def _learned_layers(rng, put, gates, shapes, dtype=np.float32):
+    """Layers as the binding hands them to learn(): theta as the latent, the
+    dense gradient, the mask of the current gates (the last layer without a
+    gradient on odd draws)."""
+    out = []
+    for i, (g, sh) in enumerate(zip(gates, shapes)):
+        theta = rng.standard_normal(sh).astype(dtype)
+        grad = rng.standard_normal(sh).astype(dtype) * 10.0 ** rng.integers(-3, 2)
+        keep_grad = i < len(shapes) - 1 or rng.random() < 0.5
+        out.append(Layer(mask=put(g != 0), weight=put((theta * g).astype(dtype)),
+                         latent=put(theta), grad=put(grad) if keep_grad else None, axis=(1,)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["scl", "concave"])
+def test_learned_methods_learn_on_the_arrays_device(backend, rng, monkeypatch, name):
+    """SCL's and the concave lottery's steps, and the ticket's threshold, on
+    device arrays: the host's scores (to rounding: the per-feature RMS sums in
+    another order) and the same masks, the scores kept on the device, and
+    every copy to the host at most 4 integers."""
+    shapes = [(5, 7), (4, 6)]
+    kw = dict(target_sparsity=0.6, begin=0, end=4, seed=3)
+    if name == "concave":
+        kw["mask_lr"] = 3e3  # large enough that the masks move in a few steps
+    host_m, dev_m = lpcore.make_method(name, **kw), lpcore.make_method(name, **kw)
+    assert dev_m.device_ready
+    host_m.init_masks(shapes)
+    dev_m.init_masks(shapes)
+    sizes, watching = _watch_copies(backend, monkeypatch)
+    g_h = g_d = host_m.gates()
+    for t in range(4):
+        seed = int(rng.integers(1 << 30))
+        lh = _learned_layers(np.random.default_rng(seed), lambda x: x, g_h, shapes)
+        ld = _learned_layers(np.random.default_rng(seed), backend.put, [backend.get(g)
+                                                                          for g in g_d], shapes)
+        g_h = host_m.learn(t, lh)
+        watching[0] = True
+        g_d = dev_m.learn(t, ld)
+        watching[0] = False
+        assert type(g_d[0]) is type(backend.put(g_h[0]))
+        for sh, sd in zip(host_m.scores, dev_m.scores):
+            npt.assert_allclose(backend.get(sd), sh, rtol=1e-12, atol=1e-15)
+        for a, b in zip(g_h, g_d):
+            npt.assert_array_equal(backend.get(b), a)
+        if name == "scl":
+            assert dev_m.lam_t == pytest.approx(host_m.lam_t, rel=1e-12)
+    if name == "concave":  # the ticket: exactly the target, ties by |theta|
+        lh = _learned_layers(np.random.default_rng(9), lambda x: x, g_h, shapes)
+        ld = _learned_layers(np.random.default_rng(9), backend.put,
+                             [backend.get(g) for g in g_d], shapes)
+        want = host_m.update(4, lh)
+        watching[0] = True
+        got = dev_m.update(4, ld)
+        watching[0] = False
+        for (wm, wi), (gm, gi) in zip(want, got):
+            npt.assert_array_equal(backend.get(gm), wm)
+            npt.assert_array_equal(backend.get(gi), wi)
+        assert sum(int((~m).sum()) for m, _ in want) == round(0.6 * 59)
+    if sizes is not None:
+        assert sizes and max(sizes) <= 4, sizes
+
+
+def test_score_step_scales_rows_that_overflow_or_underflow_on_every_backend(backend):
+    """The max-scaled paths: a float32 product that overflows, float64
+    squares that underflow, a zero row; the device gives the host's scores."""
+    g = np.array([[3e30, -1e30, 2e30], [1e-80, -2e-80, 3e-80], [0.0, 0.0, 0.0]])
+    th = np.array([[2e10, 1e10, -3e10], [1e-80, 1e-80, 1e-80], [1.0, 2.0, 3.0]])
+    s = np.linspace(-1.0, 1.0, 9).reshape(3, 3)
+    for dt in (np.float32, np.float64):
+        gg, tt = (g.astype(dt), th.astype(dt)) if dt == np.float64 else \
+            (np.array(g[:1], dt), np.array(th[:1], dt))
+        ss = s[:gg.shape[0]]
+        want = lpcore.score_step(ss, gg, tt, 0.5)
+        ref = ss - 0.5 * lpcore.ste_mask_grad(gg, tt)
+        npt.assert_array_equal(want, ref)
+        assert np.all(np.isfinite(want))
+        got = backend.get(backend(lpcore.score_step, ss, gg, tt, 0.5))
+        npt.assert_allclose(got, want, rtol=1e-6 if dt == np.float32 else 1e-13)
+
+
+def test_calibrate_lambda_and_threshold_rank_ties_and_signs_on_every_backend(backend, rng):
+    """The order statistic among negatives, zeros (both signs) and ties, and
+    the ticket's cut with ties in the scores broken by |latent|, then by
+    position: the device's lam and masks are the host's."""
+    a = rng.choice([-2.0, -0.5, -0.0, 0.0, 0.25, 0.5, 3.0], size=40)
+    for k in (0, 1, 5, 17, 39, 40):
+        try:
+            want = lpcore.calibrate_lambda(a, 0.1, k)
+        except ValueError as e:
+            with pytest.raises(ValueError, match="no lam"):
+                backend(lpcore.calibrate_lambda, a, 0.1, k)
+            assert "no lam" in str(e)
+            continue
+        assert backend(lpcore.calibrate_lambda, a, 0.1, k) == want
+    m = rng.choice([0.0, 0.0, 0.3, 1.0], size=30)
+    lat = [rng.choice([-1.0, 0.5, 2.0], size=(4, 5)).astype(np.float32),
+           rng.choice([-1.0, 0.5], size=10)]
+    order = np.lexsort((np.concatenate([np.abs(x).reshape(-1) for x in lat]), m))
+    for k in (0, 4, 11, 23, 30):
+        want = np.ones(30, bool)
+        want[order[:k]] = False
+        npt.assert_array_equal(lpcore.threshold_scores(m, lat, k), want)
+        got = backend(lambda m_, *ls, k=k: lpcore.threshold_scores(m_, list(ls), k), m, *lat)
+        npt.assert_array_equal(got, want)

@@ -59,11 +59,26 @@ REGISTRY = {
     "grow_random": (lambda a: lpcore.grow_random(a["m"], 1, 0)[0], ("m",), None, False),
     "adjust_to_sparsity": (lambda a: lpcore.adjust_to_sparsity([a["m"]], [a["w"]], [None],
                                                                0.5)[0][0], ("w", "m"), "w", False),
+    # the learned-mask steps: "u" scores in [0, 1]; float64 results (the scores)
+    "score_step": (lambda a: lpcore.score_step(a["u"], a["g"], a["w"], 0.1, axis=1,
+                                               out=a.get("out")), ("u", "g", "w"), "g", True),
+    "concave_step": (lambda a: lpcore.concave_step(a["u"], a["g"], a["w"], 0.1, 1e-3, axis=1,
+                                                   out=a.get("out")), ("u", "g", "w"), "w", True),
+    "calibrate_lambda": (lambda a: lpcore.calibrate_lambda(a["x"], 0.1, 7), ("x",), "x", False),
+    "threshold_scores": (lambda a: lpcore.threshold_scores(a["u"], [a["w"]], 9), ("u", "w"),
+                         "u", False),
+    # Chase's channel statistics
+    "unmasked_mean_magnitude": (lambda a: lpcore.unmasked_mean_magnitude(a["w"], a["m"]),
+                                ("w", "m"), "w", False),
+    "channel_sparsity": (lambda a: lpcore.channel_sparsity([a["m"], a["m"]]), ("m",), None,
+                         False),
 }
 
 #: the public functions whose result is a mask, not the input's dtype
 MASK_RESULTS = {"drop_by_threshold", "grow_by_score", "drop_smallest", "grow_random",
-                "adjust_to_sparsity"}
+                "adjust_to_sparsity", "threshold_scores"}
+#: the public functions whose result is float64 whatever the inputs (scores)
+FLOAT64_RESULTS = {"score_step", "concave_step", "unmasked_mean_magnitude"}
 
 #: public names that take no arrays of a backend, with the reason
 HOST_ONLY = {
@@ -84,17 +99,14 @@ HOST_ONLY = {
     "weighted_spectral_gap": "SciPy sparse linear algebra on the host",
     "top_singular_values": "SciPy sparse linear algebra on the host",
     "random_mask": "masks live on the host",
-    "make_method": "sparse-training policy: masks live on the host",
+    "make_method": "a factory (the methods on device arrays: test_topology.py, test_masklearn.py)",
     "drop_threshold_schedule": "a schedule (scalars)", "grow_ratio": "a schedule (scalars)",
     "regrow_ratio": "a schedule (scalars)", "threshold_gain": "a schedule (scalars)",
     "sparsity_schedule": "a schedule (scalars)",
-    "unmasked_mean_magnitude": "Chase's channel score: masks live on the host",
-    "channel_sparsity": "masks live on the host",
-    "ste_mask_grad": "learned-mask scores live on the host with the method's state",
-    "normalize_per_feature": "learned-mask scores live on the host with the method's state",
-    "concave_penalty": "learned-mask scores live on the host with the method's state",
-    "concave_penalty_grad": "learned-mask scores live on the host with the method's state",
-    "calibrate_lambda": "learned-mask scores live on the host with the method's state",
+    "ste_mask_grad": "a host helper; the methods' steps on both backends are score_step, concave_step",
+    "normalize_per_feature": "a host helper; the methods' steps on both backends are score_step, concave_step",
+    "concave_penalty": "a host helper; the methods' steps on both backends are score_step, concave_step",
+    "concave_penalty_grad": "a host helper; the methods' steps on both backends are score_step, concave_step",
     "cuda_stream": "no array: a context for the GPU functions (tested in test_cuda.py)",
 }
 
@@ -119,6 +131,8 @@ def _inputs(names, dtype, rng):
             v = lpcore.to_dual(lpcore.normalize(v, 1.5, axis=1), 1.5)
         if k == "w":
             v = lpcore.normalize(v, 1.5, axis=1)
+        if k == "u":
+            v = rng.random((4, 6))
         a[k] = (np.arange(v.size).reshape(v.shape) != 0) if k == "m" else v.astype(dtype)
     return a
 
@@ -131,7 +145,8 @@ def test_dtype_is_kept(backend, name, dtype, rng):
     r = call(a)
     if isinstance(r, (bool, float)):  # all_finite, hoyer_layer, hoyer_network
         return
-    assert backend.get(r).dtype == (np.bool_ if name in MASK_RESULTS else dtype), name
+    want = np.bool_ if name in MASK_RESULTS else np.float64 if name in FLOAT64_RESULTS else dtype
+    assert backend.get(r).dtype == want, name
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e[2]))
@@ -205,6 +220,23 @@ BAD_CALLS = {
     "grow_random-mask-dtype": lambda m: lpcore.grow_random(m(_X), 1, 0),
     "adjust-nan": lambda m: lpcore.adjust_to_sparsity([m(_X > 10.0)], [m(_X)], [m(_XN)], 0.0),
     "adjust-shape": lambda m: lpcore.adjust_to_sparsity([m(_X > 0)], [m(_X[:1])], [None], 0.9),
+    "score_step-nan-latent": lambda m: lpcore.score_step(m(_X), m(_X), m(_XN), 0.1, axis=(0, 2)),
+    "score_step-shape": lambda m: lpcore.score_step(m(_X), m(_X[:1]), m(_X), 0.1),
+    "score_step-lr": lambda m: lpcore.score_step(m(_X), m(_X), m(_X), 0.0),
+    "concave_step-m": lambda m: lpcore.concave_step(m(_X), None, None, 0.1, 1e-3, axis=2),
+    "concave_step-nan-grad": lambda m: lpcore.concave_step(m(np.abs(_X) / 9), m(_XN), m(_X),
+                                                           0.1, 1e-3),
+    "concave_step-kind": lambda m: lpcore.concave_step(m(np.abs(_X) / 9), None, None, 0.1, 1e-3,
+                                                       kind="l2"),
+    "calibrate-nan": lambda m: lpcore.calibrate_lambda(m(_XN), 0.1, 3),
+    "calibrate-k": lambda m: lpcore.calibrate_lambda(m(_X), 0.1, 31),
+    "threshold-nan": lambda m: lpcore.threshold_scores(m(_XN), [m(_X)], 3),
+    "threshold-sizes": lambda m: lpcore.threshold_scores(m(_X), [m(_X[:1])], 3),
+    "umm-nan": lambda m: lpcore.unmasked_mean_magnitude(m(_XN), m(_X > -10.0), axis=(0, 2)),
+    "umm-mask-shape": lambda m: lpcore.unmasked_mean_magnitude(m(_X), m(_X[:1] > 0)),
+    "channel_sparsity-empty": lambda m: lpcore.channel_sparsity([]),
+    "channel_sparsity-axes": lambda m: lpcore.channel_sparsity([m(_X > 0)], [None, None]),
+    "channel_sparsity-none": lambda m: lpcore.channel_sparsity([m(np.zeros((0, 3), bool))]),
 }
 
 

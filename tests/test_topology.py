@@ -453,14 +453,18 @@ def test_adjust_to_sparsity_on_the_arrays_device(backend, rng, target):
                                   [backend.put(w) for w in bad], [None] * 3, 0.95)
 
 
-@pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp"])
+@pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp", "chase"])
 def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, monkeypatch, name):
-    """SET, RigL, gradual magnitude pruning and IMP on device arrays (issue 26,
-    item 5): an update and the exact adjustment (IMP: two prunes) give the host's masks and
+    """SET, RigL, gradual magnitude pruning, IMP and Chase (channels removed by
+    their UMM, the exact adjustment kept out of removed channels) on device
+    arrays (issue 26, item 5): an update and the exact adjustment (IMP: two
+    prunes) give the host's masks and
     reset indices (the same random draws), and every copy to the host is a
     count of at most 4 integers."""
     kw = dict(target_sparsity=0.6, begin=0, end=4, frequency=2) if name == "imp" else \
         dict(target_sparsity=0.6, begin=0, end=10, frequency=1)
+    if name == "chase":
+        kw["channel_sparsity"] = 0.5
     host_m, dev_m = lpcore.make_method(name, **kw), lpcore.make_method(name, **kw)
     assert dev_m.device_ready
     seed = int(rng.integers(1 << 30))

@@ -300,12 +300,13 @@ def test_sparse_trainer_lpss_on_gpu_reaches_the_target_with_masks_on_the_device(
         np.testing.assert_allclose(norm_ref(w[live].astype(np.float64), 1.3, 1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["lpss", "set", "imp"])
+@pytest.mark.parametrize("method", ["lpss", "set", "scl", "concave", "chase"])
 def test_sparse_trainer_decision_on_gpu_copies_no_tensor_to_the_host(gpu, monkeypatch, method):
     """Issue 26, item 5: the topology updates on GPU tensors decide on the device
-    (LpSS; SET with its exact adjustment at ``end``; IMP's prunes and rewinds; RigL
-    and magnitude share SET's binding path and are compared with the host in
-    test_topology.py).  Inside ``trainer.step()`` no tensor is copied to the host
+    (LpSS; SET with its exact adjustment at ``end``; SCL's score steps every step;
+    the concave lottery's steps, ticket and rewind; Chase's channel removal and
+    zeroed biases; RigL, magnitude and IMP share SET's binding path and are compared with the host in test_topology.py).
+    Inside ``trainer.step()`` no tensor is copied to the host
     (the binding's host copies are watched, and every device-to-host copy is a
     count of at most 4 integers); the masks change as in the same run on the CPU."""
     if not gpu.sim:

@@ -3,7 +3,6 @@ torch side of their masks: which weights, writing masked weights, the bias
 of channels without connections, gates."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 import lpcore
@@ -95,6 +94,7 @@ def _mask_weights(items, optimizer, p_of):
 
 
 def gate_tensor(g, w):
-    """A learned method's gate (NumPy, the weight's view) as a tensor like ``w``."""
-    return torch.from_numpy(g).reshape(w.shape).to(device=w.device, dtype=w.dtype)
+    """A learned method's gate (NumPy, or a device array on w's device; the
+    weight's view) as a tensor like ``w``."""
+    return _convert.from_core(g, w.device).reshape(w.shape).to(device=w.device, dtype=w.dtype)
 

@@ -241,21 +241,18 @@ class SparseTrainer:
 
     def _learn(self, t):
         """One step of a learned-mask method: the method trains its scores
-        from the dense gradients and theta (both of this step's forward pass),
-        theta takes the optimizer's step (the weight moved by it from theta *
-        gate), the new masks are installed and the weights become theta *
-        gate."""
+        from the dense gradients and theta (both of this step's forward pass;
+        CUDA tensors: on the device), theta takes the optimizer's step (the
+        weight moved by it from theta * gate), the new masks are installed and
+        the weights become theta * gate."""
         self._all_reduce_dense_grads()
-        gates = self.policy.learn(t, self._layers(latent=False, theta=True))
-        decisions = []
+        with _convert.stream_of([it.weight for it in self.items]):
+            gates = self.policy.learn(t, self._layers(latent=False, theta=True, on_device=True))
         for it, g in zip(self.items, gates):
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
             it.gate = gate_tensor(g, it.weight)
-            old = host(it.mask).reshape(it.layout[0])
-            new = np.ascontiguousarray((g != 0).reshape(it.layout[0]))
-            decisions.append(None if np.array_equal(old, new) else
-                             (new, np.flatnonzero(new.reshape(-1) & ~old.reshape(-1))))
-        self._install(decisions)
+            new = (it.gate != 0).reshape(it.mask.shape)
+            self._set_mask(it, new, new ^ it.mask)
         apply_masks(self.items, self.optimizer, self._p)
 
     def _rewind(self):
@@ -323,19 +320,21 @@ class SparseTrainer:
 
     def _commit(self, it, new, grown):
         """Install the new mask ``new`` (the weight's view; NumPy or a device
-        array) and reset the optimizer state of the connections it changed
-        (dropped, or grown: the flat indices ``grown``), in torch ops on the
-        mask's device: nothing is read back to the host."""
+        array) whose grown connections are the flat indices ``grown``."""
         dev = it.mask.device
         new = _convert.from_core(new, dev).to(dev).reshape(it.mask.shape)
-        grown = _convert.from_core(grown, dev).to(dev, torch.int64)
-        dropped = it.mask & ~new
-        changed = dropped.clone()
-        changed.view(-1)[grown] = True
+        changed = it.mask & ~new
+        changed.view(-1)[_convert.from_core(grown, dev).to(dev, torch.int64)] = True
+        self._set_mask(it, new, changed)
+
+    def _set_mask(self, it, new, changed):
+        """Reset the optimizer state of the ``changed`` connections (dropped
+        or grown) and install the boolean tensor ``new``, in torch ops on the
+        mask's device: nothing is read back to the host."""
         if isinstance(self.optimizer, LpSGD):
             self.optimizer.reset_state(it.weight, changed)
             if self.policy.pruning == "hard" and self._p(it) is not None:
-                self.optimizer.reset_state(it.weight, dropped, momentum=False, dual=True)
+                self.optimizer.reset_state(it.weight, it.mask & ~new, momentum=False, dual=True)
         else:  # torch's SGD: its momentum buffer, in the weight's shape
             buf = self.optimizer.state.get(it.weight, {}).get("momentum_buffer")
             if buf is not None:
@@ -347,8 +346,9 @@ class SparseTrainer:
         """The fraction of output channels with no active connection (Chase
         removes channels; for the other methods this is whatever their masks
         left empty)."""
-        return lpcore.channel_sparsity([host(it.mask).reshape(it.layout[0]) for it in self.items],
-                                       [it.layout[1] for it in self.items])
+        with _convert.stream_of([it.mask for it in self.items]):
+            return lpcore.channel_sparsity([_convert.core_view(it.mask).reshape(it.layout[0])
+                                            for it in self.items], [it.layout[1] for it in self.items])
 
     def _p(self, it):
         for group in self.optimizer.param_groups:

@@ -59,6 +59,25 @@ kernel compiles one signature per dtype.
 ``topology.activated(new, a, b) -> indices``   the positions where the 1-D
     boolean ``new`` is True and ``a & b`` False, increasing (on the GPU an
     int64 device array; the one copy to the host is its length).
+``topology.live_rows(m, out) -> rows without a True entry``,
+``topology.row_umm(w, m, rows, out) -> non-finite active weights``,
+``topology.fill_rows(m, rows, on, value, out) -> entries changed``   Chase's
+    channel steps on (G, n) masks: which rows live, the unmasked mean
+    magnitude per row (+Inf where ``rows`` is False), whole rows set.
+``masklearn.score_step(s, g, th, lr, out) -> (first bad row of g, of th)``
+    SCL's ``out = s - lr * N(g * th)`` (``N``: unit RMS per row, the product
+    rounded to the data's dtype; ``g`` None: ``out = s``); ``out`` unset
+    when a row is bad.
+``masklearn.concave_step(m, g, th, lr, lam, kind_log, eps, out) -> (rows of m, g, th)``
+    ``out = clip(m - lr (lam R'(m) + g th), 0, 1)``; the first rows of
+    ``m`` outside [0, 1] and of ``g``, ``th`` non-finite (``G``: none).
+``masklearn.kth_smallest(a1, k) -> float``, ``masklearn.count_at_most(a1, v,
+    c) -> (#(a1 <= v), #(a1 - c <= 0))``, ``masklearn.nonfinite_count(a1)``
+    the order statistic and counts of ``calibrate_lambda`` (1-D float64).
+``masklearn.shift(a1, c, out)``, ``masklearn.positive(s1, out)``,
+    ``masklearn.tiers(m1, v, below, tied) -> #below``,
+    ``masklearn.keep_above(below, tied, tied_kept, out)``   elementwise 1-D
+    pieces of SCL's scores and gates and of the ticket's threshold.
 
 Writing kernels run only after the reductions that validate their inputs.
 Long groups are cut into ``CHUNK``-element tasks so that ``axis=None`` on a
@@ -74,16 +93,19 @@ from .dual import signed_pow
 from .hoyer import hoyer_sums
 from .layout import add, fill
 from .lpsgd import MultiStep, Tables
+from .masklearn import (concave_step, count_at_most, keep_above, kth_smallest, nonfinite_count,
+                        positive, score_step, shift, tiers)
 from .norm import (KIND_INF, KIND_GEN, KIND_ONE, KIND_TWO, group_max, group_norms, norm_kind,
                    scale_rows)
 from .tangent import tangent_coef, tangent_write
-from .topology import (activated, copy_mask, drop_rows, grow_at, grow_keys, inactive_count,
-                       magnitudes, select_keys)
+from .topology import (activated, copy_mask, drop_rows, fill_rows, grow_at, grow_keys,
+                       inactive_count, live_rows, magnitudes, row_umm, select_keys)
 
 __all__ = [
     "CHUNK", "PAR_MIN_SIZE", "KIND_ONE", "KIND_TWO", "KIND_INF", "KIND_GEN", "norm_kind",
     "group_norms", "group_max", "scale_rows", "hoyer_sums", "tangent_coef", "tangent_write",
     "signed_pow", "project_ball_rows", "add", "fill", "MultiStep", "Tables", "drop_rows",
     "inactive_count", "grow_keys", "select_keys", "magnitudes", "grow_at", "copy_mask",
-    "activated",
+    "activated", "live_rows", "row_umm", "fill_rows", "score_step", "concave_step", "kth_smallest", "count_at_most",
+    "nonfinite_count", "shift", "positive", "tiers", "keep_above",
 ]

@@ -129,3 +129,34 @@ def activated(new, a, b):
     is False (connections active now that were inactive in one of two
     earlier masks), increasing."""
     return np.flatnonzero(new & ~(a & b))
+
+
+# Chase's channel steps on (G, n) masks: which rows are alive, their
+# unmasked mean magnitudes, whole rows set or cleared
+def live_rows(m, out):
+    """``out[i]`` = row ``i`` of the boolean (G, n) ``m`` has a True entry;
+    returns the number of rows without one."""
+    np.copyto(out, m.any(axis=1))
+    return int(out.size - np.count_nonzero(out))
+
+
+def row_umm(w, m, rows, out):
+    """``out[i] = sum_j |w[i, j]| m[i, j] / n`` (float64; ``rows`` given:
+    +Inf where ``rows[i]`` is False); returns how many active weights are
+    NaN or Inf."""
+    a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    np.copyto(out, a.sum(axis=1) / max(w.shape[1], 1))
+    if rows is not None:
+        out[~rows] = np.inf
+    return bad
+
+
+def fill_rows(m, rows, on, value, out):
+    """``out = m`` with every row ``i`` where ``rows[i] == on`` set to
+    ``value`` (boolean (G, n) arrays); returns how many entries changed."""
+    np.copyto(out, m)
+    sel = rows == on
+    changed = int(np.count_nonzero(out[sel] != value))
+    out[sel] = value
+    return changed

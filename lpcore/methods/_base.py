@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._backend import for_arrays
 from .._validate import check_real
 from ..masks import adjust_to_sparsity, mask_sparsity, random_mask
 from ..schedules import drop_threshold_schedule
@@ -247,6 +248,10 @@ class LearnedMask(Method):
     default_finalize = "none"
     #: the score step of mask_lr=None
     default_mask_lr = 0.01
+    #: learn (and the ticket's update) run on the layers' backend: GPU arrays
+    #: keep the scores on the device, and only counts and one order statistic
+    #: reach the host
+    device_ready = True
 
     def __init__(self, *args, mask_lr=None, **kw):
         super().__init__(*args, **kw)
@@ -254,6 +259,53 @@ class LearnedMask(Method):
         self.mask_lr = check_real(self.default_mask_lr if mask_lr is None else mask_lr, fn,
                                   "mask_lr", 0.0, float("inf"), lo_open=True, hi_open=True)
         self.scores = None
+        self._flat = None
+
+    def _set_scores(self, flat, shapes):
+        """The scores as per-layer views of shapes ``shapes`` into one 1-D
+        float64 buffer (host or device), the concatenation the global steps
+        rank."""
+        self._flat, self.scores = flat, self._split(flat, shapes)
+
+    def _split(self, flat, shapes):
+        """Views of consecutive pieces of the 1-D ``flat`` in ``shapes``."""
+        B = for_arrays(f"lpcore.methods.{self.name}", flat=flat)
+        out, start = [], 0
+        for sh in shapes:
+            n = int(np.prod(sh))
+            out.append(B.shaped(flat[start:start + n], tuple(sh)))
+            start += n
+        return out
+
+    def _views_of(self, flat):
+        """``flat`` (a buffer like the scores') in the scores' shapes."""
+        return self._split(flat, [s.shape for s in self.scores])
+
+    def _scores_on(self, layers):
+        """The backend of the layers' arrays, with the scores moved to it (once,
+        when a host run meets its first GPU layers)."""
+        fn = f"lpcore.methods.{self.name}"
+        B = for_arrays(fn, **{f"layers[{i}].mask": ly.mask for i, ly in enumerate(layers)})
+        here = for_arrays(fn, scores=self._flat)
+        if here is not B:
+            shapes = [s.shape for s in self.scores]
+            flat = here.to_numpy(self._flat) if B.name == "cpu" else B.from_host(self._flat)
+            self._set_scores(flat, shapes)
+        return B
+
+    def _step_layers(self, layers, step):
+        """A new flat score buffer on the layers' backend, each layer's view
+        written by ``step(scores_view, out_view, layer)``."""
+        self._check_scores(layers)
+        B = self._scores_on(layers)
+        new = B.empty((self._flat.size,), np.float64)
+        for s, o, ly in zip(self._views(self._flat, layers), self._views(new, layers), layers):
+            step(s, o, ly)
+        return new
+
+    def _views(self, flat, layers):
+        """Per layer, the view of ``flat`` in the layer's mask shape."""
+        return self._split(flat, [ly.mask.shape for ly in layers])
 
     def learning(self, t):
         """Whether step ``t`` trains the scores."""
@@ -269,7 +321,11 @@ class LearnedMask(Method):
         raise NotImplementedError
 
     def init_masks(self, shapes):
-        self.scores = self.init_scores([tuple(s) for s in shapes])
+        shapes = [tuple(s) for s in shapes]
+        scores = self.init_scores(shapes)
+        flat = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in scores]) \
+            if scores else np.zeros(0)
+        self._set_scores(flat, shapes)
         return [g != 0 for g in self.gates()]
 
     def gates(self):
@@ -287,11 +343,16 @@ class LearnedMask(Method):
                                "score arrays")
 
     def array_state(self):
-        """The scores, for a checkpoint (the JSON-able rest is :meth:`state_dict`)."""
-        return {} if self.scores is None else {f"scores.{i}": s for i, s in
-                                               enumerate(self.scores)}
+        """The scores (host copies), for a checkpoint (the JSON-able rest is
+        :meth:`state_dict`)."""
+        if self.scores is None:
+            return {}
+        B = for_arrays(f"lpcore.methods.{self.name}", scores=self._flat)
+        return {f"scores.{i}": B.to_numpy(s) for i, s in enumerate(self.scores)}
 
     def load_array_state(self, arrays):
         n = sum(1 for k in arrays if k.startswith("scores."))
         if n:
-            self.scores = [np.array(arrays[f"scores.{i}"], dtype=np.float64) for i in range(n)]
+            scores = [np.array(arrays[f"scores.{i}"], dtype=np.float64) for i in range(n)]
+            self._set_scores(np.concatenate([x.reshape(-1) for x in scores]),
+                             [x.shape for x in scores])

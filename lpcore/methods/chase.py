@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._backend import for_arrays
 from .._validate import check_real
 from ..layout import groups
-from ..channels import unmasked_mean_magnitude
-from ..kernels.topology import smallest_stable
-from ..masks import drop_smallest, grow_by_score
+from ..masks import drop_smallest, grow_by_score, inactive_count, inactive_magnitudes
 from ..schedules import sparsity_schedule
 from ._base import Layer
 from .rigl import RigL
@@ -41,6 +40,7 @@ class Chase(RigL):
     """RigL plus gradual removal of the channels with the smallest UMM."""
 
     name = "chase"
+    device_ready = True
     #: the binding keeps the bias of channels without connections at zero
     removes_channels = True
 
@@ -71,73 +71,99 @@ class Chase(RigL):
 
     def adjust(self, layers, sparsity=None):
         """The exact adjustment at ``end``, never into a removed channel: when
-        it grows, the channels without any connection are no candidates."""
+        it grows, the channels without any connection are no candidates (on
+        the layers' backend)."""
         target = self.target if sparsity is None else sparsity
         total = sum(ly.mask.size for ly in layers)
-        zeros = sum(ly.mask.size - int(np.count_nonzero(ly.mask)) for ly in layers)
+        zeros = sum(inactive_count(ly.mask) for ly in layers)
         want = int(round(target * total))
         if zeros <= want:  # dropping (or nothing): the base rule
             return super().adjust(layers, sparsity)
-        dead, filled = [], []
-        for ly in layers:
-            grp = groups(ly.mask.shape, ly.axis, "lpcore.methods.chase")
-            m2 = grp.to2d(ly.mask, np.bool_)
-            d2 = np.broadcast_to(~m2.any(axis=1)[:, None], m2.shape)
-            d = np.ascontiguousarray(grp.from2d(np.ascontiguousarray(d2)))
-            dead.append(d)
-            filled.append(ly.mask | d)  # dead channels marked active: never grown
-        n_dead = sum(int(d.sum()) for d in dead)
+        fake, lives, n_dead = [], [], 0
+        for i, ly in enumerate(layers):
+            B, grp, m2 = self._rows(ly, i)
+            live = B.empty((grp.G,), np.bool_)
+            n_dead += B.kernels.live_rows(m2, live) * grp.n
+            filled = B.empty(m2.shape, np.bool_)  # dead channels marked active: never grown
+            B.kernels.fill_rows(m2, live, False, True, filled)
+            fake.append(Layer(mask=B.result(filled, grp, np.bool_), weight=ly.weight,
+                              grad=ly.grad, axis=ly.axis))
+            lives.append(live)
         goal = max(0, want - n_dead)  # the zeros wanted among the living channels
         out = []
-        fake = [Layer(mask=f, weight=ly.weight, grad=ly.grad, axis=ly.axis)
-                for f, ly in zip(filled, layers)]
-        for (dec, d, ly) in zip(super().adjust(fake, goal / total), dead, layers):
+        for i, (dec, live, ly) in enumerate(zip(super().adjust(fake, goal / total), lives,
+                                                layers)):
             if dec is None:
                 out.append(None)
-            else:
-                new, grown = dec
-                out.append((new & ~d, grown))
+                continue
+            B, grp, new2 = self._rows(Layer(mask=dec[0], weight=ly.weight, axis=ly.axis), i)
+            final = B.empty(new2.shape, np.bool_)
+            B.kernels.fill_rows(new2, live, False, False, final)
+            out.append((self._shaped(B, grp, final), dec[1]))
         return out
 
     def channel_fraction(self, t):
         """The fraction of every layer's channels removed by step ``t``."""
         return sparsity_schedule(t, 0.0, self.channel_target, self.begin, self.end)
 
+    @staticmethod
+    def _rows(ly, i):
+        """(backend, groups, the mask's (G, n) view) of layer ``i``."""
+        fn = "lpcore.methods.chase"
+        B = for_arrays(fn, **{f"layers[{i}].mask": ly.mask, f"layers[{i}].weight": ly.weight})
+        grp = groups(ly.mask.shape, ly.axis, fn)
+        return B, grp, B.to2d(grp, ly.mask, np.bool_)
+
+    @staticmethod
+    def _shaped(B, grp, a2):
+        """A (G, n) mask back in the layer's shape (C-contiguous on the host)."""
+        r = B.result(a2, grp, np.bool_)
+        return np.ascontiguousarray(r) if B.name == "cpu" else r
+
     def update(self, t, layers):
+        """One Chase update on the layers' backend (GPU arrays: the masks and
+        grown indices stay on the device; the copies to the host are counts)."""
         h, c_t = self.h(t), self.channel_fraction(t)
+        fn = "lpcore.methods.chase"
         out = []
-        for ly in layers:
-            shape, axis = ly.mask.shape, ly.axis
-            grp = groups(shape, axis, "lpcore.methods.chase")
-            # the view's flat index of every (G, n) position
-            where = grp.to2d(np.arange(ly.mask.size).reshape(shape), np.intp).reshape(-1)
-            m2 = grp.to2d(ly.mask, np.bool_).copy()
-            w2 = grp.to2d(ly.weight, np.float64)
-            G = m2.shape[0]
-            dead = ~m2.any(axis=1)
+        for i, ly in enumerate(layers):
+            B, grp, m2 = self._rows(ly, i)
+            K, G, n = B.kernels, grp.G, grp.n
+            if B.name != "cpu" and any(p != q for p, q in enumerate(grp.perm)):
+                raise ValueError(f"{fn}: on GPU arrays the fan-in axes must be the trailing "
+                                 f"ones (layer {i} has axis={ly.axis})")
+            w2 = B.to2d(grp, ly.weight, ly.weight.dtype)
+            live = B.empty((G,), np.bool_)
+            n_dead = K.live_rows(m2, live)
             # 1. channel removal: the smallest UMM among the living channels
-            n_rm = max(0, min(G - 1, int(round(c_t * G))) - int(dead.sum()))
+            n_rm = max(0, min(G - 1, int(round(c_t * G))) - n_dead)
             freed = 0
             if n_rm:
-                umm = np.asarray(unmasked_mean_magnitude(w2, m2, axis=1), dtype=np.float64)
-                rm = smallest_stable(np.where(dead, np.inf, umm), n_rm)
-                freed = int(m2[rm].sum())
-                m2[rm] = False
-                dead[rm] = True
+                umm = B.empty((G,), np.float64)
+                if K.row_umm(w2, m2, live, umm):
+                    raise ValueError(f"{fn}: layer {i}'s weights contain NaN or Inf among the "
+                                     "active connections")
+                live, _ = K.select_keys(umm, live, n_rm, active=True)
+                cut = B.empty((G, n), np.bool_)
+                freed = K.fill_rows(m2, live, False, False, cut)
+                m2, n_dead = cut, n_dead + n_rm
             # 2. RigL among the living channels, plus the freed budget
-            k = int(round(h * int(m2.sum())))
+            k = int(round(h * (G * n - inactive_count(m2))))
             new2, _ = drop_smallest(w2, m2, k)
-            room = int((~new2[~dead]).sum())
+            room = inactive_count(new2) - n_dead * n
             n_grow = min(k + freed, room)
             if ly.grad is None:
-                score = np.ones_like(w2)
+                score = K.fill(B.empty((G, n), np.float64), 1.0)
             else:
-                score = np.where(m2, 0.0, np.abs(grp.to2d(ly.grad, np.float64)))
+                score = inactive_magnitudes(B.to2d(grp, ly.grad, np.float64), m2)
             # dead channels are not candidates: marked active for the selection
-            grown2 = grow_by_score(score, new2 | dead[:, None], n_grow, axis=1)[1]
-            new2.reshape(-1)[grown2] = True
-            new2[dead] = False
-            new = np.ascontiguousarray(grp.from2d(new2))
-            grown = np.sort(where[grown2])
-            out.append((new, grown))
+            cand = B.empty((G, n), np.bool_)
+            K.fill_rows(new2, live, False, True, cand)
+            grown_mask, grown2 = grow_by_score(score, cand, n_grow, axis=1)
+            final = B.empty((G, n), np.bool_)
+            K.fill_rows(grown_mask, live, False, False, final)
+            if B.name == "cpu":  # the view's flat index of every (G, n) position
+                where = grp.to2d(np.arange(ly.mask.size).reshape(ly.mask.shape), np.intp)
+                grown2 = np.sort(where.reshape(-1)[grown2])
+            out.append((self._shaped(B, grp, final), grown2))
         return out

@@ -34,7 +34,8 @@ import numbers
 import numpy as np
 
 from .._validate import check_real
-from ..masklearn import MIN_EPS, concave_penalty_grad
+from ..masklearn import MIN_EPS, _concave_step, as_float, shifted, threshold_scores
+from ..masks import activated
 from ._base import LearnedMask
 
 
@@ -90,35 +91,28 @@ class Concave(LearnedMask):
         return [np.ones(s) for s in shapes]
 
     def gates(self):
-        return [s.copy() for s in self.scores]
+        return self._views_of(shifted(self._flat, 0.0))  # a copy
 
     def learn(self, t, layers):
-        self._check_scores(layers)
-        new = []
-        for s, ly in zip(self.scores, layers):
-            sv = s.reshape(ly.mask.shape)
-            g = self.lam * concave_penalty_grad(sv, self.penalty, self.eps)
-            if ly.grad is not None:
-                g = g + ly.grad.astype(np.float64) * ly.latent
-            new.append(np.clip(sv - self.mask_lr * g, 0.0, 1.0).reshape(s.shape))
-        self.scores = new
+        """One projected mask step on the layers' backend (GPU layers: the
+        masks stay on the device; the copy to the host is three integers per
+        layer)."""
+        new = self._step_layers(layers, lambda s, o, ly: _concave_step(
+            s, ly.grad, ly.latent, self.mask_lr, self.lam, self.penalty, self.eps, o, ly.axis,
+            True))  # o: a fresh buffer
+        self._set_scores(new, [s.shape for s in self.scores])
         return self.gates()
 
     def update(self, t, layers):
-        """The threshold to exactly the target (the ticket's masks)."""
+        """The threshold to exactly the target (the ticket's masks), on the
+        layers' backend."""
         self._check_scores(layers)
-        m = np.concatenate([s.reshape(-1) for s in self.scores])
-        th = np.concatenate([np.abs(np.asarray(ly.latent if ly.latent is not None else ly.weight,
-                                               dtype=np.float64)).reshape(-1) for ly in layers])
-        k = int(round(self.target * m.size))
-        cut = np.zeros(m.size, bool)
-        cut[np.lexsort((th, m))[:k]] = True
-        out, start = [], 0
-        for ly in layers:
-            n = ly.mask.size
-            new = ~cut[start:start + n].reshape(ly.mask.shape)
-            grown = np.flatnonzero(new.reshape(-1) & ~ly.mask.reshape(-1))
-            out.append((new, grown))
-            start += n
-        self.scores = [o[0].astype(np.float64).reshape(s.shape) for o, s in zip(out, self.scores)]
+        self._scores_on(layers)
+        k = int(round(self.target * self._flat.size))
+        keep = threshold_scores(self._flat, [ly.latent if ly.latent is not None else ly.weight
+                                             for ly in layers], k)
+        out = []
+        for new, ly in zip(self._views(keep, layers), layers):
+            out.append((new, activated(new, ly.mask)))
+        self._set_scores(as_float(keep), [s.shape for s in self.scores])
         return out

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
 from .._validate import check_real
-from ..masklearn import calibrate_lambda, ste_mask_grad
+from ..masklearn import calibrate_lambda, _score_step, positive, shifted
 from ..schedules import sparsity_schedule
 from ._base import LearnedMask
 
@@ -72,27 +70,21 @@ class SCL(LearnedMask):
         return [1.0 + 0.05 * self.rng.uniform(-1.0, 1.0, size=s) for s in shapes]
 
     def gates(self):
-        return [(s > 0).astype(np.float64) for s in self.scores]
+        return self._views_of(positive(self._flat))
 
     def learn(self, t, layers):
-        self._check_scores(layers)
-        props = []
-        for s, ly in zip(self.scores, layers):
-            sv = s.reshape(ly.mask.shape)
-            if ly.grad is None:
-                props.append(sv.copy())
-            else:
-                props.append(sv - self.mask_lr * ste_mask_grad(ly.grad, ly.latent, ly.axis))
+        """One score step on the layers' backend (GPU layers: the scores stay
+        on the device; the copies to the host are counts and the ``k``-th
+        proposal)."""
+        props = self._step_layers(layers, lambda s, o, ly: _score_step(
+            s, ly.grad, ly.latent, self.mask_lr, ly.axis, o, True))  # o: a fresh buffer
         if self.lam == "auto":
-            n = sum(p.size for p in props)
             s_t = sparsity_schedule(t, 0.0, self.target, self.begin, self.end)
-            k = int(round(s_t * n))
-            self.lam_t = calibrate_lambda(np.concatenate([p.reshape(-1) for p in props]),
-                                          self.mask_lr, k)
+            k = int(round(s_t * props.size))
+            self.lam_t = calibrate_lambda(props, self.mask_lr, k)
         else:
             self.lam_t = self.lam
-        self.scores = [(p - self.mask_lr * self.lam_t).reshape(s.shape)
-                       for p, s in zip(props, self.scores)]
+        self._set_scores(shifted(props, self.mask_lr * self.lam_t), [s.shape for s in self.scores])
         return self.gates()
 
     def state_dict(self):

@@ -13,13 +13,16 @@ from .dual import signed_pow
 from .hoyer import hoyer_sums
 from .layout import add, fill, gather, scatter
 from .lpsgd import MultiStep
+from .masklearn import (concave_step, count_at_most, keep_above, kth_smallest, nonfinite_count,
+                        positive, score_step, shift, tiers)
 from .norm import group_max, group_norms, norm_kind, scale_rows
 from .tangent import tangent_coef, tangent_write
-from .topology import (activated, copy_mask, drop_rows, grow_at, grow_keys, inactive_count,
-                       magnitudes, select_keys)
+from .topology import (activated, copy_mask, drop_rows, fill_rows, grow_at, grow_keys,
+                       inactive_count, live_rows, magnitudes, row_umm, select_keys)
 
 __all__ = ["config", "launch_config", "project_ball_rows", "signed_pow", "hoyer_sums", "add",
            "fill", "gather", "scatter", "MultiStep", "group_max", "group_norms", "norm_kind",
            "scale_rows", "tangent_coef", "tangent_write", "drop_rows",
            "inactive_count", "grow_keys", "select_keys", "magnitudes", "grow_at",
-           "copy_mask", "activated"]
+           "copy_mask", "activated", "live_rows", "row_umm", "fill_rows", "score_step", "concave_step", "kth_smallest",
+           "count_at_most", "nonfinite_count", "shift", "positive", "tiers", "keep_above"]

@@ -108,6 +108,14 @@ def grid1d(size):
     return max(1, min(config.max_blocks, -(-size // nt))), nt
 
 
+def launch1d(kernel, size, *args):
+    """``kernel(*args)`` as a grid-stride launch over ``size`` items on
+    :func:`stream` (nothing for ``size`` 0)."""
+    if size:
+        bl, nt = grid1d(size)
+        kernel[bl, nt, stream()](*args)
+
+
 def combine_grid(G, nsplit):
     """(blocks, threads) of a combine launch: one block per group (a grid-stride
     loop over groups), its threads striding over the group's ``nsplit`` slices."""

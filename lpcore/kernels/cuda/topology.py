@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int32, int64
 
-from ._launch import MAXT, config, flags, grid1d, scratch, stream, threads_for, to_host
+from ._launch import MAXT, config, flags, grid1d, launch1d, scratch, stream, threads_for, to_host
 from ._reduce import bmax, bsum, bsum2
 
 INF = math.inf
@@ -295,22 +295,38 @@ def select_keys(keys, m, k, active=False):
     bl, nt = grid1d(max(N, 1))
     if k <= 0:
         return copy_mask(m, new), idx
-    st, hist = _start(m, k, active)
-    bits = keys.view(np.int64)
-    for d in range(_PASSES):
-        _k_hist[bl, nt, stream()](bits, m, bool(active), d, st, hist)
-        _k_pick[1, 1, stream()](hist, st, d)
+    st, bits = _radix(keys, m, k, active, _PASSES)
     marks = cuda.device_array(N, dtype=np.uint8, stream=stream())
     _k_mark[bl, nt, stream()](bits, m, bool(active), st, new, marks)
     _k_compact[1, config.threads, stream()](marks, idx)
     return new, idx
 
 
+def _radix(keys, m, k, active, passes):
+    """The radix select's first ``passes`` digit passes (``_DIGITS_HI``: the
+    key bits only): (the device state, the keys' bits)."""
+    st, hist = _start(m, k, active)
+    bits = keys.view(np.int64)
+    bl, nt = grid1d(max(m.size, 1))
+    for d in range(passes):
+        _k_hist[bl, nt, stream()](bits, m, bool(active), d, st, hist)
+        _k_pick[1, 1, stream()](hist, st, d)
+    return st, bits
+
+
+def kth_key(keys, m, k, active=False):
+    """The value of the ``k``-th (1-based) largest non-negative float64 key
+    where the 1-D boolean ``m`` is False (``active``: the ``k``-th smallest
+    where it is True): the radix select's key passes, one copy of its state
+    to the host."""
+    st, _ = _radix(keys, m, k, active, _DIGITS_HI)
+    hi = int(to_host(st)[_ST_HI])
+    return float(np.array(_INF_BITS - hi if active else hi, np.int64).view(np.float64))
+
+
 def copy_mask(src, dst):
     """``dst[...] = src`` on 1-D boolean device arrays."""
-    if src.size:
-        bl, nt = grid1d(src.size)
-        _k_copy_mask[bl, nt, stream()](src, dst)
+    launch1d(_k_copy_mask, src.size, src, dst)
     return dst
 
 
@@ -422,3 +438,95 @@ def activated(new, a, b):
     if k:
         _k_compact[1, config.threads, stream()](marks, idx)
     return idx
+
+
+# ---------------------------------------------------------------------------
+# Chase's channel steps: one block per row (grid-stride over the rows) for
+# the row reductions; the counts that decide are the one copy to the host
+
+
+@cuda.jit(cache=True)
+def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
+    """Per row (a block each): ``live`` = it has an active entry (rows
+    without one counted in cnt[0]); ``with_w``: ``umm`` = the sum of the
+    active ``|w|`` over n (+Inf where ``has_rows`` and ``rows`` is False),
+    the non-finite active weights counted in cnt[1]."""
+    sh = cuda.shared.array(MAXT2, float64)
+    n = m.shape[1]
+    for i in range(cuda.blockIdx.x, m.shape[0], cuda.gridDim.x):
+        acc = 0.0
+        on = 0.0
+        for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+            if m[i, j]:
+                on += 1.0
+                if with_w:
+                    a = abs(float64(w[i, j]))
+                    acc += a
+                    if not a < INF:
+                        cuda.atomic.add(cnt, 1, 1)
+        acc, on = bsum2(sh, acc, on)
+        if cuda.threadIdx.x == 0:
+            live[i] = on != 0.0
+            if on == 0.0:
+                cuda.atomic.add(cnt, 0, 1)
+            if with_w:
+                umm[i] = INF if has_rows and not rows[i] else acc / max(n, 1)
+
+
+def _rows(w, m, rows, live, umm):
+    """Launch :func:`_k_rows` over the (G, n) mask ``m``: (rows without an
+    active entry, non-finite active weights), one copy."""
+    G, n = m.shape
+    cnt = flags()
+    with_w = umm is not None
+    _k_rows[max(1, min(G, config.max_blocks)), threads_for(max(n, 1)), stream()](
+        w if with_w else m, m, live if rows is None else rows, rows is not None, with_w, live,
+        umm if with_w else scratch("rows_umm", (1,)), cnt)
+    c = to_host(cnt)
+    return int(c[0]), int(c[1])
+
+
+def live_rows(m, out):
+    """The contract of :func:`lpcore.kernels.topology.live_rows` on device
+    arrays (one integer copied)."""
+    if m.shape[0] == 0:
+        return 0
+    return _rows(None, m, None, out, None)[0]
+
+
+def row_umm(w, m, rows, out):
+    """The contract of :func:`lpcore.kernels.topology.row_umm` on device
+    arrays (the non-finite count is the one copy)."""
+    G = w.shape[0]
+    if G == 0:
+        return 0
+    return _rows(w, m, rows, scratch("rows_live", (G,), np.bool_), out)[1]
+
+
+@cuda.jit(cache=True)
+def _k_fill_rows(m, rows, on, value, out, cnt):
+    cols = m.shape[1]
+    e = cuda.grid(1)
+    c = 0
+    while e < m.size:
+        i = e // cols
+        j = e - i * cols
+        v = m[i, j]
+        if rows[i] == on:
+            if v != value:
+                c += 1
+            v = value
+        out[i, j] = v
+        e += cuda.gridsize(1)
+    if c:
+        cuda.atomic.add(cnt, 0, c)
+
+
+def fill_rows(m, rows, on, value, out):
+    """The contract of :func:`lpcore.kernels.topology.fill_rows` on device
+    arrays (the changed count is the one copy)."""
+    if m.size == 0:
+        return 0
+    cnt = flags()
+    launch1d(_k_fill_rows, m.size, m, rows, bool(on), bool(value), out, cnt)
+    return int(to_host(cnt)[0])
