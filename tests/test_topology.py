@@ -453,10 +453,11 @@ def test_adjust_to_sparsity_on_the_arrays_device(backend, rng, target):
                                   [backend.put(w) for w in bad], [None] * 3, 0.95)
 
 
-@pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp", "chase"])
+@pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp", "chase", "static"])
 def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, monkeypatch, name):
-    """SET, RigL, gradual magnitude pruning, IMP and Chase (channels removed by
-    their UMM, the exact adjustment kept out of removed channels) on device
+    """SET, RigL, gradual magnitude pruning, IMP, Chase (channels removed by
+    their UMM, the exact adjustment kept out of removed channels) and the
+    static mask's exact adjustment on device
     arrays (issue 26, item 5): an update and the exact adjustment (IMP: two
     prunes) give the host's masks and
     reset indices (the same random draws), and every copy to the host is a

@@ -10,6 +10,8 @@ class Static(Method):
 
     name = "static"
     evolves = False
+    #: no update; the exact adjustment (finalize="exact") is the base's, on any backend
+    device_ready = True
 
     def update(self, t, layers):
         return [None for _ in layers]
