@@ -240,11 +240,10 @@ class SparseTrainer:
             self._install(decide(self._layers(latent=latent, on_device=on_device)))
 
     def _learn(self, t):
-        """One step of a learned-mask method: the method trains its scores
-        from the dense gradients and theta (both of this step's forward pass;
-        CUDA tensors: on the device), theta takes the optimizer's step (the
-        weight moved by it from theta * gate), the new masks are installed and
-        the weights become theta * gate."""
+        """One step of a learned-mask method: it trains its scores from the dense
+        gradients and theta (this step's; CUDA tensors: on the device), theta takes
+        the optimizer's step (the weight's move from theta * gate), the new masks
+        are installed and the weights become theta * gate."""
         self._all_reduce_dense_grads()
         with _convert.stream_of([it.weight for it in self.items]):
             gates = self.policy.learn(t, self._layers(latent=False, theta=True, on_device=True))
@@ -252,7 +251,8 @@ class SparseTrainer:
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
             it.gate = gate_tensor(g, it.weight)
             new = (it.gate != 0).reshape(it.mask.shape)
-            self._set_mask(it, new, new ^ it.mask)
+            if _convert.on_gpu(new) or (new ^ it.mask).any():  # (on a GPU, .any() waits)
+                self._set_mask(it, new, new ^ it.mask)
         apply_masks(self.items, self.optimizer, self._p)
 
     def _rewind(self):
