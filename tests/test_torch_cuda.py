@@ -367,6 +367,22 @@ def test_sparse_trainer_rigl_with_torch_sgd_on_gpu_tensors(gpu):
         assert torch.all(it.weight[~it.mask] == 0)
 
 
+def test_arrays_lpcore_makes_become_tensors_without_a_copy():
+    """The masks, indices and gates a method makes on the device reach torch
+    through ``from_core`` as views of the same memory, on the same device
+    (``torch.as_tensor`` of a ``__cuda_array_interface__`` object without a
+    device returned a host copy in old torch releases: pytorch#54139)."""
+    if D.simulated() or not torch.cuda.is_available():
+        pytest.skip("torch.as_tensor of a numba array needs a GPU and torch built for CUDA")
+    dev = torch.device("cuda", torch.cuda.current_device())
+    for a in (np.arange(6.0).reshape(2, 3), np.array([True, False, True]),
+              np.array([3, 1], np.int64)):
+        d = cuda.to_device(a)
+        t = C.from_core(d, dev)
+        assert t.device == dev and t.data_ptr() == d.device_ctypes_pointer.value
+        np.testing.assert_array_equal(t.cpu().numpy(), a)
+
+
 def test_cli_device_cuda_trains_on_the_gpu(tmp_path):
     if D.simulated() or not torch.cuda.is_available():
         pytest.skip("needs a GPU and torch built for CUDA")
