@@ -178,3 +178,17 @@ def test_the_exact_adjustment_never_grows_a_removed_channel():
     assert not new[:4].any()                           # removed channels stay removed
     assert int((~new).sum()) == 40                     # the target, exactly, among the rest
     assert set(grown.tolist()) == set(np.flatnonzero(new.reshape(-1) & ~mask.reshape(-1)))
+
+
+def test_a_non_finite_weight_is_named_with_its_channel():
+    w = np.ones((3, 2, 5))
+    w[2, 1, 3] = np.inf
+    with pytest.raises(ValueError, match=r"active weights in group \(1,\)"):
+        lpcore.unmasked_mean_magnitude(w, np.ones(w.shape, bool), axis=(0, 2))
+    m = lpcore.make_method("chase", target_sparsity=0.5, channel_sparsity=0.5, begin=0, end=4,
+                           frequency=1)
+    w2 = np.ones((4, 6))
+    w2[3, 2] = np.nan
+    layer = lpcore.methods.Layer(mask=np.ones((4, 6), bool), weight=w2, axis=(1,))
+    with pytest.raises(ValueError, match=r"layer 0's weights contain NaN or Inf .* group \(3,\)"):
+        m.update(4, [layer])

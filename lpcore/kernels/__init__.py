@@ -60,7 +60,7 @@ kernel compiles one signature per dtype.
     boolean ``new`` is True and ``a & b`` False, increasing (on the GPU an
     int64 device array; the one copy to the host is its length).
 ``topology.live_rows(m, out) -> rows without a True entry``,
-``topology.row_umm(w, m, rows, out) -> non-finite active weights``,
+``topology.row_umm(w, m, rows, out) -> first row with a NaN/Inf active weight, or G``,
 ``topology.fill_rows(m, rows, on, value, out) -> entries changed``   Chase's
     channel steps on (G, n) masks: which rows live, the unmasked mean
     magnitude per row (+Inf where ``rows`` is False), whole rows set.

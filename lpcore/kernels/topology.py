@@ -142,14 +142,14 @@ def live_rows(m, out):
 
 def row_umm(w, m, rows, out):
     """``out[i] = sum_j |w[i, j]| m[i, j] / n`` (float64; ``rows`` given:
-    +Inf where ``rows[i]`` is False); returns how many active weights are
-    NaN or Inf."""
+    +Inf where ``rows[i]`` is False); returns the first row with a NaN or
+    Inf active weight, or G."""
     a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
-    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
     np.copyto(out, a.sum(axis=1) / max(w.shape[1], 1))
     if rows is not None:
         out[~rows] = np.inf
-    return bad
+    return int(bad[0]) if bad.size else w.shape[0]
 
 
 def fill_rows(m, rows, on, value, out):

@@ -140,9 +140,10 @@ class Chase(RigL):
             freed = 0
             if n_rm:
                 umm = B.empty((G,), np.float64)
-                if K.row_umm(w2, m2, live, umm):
+                bad = K.row_umm(w2, m2, live, umm)
+                if bad < G:
                     raise ValueError(f"{fn}: layer {i}'s weights contain NaN or Inf among the "
-                                     "active connections")
+                                     f"active connections in group {grp.index(bad)}")
                 live, _ = K.select_keys(umm, live, n_rm, active=True)
                 cut = B.empty((G, n), np.bool_)
                 freed = K.fill_rows(m2, live, False, False, cut)

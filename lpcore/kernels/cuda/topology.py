@@ -450,7 +450,7 @@ def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
     """Per row (a block each): ``live`` = it has an active entry (rows
     without one counted in cnt[0]); ``with_w``: ``umm`` = the sum of the
     active ``|w|`` over n (+Inf where ``has_rows`` and ``rows`` is False),
-    the non-finite active weights counted in cnt[1]."""
+    the first row with a non-finite active weight as G - i in cnt[1]."""
     sh = cuda.shared.array(MAXT2, float64)
     n = m.shape[1]
     for i in range(cuda.blockIdx.x, m.shape[0], cuda.gridDim.x):
@@ -462,8 +462,8 @@ def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
                 if with_w:
                     a = abs(float64(w[i, j]))
                     acc += a
-                    if not a < INF:
-                        cuda.atomic.add(cnt, 1, 1)
+                    if not a < INF:  # the first bad row: the largest G - i
+                        cuda.atomic.max(cnt, 1, m.shape[0] - i)
         acc, on = bsum2(sh, acc, on)
         if cuda.threadIdx.x == 0:
             live[i] = on != 0.0
@@ -475,7 +475,8 @@ def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
 
 def _rows(w, m, rows, live, umm):
     """Launch :func:`_k_rows` over the (G, n) mask ``m``: (rows without an
-    active entry, non-finite active weights), one copy."""
+    active entry, the first row with a non-finite active weight or G), one
+    copy."""
     G, n = m.shape
     cnt = flags()
     with_w = umm is not None
@@ -483,7 +484,7 @@ def _rows(w, m, rows, live, umm):
         w if with_w else m, m, live if rows is None else rows, rows is not None, with_w, live,
         umm if with_w else scratch("rows_umm", (1,)), cnt)
     c = to_host(cnt)
-    return int(c[0]), int(c[1])
+    return int(c[0]), G - int(c[1])
 
 
 def live_rows(m, out):
@@ -496,7 +497,7 @@ def live_rows(m, out):
 
 def row_umm(w, m, rows, out):
     """The contract of :func:`lpcore.kernels.topology.row_umm` on device
-    arrays (the non-finite count is the one copy)."""
+    arrays (the first bad row is the one copy)."""
     G = w.shape[0]
     if G == 0:
         return 0
