@@ -98,3 +98,20 @@ def backend(request):
             yield Backend(name)
     else:
         yield Backend(name)
+
+
+@pytest.fixture
+def host_copies(backend, monkeypatch):
+    """``(sizes, watching)``: under the simulator, the sizes of the
+    device-to-host copies made while ``watching[0]`` is set (``sizes`` None on
+    a real GPU or on the host, where nothing is watched)."""
+    from lpcore import _device as D
+    if not (backend.name == "cuda" and D.simulated()):
+        return None, [False]
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+    sizes, watching = [], [False]
+    copy = sim_array.FakeCUDAArray.copy_to_host
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
+                        lambda self, ary=None, stream=0:
+                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
+    return sizes, watching

@@ -281,21 +281,6 @@ def test_a_vanishing_eps_is_refused_where_the_penalty_would_be_nan():
 # ---------------------------------------------------------------------------
 # the learned-mask steps on the arrays' device (issue 26, item 5)
 
-def _watch_copies(backend, monkeypatch):
-    """Under the simulator, the sizes of the device-to-host copies made while
-    ``watching[0]`` is set (None on a real GPU or on the host)."""
-    from lpcore import _device as D
-    if not (backend.name == "cuda" and D.simulated()):
-        return None, [False]
-    from numba.cuda.simulator.cudadrv import devicearray as sim_array
-    sizes, watching = [], [False]
-    copy = sim_array.FakeCUDAArray.copy_to_host
-    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
-                        lambda self, ary=None, stream=0:
-                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
-    return sizes, watching
-
-
 def _learned_layers(rng, put, gates, shapes, dtype=np.float32):
     """Layers as the binding hands them to learn(): theta as the latent, the
     dense gradient, the mask of the current gates (the last layer without a
@@ -311,7 +296,7 @@ def _learned_layers(rng, put, gates, shapes, dtype=np.float32):
 
 
 @pytest.mark.parametrize("name", ["scl", "concave"])
-def test_learned_methods_learn_on_the_arrays_device(backend, rng, monkeypatch, name):
+def test_learned_methods_learn_on_the_arrays_device(backend, rng, host_copies, name):
     """SCL's and the concave lottery's steps, and the ticket's threshold, on
     device arrays: the host's scores (to rounding: the per-feature RMS sums in
     another order) and the same masks, the scores kept on the device, and
@@ -324,7 +309,7 @@ def test_learned_methods_learn_on_the_arrays_device(backend, rng, monkeypatch, n
     assert dev_m.device_ready
     host_m.init_masks(shapes)
     dev_m.init_masks(shapes)
-    sizes, watching = _watch_copies(backend, monkeypatch)
+    sizes, watching = host_copies
     g_h = g_d = host_m.gates()
     for t in range(4):
         seed = int(rng.integers(1 << 30))

@@ -383,21 +383,6 @@ def test_lpss_update_decides_on_the_arrays_device_copying_only_counts(backend, r
         assert sizes and max(sizes) <= 4, sizes
 
 
-def _watch_copies(backend, monkeypatch):
-    """Under the simulator, the sizes of the device-to-host copies made while
-    ``watching[0]`` is set (None on a real GPU or on the host)."""
-    from lpcore import _device as D
-    if not (backend.name == "cuda" and D.simulated()):
-        return None, [False]
-    from numba.cuda.simulator.cudadrv import devicearray as sim_array
-    sizes, watching = [], [False]
-    copy = sim_array.FakeCUDAArray.copy_to_host
-    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host",
-                        lambda self, ary=None, stream=0:
-                        (watching[0] and sizes.append(self.size)) or copy(self, ary, stream))
-    return sizes, watching
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_drop_smallest_and_grow_random_select_on_the_arrays_device(backend, rng, dtype):
     """The same masks and indices as the host's: ties (repeated magnitudes, both
@@ -454,7 +439,7 @@ def test_adjust_to_sparsity_on_the_arrays_device(backend, rng, target):
 
 
 @pytest.mark.parametrize("name", ["set", "rigl", "magnitude", "imp", "chase", "static"])
-def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, monkeypatch, name):
+def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, host_copies, name):
     """SET, RigL, gradual magnitude pruning, IMP, Chase (channels removed by
     their UMM, the exact adjustment kept out of removed channels) and the
     static mask's exact adjustment on device
@@ -471,7 +456,7 @@ def test_drop_and_grow_methods_decide_on_the_arrays_device(backend, rng, monkeyp
     seed = int(rng.integers(1 << 30))
     layers_h = _lpss_layers(np.random.default_rng(seed), lambda x: x)
     layers_d = _lpss_layers(np.random.default_rng(seed), backend.put)
-    sizes, watching = _watch_copies(backend, monkeypatch)
+    sizes, watching = host_copies
     changed = 0
     steps = (2, 4) if name == "imp" else (3,)
     for decide in [lambda m, ls, t=t: m.update(t, ls) for t in steps] + \
