@@ -153,3 +153,30 @@ def test_the_method_table_is_the_cores():
     from lpcore_torch.cli.arguments import build_parser
     choices = next(a.choices for a in build_parser()._actions if a.dest == "method")
     assert tuple(choices) == tuple(TRAININGS)
+
+
+def test_the_owner_note_appears_whole(tmp_path, monkeypatch):
+    """A second run (or a test that stops the first) never reads a half-written
+    note: the note is written aside and renamed into place, and a note a
+    killed run left half written is removed by the next run."""
+    seen = []
+    real_dump = json.dump
+
+    def dump(obj, f):
+        seen.append((tmp_path / files.OWNER).exists())
+        return real_dump(obj, f)
+    monkeypatch.setattr(files.json, "dump", dump)
+    lock = files.FolderLock(str(tmp_path))
+    try:
+        assert seen == [False]
+        note = json.loads((tmp_path / files.OWNER).read_text())
+        assert note["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert os.listdir(tmp_path) == []
+    (tmp_path / f"{files.OWNER}.12345").write_text('{"pid": 1')  # a killed run's leftover
+    _, _, lock = files.prepare_out(pytest.fail, str(tmp_path))
+    try:
+        assert sorted(os.listdir(tmp_path)) == [files.OWNER]
+    finally:
+        lock.release()

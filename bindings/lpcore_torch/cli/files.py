@@ -47,8 +47,12 @@ class FolderLock:
             os.close(self.fd)
             self.fd = None
             raise FolderBusy(_holder(out)) from None
-        with open(os.path.join(out, OWNER), "w") as f:
+        # the note appears whole or not at all (a second run reading it, or a
+        # test stopping this process, never sees it half written)
+        tmp = os.path.join(out, f"{OWNER}.{os.getpid()}")
+        with open(tmp, "w") as f:
             json.dump({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        os.replace(tmp, os.path.join(out, OWNER))
 
     def release(self):
         if self.fd is None:
@@ -114,8 +118,8 @@ def prepare_out(fail, text):
                       f"{out} that was killed while it moved them in", file=sys.stderr)
             else:
                 shutil.rmtree(path, ignore_errors=True)
-        elif name == os.path.basename(tmp_name(CHECKPOINT)):
-            os.remove(path)
+        elif name == os.path.basename(tmp_name(CHECKPOINT)) or name.startswith(OWNER + "."):
+            os.remove(path)  # an unfinished checkpoint, or a note a killed run half wrote
     return out, created, lock
 
 
