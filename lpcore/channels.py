@@ -41,7 +41,7 @@ def unmasked_mean_magnitude(w, mask, axis=None):
         raise ValueError(f"{fn}: w must have at least 1 dimension")
     grp = groups(w.shape, feature_axes(w.ndim) if axis is None else axis, fn)
     out = B.empty((grp.G,), np.float64)
-    bad = B.kernels.row_umm(B.to2d(grp, w, _key_dtype(w)), B.to2d(grp, m, np.bool_), None, out)
+    bad = B.kernels.row_umm(B.to2d(grp, w, _key_dtype(w)), B.to2d(grp, m, np.bool_), out)
     if bad < grp.G:
         raise ValueError(f"{fn}: w contains NaN or Inf among the active weights in group "
                          f"{grp.index(bad)}")

@@ -29,7 +29,6 @@ import math
 
 import numpy as np
 
-from . import _device
 from ._backend import for_arrays
 from ._validate import as_array, check_real, check_real_array, compute_dtype
 from .kernels.masklearn import ste_rows, unit_rms_rows
@@ -278,32 +277,16 @@ def _step_inputs(B, fn, scores, grad, latent, axis, name):
 
 
 def _target(B, grp, out, shape, fn, inputs, owned):
-    """(out, where the step writes, whether that is out itself).  A kernel
-    that meets a bad row may already have written others, so the step
-    writes into ``out`` directly only when the caller ``owned`` it (a fresh
-    buffer it drops on an error) and it shares no memory with an input;
-    else into a new buffer, copied to ``out`` on success."""
-    if out is None:
-        return None, B.empty((grp.G, grp.n), np.float64), False
-    out = B.check_out(out, shape, np.float64, fn)
-    v = B.view2d(grp, out, np.float64) if owned else None
-    if v is None or any(_shares(B, v, a) for a in inputs):
-        return out, B.empty((grp.G, grp.n), np.float64), False
-    return out, v, True
-
-
-def _shares(B, v, a):
-    if a is None or not a.size:
-        return False
-    return bool(np.may_share_memory(v, a)) if B.name == "cpu" else _device.overlaps(v, a)
-
-
-def _deliver(B, grp, dst, out, direct):
-    if out is None:
-        return B.result(dst, grp, np.float64)
-    if not direct:
-        B.write(grp, dst, out)
-    return out
+    """(out, where the step writes, out's view when that is it).  A kernel that
+    meets a bad row may already have written others, so the step writes into
+    ``out`` directly only when the caller ``owned`` it (a fresh buffer it drops
+    on an error), as :meth:`_Backend.target` allows; else into a new buffer,
+    copied to ``out`` on success (:meth:`_Backend.finish`)."""
+    if out is not None:
+        out = B.check_out(out, shape, np.float64, fn)
+    tgt = B.target(grp, out, np.float64, [a for a in inputs if a is not None]) if owned \
+        else None
+    return out, (tgt if tgt is not None else B.empty((grp.G, grp.n), np.float64)), tgt
 
 
 def score_step(scores, grad, latent, mask_lr, axis=None, out=None):
@@ -334,13 +317,13 @@ def _score_step(scores, grad, latent, mask_lr, axis, out, owned):
     B = for_arrays(fn, scores=scores, grad=grad, latent=latent, out=out)
     mask_lr = check_real(mask_lr, fn, "mask_lr", 0.0, math.inf, lo_open=True, hi_open=True)
     s, grp, s2, g2, th2 = _step_inputs(B, fn, scores, grad, latent, axis, "scores")
-    out, dst, direct = _target(B, grp, out, s.shape, fn, (s2, g2, th2), owned)
+    out, dst, tgt = _target(B, grp, out, s.shape, fn, (s2, g2, th2), owned)
     if s.size:
         bad_g, bad_t = B.kernels.score_step(s2, g2, th2, mask_lr, dst)
         for bad, nm in ((bad_g, "grad"), (bad_t, "latent")):
             if bad < grp.G:
                 raise ValueError(f"{fn}: {nm} contains NaN or Inf in group {grp.index(bad)}")
-    return _deliver(B, grp, dst, out, direct)
+    return B.finish(dst, grp, out, np.float64, tgt)
 
 
 def concave_step(m, grad, latent, mask_lr, lam, kind="log", eps=0.1, out=None, axis=None):
@@ -374,14 +357,14 @@ def _concave_step(m, grad, latent, mask_lr, lam, kind, eps, out, axis, owned):
     mask_lr = check_real(mask_lr, fn, "mask_lr", 0.0, math.inf, lo_open=True, hi_open=True)
     lam = check_real(lam, fn, "lam", 0.0, math.inf, hi_open=True)
     s, grp, s2, g2, th2 = _step_inputs(B, fn, m, grad, latent, axis, "m")
-    out, dst, direct = _target(B, grp, out, s.shape, fn, (s2, g2, th2), owned)
+    out, dst, tgt = _target(B, grp, out, s.shape, fn, (s2, g2, th2), owned)
     if s.size:
         bads = B.kernels.concave_step(s2, g2, th2, mask_lr, lam, kind == "log", eps, dst)
         for bad, what in zip(bads, ("m has an entry outside [0, 1] (or NaN)",
                                     "grad contains NaN or Inf", "latent contains NaN or Inf")):
             if bad < grp.G:
                 raise ValueError(f"{fn}: {what} in group {grp.index(bad)}")
-    return _deliver(B, grp, dst, out, direct)
+    return B.finish(dst, grp, out, np.float64, tgt)
 
 
 def threshold_scores(scores, latents, k):

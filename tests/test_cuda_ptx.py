@@ -63,7 +63,7 @@ def signatures(dt):
         Tp._k_compact: (A1(T.uint8), A1(i8)),
         Tp._k_activated: (A1(b1), A1(b1), A1(b1), A1(T.uint8), A1(i8)),
         Tp._k_copy_mask: (A1(b1), A1(b1)),
-        Tp._k_rows: (A2(dt), A2(b1), A1(b1), b1, b1, A1(b1), A1(f8), A1(i8)),
+        Tp._k_rows: (A2(dt), A2(b1), b1, A1(b1), A1(f8), A1(i8)),
         Tp._k_fill_rows: (A2(b1), A1(b1), b1, b1, A2(b1), A1(i8)),
         Ml._k_score: (A2(f8), A2(dt), A2(dt), f8, A2(f8), A1(i8)),
         Ml._k_concave: (A2(f8), A2(dt), A2(dt), b1, f8, f8, b1, f8, f8, A2(f8), A1(i8)),

@@ -251,8 +251,8 @@ class SparseTrainer:
             it.theta.add_(it.weight.detach() - it.theta * it.gate)
             it.gate = gate_tensor(g, it.weight)
             new = (it.gate != 0).reshape(it.mask.shape)
-            if _convert.on_gpu(new) or (new ^ it.mask).any():  # (on a GPU, .any() waits)
-                self._set_mask(it, new, new ^ it.mask)
+            if _convert.on_gpu(changed := new ^ it.mask) or changed.any():  # (a GPU .any() waits)
+                self._set_mask(it, new, changed)
         apply_masks(self.items, self.optimizer, self._p)
 
     def _rewind(self):

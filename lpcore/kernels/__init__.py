@@ -60,10 +60,10 @@ kernel compiles one signature per dtype.
     boolean ``new`` is True and ``a & b`` False, increasing (on the GPU an
     int64 device array; the one copy to the host is its length).
 ``topology.live_rows(m, out) -> rows without a True entry``,
-``topology.row_umm(w, m, rows, out) -> first row with a NaN/Inf active weight, or G``,
+``topology.row_umm(w, m, out) -> first row with a NaN/Inf active weight, or G``,
 ``topology.fill_rows(m, rows, on, value, out) -> entries changed``   Chase's
     channel steps on (G, n) masks: which rows live, the unmasked mean
-    magnitude per row (+Inf where ``rows`` is False), whole rows set.
+    magnitude per row, whole rows set.
 ``masklearn.score_step(s, g, th, lr, out) -> (first bad row of g, of th)``
     SCL's ``out = s - lr * N(g * th)`` (``N``: unit RMS per row, the product
     rounded to the data's dtype; ``g`` None: ``out = s``); ``out`` unset

@@ -140,15 +140,12 @@ def live_rows(m, out):
     return int(out.size - np.count_nonzero(out))
 
 
-def row_umm(w, m, rows, out):
-    """``out[i] = sum_j |w[i, j]| m[i, j] / n`` (float64; ``rows`` given:
-    +Inf where ``rows[i]`` is False); returns the first row with a NaN or
-    Inf active weight, or G."""
+def row_umm(w, m, out):
+    """``out[i] = sum_j |w[i, j]| m[i, j] / n`` (float64); returns the first
+    row with a NaN or Inf active weight, or G."""
     a = np.where(m, np.abs(w.astype(np.float64)), 0.0)
     bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
     np.copyto(out, a.sum(axis=1) / max(w.shape[1], 1))
-    if rows is not None:
-        out[~rows] = np.inf
     return int(bad[0]) if bad.size else w.shape[0]
 
 

@@ -140,7 +140,7 @@ class Chase(RigL):
             freed = 0
             if n_rm:
                 umm = B.empty((G,), np.float64)
-                bad = K.row_umm(w2, m2, live, umm)
+                bad = K.row_umm(w2, m2, umm)  # the dead rows are no candidates below
                 if bad < G:
                     raise ValueError(f"{fn}: layer {i}'s weights contain NaN or Inf among the "
                                      f"active connections in group {grp.index(bad)}")

@@ -242,16 +242,17 @@ def launcher(kernel):
     return launch
 
 
-def flags():
-    """The device int64[2] 'first bad group' / 'first zero group' flags of this
-    thread, zeroed.  Kernels record group ``i`` of ``G`` as
-    ``cuda.atomic.max(flag, k, G - i)``; :func:`read_flags` decodes."""
-    fl = scratch("flags", (2,), np.int64)
+def flags(n=2):
+    """The device int64 flags of this thread, zeroed (at least ``n``; the
+    default two: 'first bad group' / 'first zero group').  Kernels record
+    group ``i`` of ``G`` as ``cuda.atomic.max(flag, k, G - i)``
+    (:func:`read_flags` decodes), or count into them."""
+    fl = scratch("flags", (n,), np.int64)
     if simulated():
-        fl.copy_to_device(np.zeros(2, np.int64))
+        fl.copy_to_device(np.zeros(fl.shape[0], np.int64))
     else:
         from numba.cuda.cudadrv import driver
-        driver.device_memset(fl, 0, 2 * 8, stream=stream())
+        driver.device_memset(fl, 0, fl.shape[0] * 8, stream=stream())
     return fl
 
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._launch import MAXT, config, launch1d, scratch, stream, threads_for, to_host
+from ._launch import MAXT, config, flags, launch1d, scratch, stream, threads_for, to_host
 from ._pointers import cast_like
 from ._reduce import bmax, bmax2, bsum, bsum2
 from .topology import kth_key
@@ -32,13 +32,6 @@ def _count2(cnt, a, b):
         cuda.atomic.add(cnt, 0, a)
     if b:
         cuda.atomic.add(cnt, 1, b)
-
-
-def _counts():
-    """A zeroed device int64[4] of this thread and stream (the error counts)."""
-    c = scratch("masklearn_counts", (4,), np.int64)
-    c.copy_to_device(np.zeros(4, np.int64), stream=stream())
-    return c
 
 
 @cuda.jit(device=True)
@@ -116,7 +109,7 @@ def score_step(s, g, th, lr, out):
         return G, G
     if s.size == 0:
         return G, G
-    cnt = _counts()
+    cnt = flags()
     _k_score[max(1, min(G, config.max_blocks)), threads_for(n), stream()](
         s, g, th, float(lr), out, cnt)
     c = to_host(cnt)
@@ -155,7 +148,7 @@ def concave_step(m, g, th, lr, lam, kind_log, eps, out):
     G = m.shape[0]
     if m.size == 0:
         return G, G, G
-    cnt = _counts()
+    cnt = flags(3)
     has_g = g is not None
     launch1d(_k_concave, m.size, m, g if has_g else m, th if has_g else m, has_g, float(lr),
              float(lam), bool(kind_log), float(eps), math.log1p(1.0 / eps), out, cnt)
@@ -186,7 +179,7 @@ def _signs(a):
     N = a.size
     keys = scratch("masklearn_keys", (N,))[:N]
     nonneg = scratch("masklearn_nonneg", (N,), np.bool_)[:N]
-    cnt = _counts()
+    cnt = flags()
     launch1d(_k_signs, N, a, keys, nonneg, cnt)
     c = to_host(cnt)
     return keys, nonneg, int(c[0]), int(c[1])
@@ -228,7 +221,7 @@ def count_at_most(a, v, c):
     """The contract of :func:`lpcore.kernels.masklearn.count_at_most` (one copy)."""
     if a.size == 0:
         return 0, 0
-    cnt = _counts()
+    cnt = flags()
     launch1d(_k_count_at_most, a.size, a, float(v), float(c), cnt)
     r = to_host(cnt)
     return int(r[0]), int(r[1])
@@ -252,7 +245,7 @@ def tiers(m, v, below, tied):
     """The contract of :func:`lpcore.kernels.masklearn.tiers` (one copy)."""
     if m.size == 0:
         return 0
-    cnt = _counts()
+    cnt = flags()
     launch1d(_k_tiers, m.size, m, float(v), below, tied, cnt)
     return int(to_host(cnt)[0])
 

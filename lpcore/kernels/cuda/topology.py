@@ -446,11 +446,11 @@ def activated(new, a, b):
 
 
 @cuda.jit(cache=True)
-def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
+def _k_rows(w, m, with_w, live, umm, cnt):
     """Per row (a block each): ``live`` = it has an active entry (rows
     without one counted in cnt[0]); ``with_w``: ``umm`` = the sum of the
-    active ``|w|`` over n (+Inf where ``has_rows`` and ``rows`` is False),
-    the first row with a non-finite active weight as G - i in cnt[1]."""
+    active ``|w|`` over n, the first row with a non-finite active weight as
+    G - i in cnt[1]."""
     sh = cuda.shared.array(MAXT2, float64)
     n = m.shape[1]
     for i in range(cuda.blockIdx.x, m.shape[0], cuda.gridDim.x):
@@ -470,10 +470,10 @@ def _k_rows(w, m, rows, has_rows, with_w, live, umm, cnt):
             if on == 0.0:
                 cuda.atomic.add(cnt, 0, 1)
             if with_w:
-                umm[i] = INF if has_rows and not rows[i] else acc / max(n, 1)
+                umm[i] = acc / max(n, 1)
 
 
-def _rows(w, m, rows, live, umm):
+def _rows(w, m, live, umm):
     """Launch :func:`_k_rows` over the (G, n) mask ``m``: (rows without an
     active entry, the first row with a non-finite active weight or G), one
     copy."""
@@ -481,8 +481,7 @@ def _rows(w, m, rows, live, umm):
     cnt = flags()
     with_w = umm is not None
     _k_rows[max(1, min(G, config.max_blocks)), threads_for(max(n, 1)), stream()](
-        w if with_w else m, m, live if rows is None else rows, rows is not None, with_w, live,
-        umm if with_w else scratch("rows_umm", (1,)), cnt)
+        w if with_w else m, m, with_w, live, umm if with_w else scratch("rows_umm", (1,)), cnt)
     c = to_host(cnt)
     return int(c[0]), G - int(c[1])
 
@@ -492,16 +491,16 @@ def live_rows(m, out):
     arrays (one integer copied)."""
     if m.shape[0] == 0:
         return 0
-    return _rows(None, m, None, out, None)[0]
+    return _rows(None, m, out, None)[0]
 
 
-def row_umm(w, m, rows, out):
+def row_umm(w, m, out):
     """The contract of :func:`lpcore.kernels.topology.row_umm` on device
     arrays (the first bad row is the one copy)."""
     G = w.shape[0]
     if G == 0:
         return 0
-    return _rows(w, m, rows, scratch("rows_live", (G,), np.bool_), out)[1]
+    return _rows(w, m, scratch("rows_live", (G,), np.bool_), out)[1]
 
 
 @cuda.jit(cache=True)
