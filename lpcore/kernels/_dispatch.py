@@ -9,7 +9,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
-from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled, pow32_scaled2
+from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
@@ -165,26 +165,3 @@ def _ol_scaled_pow_like(x, arr, inv, log2m, e):
     if arr.dtype == types.float32:
         return lambda x, arr, inv, log2m, e: np.float64(pow32_scaled(np.float32(x), log2m, e))
     return lambda x, arr, inv, log2m, e: (x * inv) ** e
-
-
-def scaled_pow2(a, inv, log2m, e1, e2):  # pragma: no cover - replaced in jitted code
-    """``((a/m) ** e1, (a/m) ** e2)`` as float64, sharing the logarithm."""
-    x = np.float64(a) * inv
-    return x ** e1, x ** e2
-
-
-@overload(scaled_pow2, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
-def _ol_scaled_pow2(a, inv, log2m, e1, e2):
-    if a == types.float32:
-        def impl32(a, inv, log2m, e1, e2):
-            r1, r2 = pow32_scaled2(a, log2m, e1, e2)
-            return np.float64(r1), np.float64(r2)
-        return impl32
-
-    def impl64(a, inv, log2m, e1, e2):
-        x = a * inv
-        if x > 0.0:
-            lx = math.log(x)
-            return math.exp(e1 * lx), math.exp(e2 * lx)
-        return x, x
-    return impl64

@@ -165,14 +165,3 @@ def pow32_scaled(a, log2m, e):
     aa = a if ok else f4(1.0)
     v = exp2_f32(e * (log2_f64(aa) - log2m))
     return v if ok else a
-
-
-@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
-def pow32_scaled2(a, log2m, e1, e2):
-    """``((a/m) ** e1, (a/m) ** e2)`` in float32 sharing one logarithm."""
-    ok = (a > f4(0.0)) & (a < np.inf)
-    aa = a if ok else f4(1.0)
-    lg = log2_f64(aa) - log2m
-    v1 = exp2_f32(e1 * lg)
-    v2 = exp2_f32(e2 * lg)
-    return (v1 if ok else a), (v2 if ok else a)

@@ -38,7 +38,7 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import log2_for, scaled_pow, scaled_pow2, scaled_pow_like, use_parallel
+from ._dispatch import log2_for, scaled_pow, scaled_pow_like, use_parallel
 from ._pointers import as_ptr
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
@@ -223,11 +223,12 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
         mx = _from_bits(mbx)
         if mx == 0.0:
             return
-        # One power pass gives both w's magnitudes (|v|/mx)^(1/(p-1)) and
-        # the terms of ||v||_q, (|v|/mx)^q, from a shared logarithm; a
-        # scaling pass over the cached row then normalises v in Lq and w in
-        # Lp.  w is formed relative to the group max of |v|, so small
-        # entries underflow harmlessly; (mx/||v||_q)^(1/(p-1)) >= n^(-1/p).
+        # One power per entry gives both w's magnitudes ra = (|v|/mx)^(1/(p-1))
+        # and the terms of ||v||_q, (|v|/mx)^q = ra * |v|/mx (q = 1 + 1/(p-1):
+        # a product, not a second power); a scaling pass over the cached row
+        # then normalises v in Lq and w in Lp.  w is formed relative to the
+        # group max of |v|, so small entries underflow harmlessly;
+        # (mx/||v||_q)^(1/(p-1)) >= n^(-1/p).
         q = p / (p - 1.0)
         inv = 1.0 / mx
         acc = 0.0
@@ -242,7 +243,9 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
             l2m = log2_for(mx, v)
             for j in range(n):
                 x = v[i, j]
-                ra, rq = scaled_pow2(abs(x), inv, l2m, a, q)
+                r = abs(np.float64(x)) * inv
+                ra = scaled_pow(abs(x), inv, l2m, a)
+                rq = ra * r
                 acc += rq
                 act += _dual_entry(w, mk, i, j, x, ra, rq, masked)
         rel = acc ** (1.0 / q)  # ||v||_q / mx
