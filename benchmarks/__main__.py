@@ -183,6 +183,40 @@ def torch_lpsgd_dual(w, g, buf, v, p, lr, mu):
     w.copy_(v.sign() * v.abs().pow(1 / (p - 1)))
 
 
+class TorchDualStep:
+    """The dual LpSGD step of ``lpcore_torch.LpSGD`` in PyTorch eager ops, as
+    a user without lpcore would write it: :func:`torch_lpsgd_dual` per
+    constrained tensor (its fan-in rows), ``torch.optim.SGD`` for the rest.
+    It does less than LpSGD: no finiteness guard, no max scaling, no care
+    for a row whose direction is zero (a dead unit's row becomes NaN where
+    LpSGD leaves it as it is), and momentum from its first step (the state
+    after LpSGD's first step)."""
+
+    def __init__(self, param_groups, lr, momentum):
+        self.lr, self.mu = lr, momentum
+        self.rows, plain = [], []
+        with torch.no_grad():
+            for group in param_groups:
+                p = group.get("p")
+                for w in group["params"]:
+                    if p is None:
+                        plain.append(w)
+                        continue
+                    w2 = w.data.view(w.shape[0], -1)
+                    w2.div_(torch.linalg.vector_norm(w2, p, dim=1, keepdim=True))
+                    v = w2.sign() * w2.abs().pow(p - 1)  # D_p(w): unit in Lq
+                    self.rows.append((p, w2, w.grad.view(w.shape[0], -1),
+                                      w.grad.view(w.shape[0], -1).clone(), v))
+        self.sgd = torch.optim.SGD(plain, lr=lr, momentum=momentum) if plain else None
+
+    @torch.no_grad()
+    def step(self):
+        for p, w, g, buf, v in self.rows:
+            torch_lpsgd_dual(w, g, buf, v, p, self.lr, self.mu)
+        if self.sgd is not None:
+            self.sgd.step()
+
+
 def run_optim(shapes, repeat):
     """Time per step of the fused LpSGD dual update with momentum 0.9, float32."""
     p, lr, mu = 1.3, 0.05, 0.9
@@ -277,6 +311,9 @@ def _torch_step_table(model, net, repeat, device="cpu"):
                  lpcore_torch.lp_param_groups(net, p=2.0), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=1.3 dual", lambda: lpcore_torch.LpSGD(
                  lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9))]
+    if device == "cpu":  # the same p = 1.3 step in PyTorch eager ops, the floor of a torch version
+        cases.append(("torch eager, same step p=1.3", lambda: TorchDualStep(
+            lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9)))
     with torch.no_grad():
         for name, make in cases:
             opt = make()
