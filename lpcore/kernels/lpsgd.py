@@ -96,7 +96,7 @@ _direction = njit(inline="always", **_JIT)(direction)
 
 
 @njit(**_JIT)
-def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
+def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
     literally(variant)
     literally(has_mom)
     n = w.shape[1]
@@ -112,20 +112,20 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
         mbs = c if c > mbs else mbs
     md = _from_bits(mbd)
     ms = _from_bits(mbs)
-    S[i, 0] = md
-    S[i, 1] = ms
-    S[i, 2] = 0.0
-    S[i, 3] = 0.0
+    S[k, 0] = md
+    S[k, 1] = ms
+    S[k, 2] = 0.0
+    S[k, 3] = 0.0
     if not ms < np.inf:  # first: a non-finite w also spoils d through weight decay
-        st[i] = BAD_STATE
+        st[k] = BAD_STATE
         return
     if not md < np.inf:
-        st[i] = BAD_DIRECTION
+        st[k] = BAD_DIRECTION
         return
-    st[i] = OK
+    st[k] = OK
     if md == 0.0 or ms == 0.0:
         return  # zero direction or dead group: left unchanged
-    S[i, 3] = 1.0
+    S[k, 3] = 1.0
     if variant == RIEMANNIAN:
         inv = 1.0 / ms
         l2m = log2_for(ms, w)
@@ -138,7 +138,7 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
             nu = -nu if wj < 0 else nu
             a += nu * d
             bb += nu * nu
-        S[i, 2] = a / bb
+        S[k, 2] = a / bb
     else:
         q = p / (p - 1.0)
         inv = 1.0 / md
@@ -153,7 +153,7 @@ def _phase1(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
             for j in range(n):
                 d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
                 acc += scaled_pow_like(abs(d), w, inv, l2m, q)
-        S[i, 2] = md * acc ** (1.0 / q)
+        S[k, 2] = md * acc ** (1.0 / q)
 
 
 @njit(**_JIT)
@@ -188,16 +188,16 @@ def _dual_entry(w, mk, i, j, x, ra, rq, masked):
 
 
 @njit(**_JIT)
-def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mom, masked):
+def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mom, masked):
     literally(variant)
     literally(has_mom)
     literally(masked)
     n = w.shape[1]
     bi = i if has_mom else 0
-    md = S[i, 0]
-    ms = S[i, 1]
-    c2s = S[i, 2]
-    upd = S[i, 3] != 0.0
+    md = S[k, 0]
+    ms = S[k, 1]
+    c2s = S[k, 2]
+    upd = S[k, 3] != 0.0
     if not upd:
         if has_mom:  # the momentum buffer still advances
             for j in range(n):
@@ -240,21 +240,27 @@ def _phase2(i, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has_mo
                 acc += ra * ra
                 act += _dual_entry(w, mk, i, j, x, ra, ra * ra, masked)
         else:
+            # the powers in a loop of their own (for float32 data a float32
+            # loop, twice as wide as one that also sums in float64), into w;
+            # masked entries are zeroed by the scaling pass
             l2m = log2_for(mx, v)
             for j in range(n):
                 x = v[i, j]
-                r = abs(np.float64(x)) * inv
                 ra = scaled_pow(abs(x), inv, l2m, a)
-                rq = ra * r
+                w[i, j] = -ra if x < 0 else ra
+            for j in range(n):
+                rq = abs(np.float64(w[i, j])) * (abs(np.float64(v[i, j])) * inv)
                 acc += rq
-                act += _dual_entry(w, mk, i, j, x, ra, rq, masked)
+                if masked:
+                    act += rq * (1.0 if mk[i, j] else 0.0)
         rel = acc ** (1.0 / q)  # ||v||_q / mx
         fw = (1.0 / rel) ** a
         if masked:  # the active entries of w on the unit sphere: sum_active |w|^p = 1
             fw = act ** (-1.0 / p) if act > 0.0 else 0.0
         fv = 1.0 / (mx * rel)
         for j in range(n):
-            w[i, j] = np.float64(w[i, j]) * fw
+            on = 1.0 if not masked or mk[i, j] else 0.0  # a select: stays vectorised
+            w[i, j] = np.float64(w[i, j]) * (fw * on)
             v[i, j] = np.float64(v[i, j]) * fv
         return
     # primal and riemannian update w directly, then renormalise it
@@ -410,8 +416,8 @@ def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
             for gg in range(chunks[c], chunks[c + 1]):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
-                _phase1(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
-                        ftab[t, F_P], st[o:o + G], S[o:o + G], {V}, {M})
+                _phase1(np.int64(gg - o), np.int64(gg), w, g, buf, v, ftab[t, F_WD], bmu, bd,
+                        c1, c2, ftab[t, F_P], st, S, {V}, {M})
         for gg in range(NG):
             if st[gg] != OK:
                 return gg
@@ -421,11 +427,11 @@ def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
                 if masked:
-                    _phase2(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
-                            ftab[t, F_P], eta, S[o:o + G], mk, {V}, {M}, True)
+                    _phase2(np.int64(gg - o), np.int64(gg), w, g, buf, v, ftab[t, F_WD], bmu,
+                            bd, c1, c2, ftab[t, F_P], eta, S, mk, {V}, {M}, True)
                 else:
-                    _phase2(np.int64(gg - o), w, g, buf, v, ftab[t, F_WD], bmu, bd, c1, c2,
-                            ftab[t, F_P], eta, S[o:o + G], mk, {V}, {M}, False)
+                    _phase2(np.int64(gg - o), np.int64(gg), w, g, buf, v, ftab[t, F_WD], bmu,
+                            bd, c1, c2, ftab[t, F_P], eta, S, mk, {V}, {M}, False)
         _count(itab, ctr, {M})
     return -1
 """
