@@ -120,6 +120,22 @@ def test_matches_numpy_transcription_step_by_step(hp, seed):
     assert state.step == len(grads)
 
 
+@pytest.mark.parametrize("variant", ["dual", "primal"])
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e-139, 1e-20, 1e20, 1e139, 1e150, 1e300])
+def test_the_step_does_not_depend_on_the_gradients_scale(variant, scale, rng):
+    # dual and primal step along d / ||d||_q: at p = 2 the norm is summed
+    # unscaled where the group max keeps the squares in range and max-scaled
+    # elsewhere; both give the step of the unit-scale gradient
+    w = rng.standard_normal((3, 7))
+    g = rng.standard_normal((3, 7))
+    for p in (2.0, 1.5):
+        ws = [w.copy(), w.copy()]
+        for x, gg in zip(ws, (g, g * scale)):
+            opt = lpcore.LpSGD(p, lr=0.1, variant=variant)
+            opt.step(x, gg, opt.init(x, axis=1))
+        np.testing.assert_allclose(ws[1], ws[0], rtol=1e-12, atol=1e-15)
+
+
 def test_planted_least_squares_on_the_sphere(rng):
     p, n = 1.3, 20
     wstar = lpcore.normalize(rng.standard_normal((1, n)) * (rng.random((1, n)) < 0.4) + 1e-3 *

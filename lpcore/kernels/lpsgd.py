@@ -104,12 +104,26 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom)
     s = v if variant == DUAL else w
     mbd = _absbits(0.0)
     mbs = _absbits(0.0)
-    for j in range(n):
-        d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-        b = _absbits(d)
-        mbd = b if b > mbd else mbd
-        c = _absbits(s[i, j])
-        mbs = c if c > mbs else mbs
+    # at p = 2 (q = 2) the same pass sums d^2 unscaled, used where the group
+    # max keeps every square in range (always for float32 data): no second
+    # pass over d
+    two = variant != RIEMANNIAN and p == 2.0
+    acc2 = 0.0
+    if two:
+        for j in range(n):
+            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            b = _absbits(d)
+            mbd = b if b > mbd else mbd
+            c = _absbits(s[i, j])
+            mbs = c if c > mbs else mbs
+            acc2 += d * d
+    else:
+        for j in range(n):
+            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+            b = _absbits(d)
+            mbd = b if b > mbd else mbd
+            c = _absbits(s[i, j])
+            mbs = c if c > mbs else mbs
     md = _from_bits(mbd)
     ms = _from_bits(mbs)
     S[k, 0] = md
@@ -140,6 +154,9 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom)
             bb += nu * nu
         S[k, 2] = a / bb
     else:
+        if two and 1e-140 <= md <= 1e140:  # n d^2 <= 2**62 * 1e280: no overflow
+            S[k, 2] = np.sqrt(acc2)
+            return
         q = p / (p - 1.0)
         inv = 1.0 / md
         acc = 0.0
@@ -265,8 +282,12 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
         return
     # primal and riemannian update w directly, then renormalise it
     if variant == PRIMAL:
-        sc = (md / c2s) ** a  # D_q(d/||d||_q) = sign(d) (|d|/md)^a (md/||d||_q)^a
-        ref = md  # the powers are of |d| / md
+        # D_q(d/||d||_q) = sign(d) (|d|/||d||_q)^a: one power of a ratio <= 1.
+        # (Not (|d|/md)^a (md/||d||_q)^a: fastmath's reassociation merges the
+        # two powers into one of |d| md / ..., which overflowed for |d| beyond
+        # 1e154 and underflowed to NaN below 1e-154.)
+        sc = 1.0
+        ref = c2s
     else:
         sc = c2s  # the tangent coefficient
         ref = ms  # the powers are of |w| / ms
@@ -278,7 +299,7 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
             buf[i, j] = nb
         wj = w[i, j]
         if variant == PRIMAL:
-            u = scaled_pow_like(abs(d), w, inv, l2, a) * sc
+            u = scaled_pow_like(abs(d), w, inv, l2, a)
             u = -u if d < 0 else u
             nw = keep * np.float64(wj) - eta * u
         else:
