@@ -9,7 +9,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
-from ._pow32 import FASTMATH, log2_f64, pow32, pow32_scaled
+from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
@@ -127,9 +127,10 @@ def _ol_spow(a, e):
 
 def log2_for(m, like):  # pragma: no cover - replaced in jitted code
     """log2 of a group maximum ``m`` as :func:`scaled_pow` needs it for elements
-    like ``like`` (a float32 scalar or array: the float32 power's own log2 of
-    ``float32(m)``, so that the maximum element's log-ratio is exactly 0 and
-    its power exactly 1 however large the exponent; else ``math.log2``)."""
+    like ``like`` (a float32 scalar or array: the float32 power's own
+    ``log2_parts`` of ``float32(m)``, so that the maximum element's log-ratio
+    is exactly 0 and its power exactly 1 however large the exponent; else
+    ``math.log2``)."""
     return math.log2(m)
 
 
@@ -137,7 +138,7 @@ def log2_for(m, like):  # pragma: no cover - replaced in jitted code
 def _ol_log2_for(m, like):
     f32 = like == types.float32 or (isinstance(like, types.Array) and like.dtype == types.float32)
     if f32:
-        return lambda m, like: log2_f64(np.float32(m))
+        return lambda m, like: log2_parts(np.float32(m))
     return lambda m, like: math.log2(m)
 
 
@@ -152,6 +153,19 @@ def _ol_scaled_pow(a, inv, log2m, e):
         return lambda a, inv, log2m, e: np.float64(pow32_scaled(a, log2m, e))
     return lambda a, inv, log2m, e: (a * inv) ** e
 
+
+def scaled_pow_same(a, inv, log2m, e):  # pragma: no cover - replaced in jitted code
+    """:func:`scaled_pow` in ``a``'s own dtype (float32 in, float32 out: a loop
+    of float32 data that uses it stays free of float64, at full vector width)."""
+    return (np.float64(a) * inv) ** e
+
+
+@overload(scaled_pow_same, inline="always",
+          jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_scaled_pow_same(a, inv, log2m, e):
+    if a == types.float32:
+        return lambda a, inv, log2m, e: pow32_scaled(a, log2m, e)
+    return lambda a, inv, log2m, e: (a * inv) ** e
 
 
 def scaled_pow_like(x, arr, inv, log2m, e):  # pragma: no cover - replaced in jitted code

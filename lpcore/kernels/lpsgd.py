@@ -38,7 +38,7 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import log2_for, scaled_pow, scaled_pow_like, use_parallel
+from ._dispatch import log2_for, scaled_pow, scaled_pow_like, scaled_pow_same, use_parallel
 from ._pointers import as_ptr
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
@@ -96,7 +96,7 @@ _direction = njit(inline="always", **_JIT)(direction)
 
 
 @njit(**_JIT)
-def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom):
+def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has_mom):
     literally(variant)
     literally(has_mom)
     n = w.shape[1]
@@ -166,10 +166,21 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, variant, has_mom)
                 r = abs(d) * inv
                 acc += r * r
         else:
+            # in blocks of the scratch row: |d| rounded to the data's dtype, then
+            # the powers alone (a float32 loop for float32 data: twice as wide
+            # as one forming d in float64 around them), then the sum
             l2m = log2_for(md, w)
-            for j in range(n):
-                d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-                acc += scaled_pow_like(abs(d), w, inv, l2m, q)
+            nb = scr.size
+            for j0 in range(0, n, nb):
+                m = min(nb, n - j0)
+                for j in range(m):
+                    d, _ = _direction(g[i, j0 + j], w[i, j0 + j], buf[bi, j0 + j], wd, bmu, bd,
+                                      c1, c2, has_mom)
+                    scr[j] = abs(d)
+                for j in range(m):
+                    scr[j] = scaled_pow_same(scr[j], inv, l2m, q)
+                for j in range(m):
+                    acc += np.float64(scr[j])
         S[k, 2] = md * acc ** (1.0 / q)
 
 
@@ -263,7 +274,7 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
             l2m = log2_for(mx, v)
             for j in range(n):
                 x = v[i, j]
-                ra = scaled_pow(abs(x), inv, l2m, a)
+                ra = scaled_pow_same(abs(x), inv, l2m, a)
                 w[i, j] = -ra if x < 0 else ra
             for j in range(n):
                 rq = abs(np.float64(w[i, j])) * (abs(np.float64(v[i, j])) * inv)
@@ -434,11 +445,12 @@ _MULTI_SRC = """
 def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
     if {what} != 2:
         for c in {loop}(chunks.size - 1):
+            scr = np.full(SCRATCH, like)  # phase 1's row of powers, one per run of groups
             for gg in range(chunks[c], chunks[c + 1]):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
                 _phase1(np.int64(gg - o), np.int64(gg), w, g, buf, v, ftab[t, F_WD], bmu, bd,
-                        c1, c2, ftab[t, F_P], st, S, {V}, {M})
+                        c1, c2, ftab[t, F_P], st, S, scr, {V}, {M})
         for gg in range(NG):
             if st[gg] != OK:
                 return gg
@@ -457,6 +469,8 @@ def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
     return -1
 """
 _WHAT = {"step": 0, "phase1": 1, "phase2": 2}
+#: entries of phase 1's scratch row (per run of groups; in L1 with its inputs)
+SCRATCH = 512
 _MULTI = {}
 
 
