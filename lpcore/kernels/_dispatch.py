@@ -168,6 +168,31 @@ def _ol_scaled_pow_same(a, inv, log2m, e):
     return lambda a, inv, log2m, e: (a * inv) ** e
 
 
+#: block of :func:`scaled_powsum`'s float32 powers (in L1 with its input)
+POW_BLOCK = 512
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def scaled_powsum(seg, inv, log2m, e, tiny):
+    """``sum (|seg| / m) ** e`` in float64 (``inv = 1/lift(m)``, ``log2m =
+    log2_for(m, seg)``).  Float32 segments of a few hundred entries or more
+    take their powers in blocks, in a float32 loop of their own (twice as
+    wide as one that also sums in float64), then sum the block."""
+    s = 0.0
+    if seg.itemsize == 4 and seg.size >= POW_BLOCK // 2:
+        buf = np.empty(POW_BLOCK, seg.dtype)
+        for j0 in range(0, seg.size, POW_BLOCK):
+            part = seg[j0:j0 + POW_BLOCK]  # indexed from 0 by the loop: no wraparound test
+            for j in range(part.size):
+                buf[j] = scaled_pow_same(abs(part[j]), inv, log2m, e)
+            for j in range(part.size):
+                s += np.float64(buf[j])
+        return s
+    for j in range(seg.size):
+        s += scaled_pow(lift(abs(seg[j]), tiny), inv, log2m, e)
+    return s
+
+
 def scaled_pow_like(x, arr, inv, log2m, e):  # pragma: no cover - replaced in jitted code
     """:func:`scaled_pow` of a float64 ``x`` computed in ``arr``'s precision
     (float32 arrays take the vectorised float32 power)."""

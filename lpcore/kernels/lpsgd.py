@@ -172,10 +172,11 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
             l2m = log2_for(md, w)
             nb = scr.size
             for j0 in range(0, n, nb):
-                m = min(nb, n - j0)
+                # row pieces indexed from 0 by the loops: no wraparound test
+                gp, wp, bp = g[i, j0:j0 + nb], w[i, j0:j0 + nb], buf[bi, j0:j0 + nb]
+                m = gp.size
                 for j in range(m):
-                    d, _ = _direction(g[i, j0 + j], w[i, j0 + j], buf[bi, j0 + j], wd, bmu, bd,
-                                      c1, c2, has_mom)
+                    d, _ = _direction(gp[j], wp[j], bp[j], wd, bmu, bd, c1, c2, has_mom)
                     scr[j] = abs(d)
                 for j in range(m):
                     scr[j] = scaled_pow_same(scr[j], inv, l2m, q)

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from ._dispatch import (CHUNK, TINY, TaskKernel, first_flags, lift, log2_for, n_chunks,
-                        scaled_pow)
+                        scaled_powsum)
 from ._pow32 import FASTMATH, float_from_bits
 
 KIND_ONE, KIND_TWO, KIND_INF, KIND_GEN = 0, 1, 2, 3
@@ -100,8 +100,7 @@ def _powsum_task(t, x, xb, mask, nch, kind, p, Mc, Sc):
             d = lift(np.float64(abs(seg[j])), tiny) * inv
             s += d * d
     else:
-        for j in range(seg.size):
-            s += scaled_pow(lift(abs(seg[j]), tiny), inv, l2m, p)
+        s = scaled_powsum(seg, inv, l2m, p, tiny)
     Sc[t] = s
 
 
