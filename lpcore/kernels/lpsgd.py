@@ -104,26 +104,18 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
     s = v if variant == DUAL else w
     mbd = _absbits(0.0)
     mbs = _absbits(0.0)
-    # at p = 2 (q = 2) the same pass sums d^2 unscaled, used where the group
-    # max keeps every square in range (always for float32 data): no second
-    # pass over d
+    # the same pass sums d^2 unscaled (one multiply-add an entry): at p = 2
+    # (q = 2) the norm of d where the group max keeps every square in range
+    # (always for float32 data), with no second pass over d
     two = variant != RIEMANNIAN and p == 2.0
     acc2 = 0.0
-    if two:
-        for j in range(n):
-            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-            b = _absbits(d)
-            mbd = b if b > mbd else mbd
-            c = _absbits(s[i, j])
-            mbs = c if c > mbs else mbs
-            acc2 += d * d
-    else:
-        for j in range(n):
-            d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
-            b = _absbits(d)
-            mbd = b if b > mbd else mbd
-            c = _absbits(s[i, j])
-            mbs = c if c > mbs else mbs
+    for j in range(n):
+        d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
+        b = _absbits(d)
+        mbd = b if b > mbd else mbd
+        c = _absbits(s[i, j])
+        mbs = c if c > mbs else mbs
+        acc2 += d * d
     md = _from_bits(mbd)
     ms = _from_bits(mbs)
     S[k, 0] = md
