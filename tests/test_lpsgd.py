@@ -136,6 +136,22 @@ def test_the_step_does_not_depend_on_the_gradients_scale(variant, scale, rng):
         np.testing.assert_allclose(ws[1], ws[0], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("n", [100, 511, 512, 513, 1100])
+def test_float32_step_in_blocks_tracks_float64(n, rng):
+    # phase 1 takes float32 powers in blocks of SCRATCH (512) entries: rows
+    # around the block edges, the largest gradient entry in the last block
+    w64 = rng.standard_normal((4, n))
+    w32 = w64.astype(np.float32)
+    o64, o32 = lpcore.LpSGD(1.3, lr=0.1, momentum=0.9), lpcore.LpSGD(1.3, lr=0.1, momentum=0.9)
+    s64, s32 = o64.init(w64, axis=1), o32.init(w32, axis=1)
+    for _ in range(3):
+        g = rng.standard_normal((4, n))
+        g[:, -1] = 50.0
+        o64.step(w64, g, s64)
+        o32.step(w32, g.astype(np.float32), s32)
+    assert np.abs(w32 - w64).max() <= 1e-5 * np.abs(w64).max()
+
+
 def test_planted_least_squares_on_the_sphere(rng):
     p, n = 1.3, 20
     wstar = lpcore.normalize(rng.standard_normal((1, n)) * (rng.random((1, n)) < 0.4) + 1e-3 *

@@ -82,6 +82,17 @@ def test_long_group_multi_chunk_and_parallel(dtype, p, rng):
     assert_on_sphere(lpcore.normalize(X, p, axis=1), p, axis=1)
 
 
+@pytest.mark.parametrize("n", [255, 256, 511, 512, 513, 1500])
+@pytest.mark.parametrize("p", [1.3, 4.5])
+def test_float32_power_blocks_cover_every_entry(n, p, rng):
+    # float32 power sums run in blocks of 512 from 256 entries on: lengths
+    # around the block edges, the maximum in the last entry
+    x = rng.standard_normal((3, n)).astype(np.float32)
+    x[:, -1] = 9.0
+    assert_allclose_dtype(lpcore.norm(x, p, axis=1), norm_ref(x, p, 1), dtype=np.float32)
+    assert_on_sphere(lpcore.normalize(x, p, axis=1), p, axis=1)
+
+
 def test_edge_shapes(rng):
     e = np.zeros((0, 3))
     assert lpcore.norm(e, 2, axis=1).shape == (0,)
