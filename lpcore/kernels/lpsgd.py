@@ -38,7 +38,8 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import log2_for, scaled_pow, scaled_pow_like, scaled_pow_same, use_parallel
+from ._dispatch import (log2_for, scaled_pow, scaled_pow_like, scaled_pow_same, scaled_powsum,
+                        use_parallel)
 from ._pointers import as_ptr
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
@@ -69,10 +70,7 @@ def _renormalize(x, i, mx, p):
     """x[i] /= ||x[i]||_p given mx = max |x[i]| > 0."""
     n = x.shape[1]
     inv = 1.0 / mx
-    l2m = log2_for(mx, x)
-    acc = 0.0
-    for j in range(n):
-        acc += scaled_pow(abs(x[i, j]), inv, l2m, p)
+    acc = scaled_powsum(x[i], inv, log2_for(mx, x), p, False)
     f = 1.0 / (mx * acc ** (1.0 / p))
     for j in range(n):
         x[i, j] = np.float64(x[i, j]) * f
