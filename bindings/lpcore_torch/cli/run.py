@@ -64,15 +64,23 @@ def _as_groups(t, n):
 
 
 def _predict(estimator, sources, n, p, seed):
-    """(predicted Hoyer, fitted k) for one layer, or (None, None) without the source."""
+    """(predicted Hoyer, fitted k) for one layer, or (None, None) without the source.
+
+    The prediction is reported to 12 significant digits: it is a Monte Carlo
+    estimate, and its last bits differ between a process that compiled the
+    float64 Hoyer kernel and one that loaded it from numba's cache (seen on
+    this machine, 2026-12-06; its fastmath reduction compiles to different
+    code), which would make a resumed run differ from one that never stopped."""
     import lpcore
     if estimator == "gaussian":
-        return lpcore.predict_hoyer(None, n, p, gradient="gaussian", seed=seed)
-    source, fit = estimator.split("-")
-    x, axis = sources[source]
-    if x is None or np.count_nonzero(x) < 2:
-        return None, None
-    return lpcore.predict_hoyer(x, n, p, fit=fit, axis=axis, seed=seed)
+        h, k = lpcore.predict_hoyer(None, n, p, gradient="gaussian", seed=seed)
+    else:
+        source, fit = estimator.split("-")
+        x, axis = sources[source]
+        if x is None or np.count_nonzero(x) < 2:
+            return None, None
+        h, k = lpcore.predict_hoyer(x, n, p, fit=fit, axis=axis, seed=seed)
+    return (None if h is None else float(f"{h:.12g}")), k
 
 
 class Run:
