@@ -138,7 +138,7 @@ def test_the_step_does_not_depend_on_the_gradients_scale(variant, scale, rng):
 
 @pytest.mark.parametrize("n", [100, 511, 512, 513, 1100])
 def test_float32_step_in_blocks_tracks_float64(n, rng):
-    # phase 1 takes float32 powers in blocks of SCRATCH (512) entries: rows
+    # phase 1 takes float32 powers in blocks of POW_BLOCK (512) entries: rows
     # around the block edges, the largest gradient entry in the last block
     w64 = rng.standard_normal((4, n))
     w32 = w64.astype(np.float32)

@@ -168,25 +168,36 @@ def _ol_scaled_pow_same(a, inv, log2m, e):
     return lambda a, inv, log2m, e: (a * inv) ** e
 
 
-#: block of :func:`scaled_powsum`'s float32 powers (in L1 with its input)
+#: block of float32 powers summed by :func:`block_powsum` (in L1 with its input)
 POW_BLOCK = 512
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def block_powsum(part, buf, inv, log2m, e):
+    """``sum (|part| / m) ** e`` in float64 for a block of at most
+    ``buf.size`` entries: the powers into ``buf`` in a loop of their own (for
+    float32 a float32 loop, twice as wide as one that also sums in float64),
+    then their sum.  ``part`` may be ``buf`` itself."""
+    m = part.size
+    for j in range(m):
+        buf[j] = scaled_pow_same(abs(part[j]), inv, log2m, e)
+    s = 0.0
+    for j in range(m):
+        s += np.float64(buf[j])
+    return s
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def scaled_powsum(seg, inv, log2m, e, tiny):
     """``sum (|seg| / m) ** e`` in float64 (``inv = 1/lift(m)``, ``log2m =
     log2_for(m, seg)``).  Float32 segments of a few hundred entries or more
-    take their powers in blocks, in a float32 loop of their own (twice as
-    wide as one that also sums in float64), then sum the block."""
+    take their powers in blocks (:func:`block_powsum`)."""
     s = 0.0
     if seg.itemsize == 4 and seg.size >= POW_BLOCK // 2:
         buf = np.empty(POW_BLOCK, seg.dtype)
         for j0 in range(0, seg.size, POW_BLOCK):
-            part = seg[j0:j0 + POW_BLOCK]  # indexed from 0 by the loop: no wraparound test
-            for j in range(part.size):
-                buf[j] = scaled_pow_same(abs(part[j]), inv, log2m, e)
-            for j in range(part.size):
-                s += np.float64(buf[j])
+            # the piece indexed from 0 by the loops: no wraparound test
+            s += block_powsum(seg[j0:j0 + POW_BLOCK], buf, inv, log2m, e)
         return s
     for j in range(seg.size):
         s += scaled_pow(lift(abs(seg[j]), tiny), inv, log2m, e)

@@ -38,8 +38,8 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import (log2_for, scaled_pow, scaled_pow_like, scaled_pow_same, scaled_powsum,
-                        use_parallel)
+from ._dispatch import (POW_BLOCK, block_powsum, log2_for, scaled_pow, scaled_pow_like,
+                        scaled_pow_same, scaled_powsum, use_parallel)
 from ._pointers import as_ptr
 from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
@@ -156,22 +156,19 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
                 r = abs(d) * inv
                 acc += r * r
         else:
-            # in blocks of the scratch row: |d| rounded to the data's dtype, then
-            # the powers alone (a float32 loop for float32 data: twice as wide
-            # as one forming d in float64 around them), then the sum
+            # in blocks of the scratch row: |d| rounded to the data's dtype,
+            # then block_powsum (the powers in a loop of their own: for float32
+            # twice as wide as one forming d in float64 around them)
             l2m = log2_for(md, w)
             nb = scr.size
             for j0 in range(0, n, nb):
                 # row pieces indexed from 0 by the loops: no wraparound test
                 gp, wp, bp = g[i, j0:j0 + nb], w[i, j0:j0 + nb], buf[bi, j0:j0 + nb]
-                m = gp.size
-                for j in range(m):
+                part = scr[:gp.size]
+                for j in range(part.size):
                     d, _ = _direction(gp[j], wp[j], bp[j], wd, bmu, bd, c1, c2, has_mom)
-                    scr[j] = abs(d)
-                for j in range(m):
-                    scr[j] = scaled_pow_same(scr[j], inv, l2m, q)
-                for j in range(m):
-                    acc += np.float64(scr[j])
+                    part[j] = abs(d)
+                acc += block_powsum(part, part, inv, l2m, q)
         S[k, 2] = md * acc ** (1.0 / q)
 
 
@@ -436,7 +433,7 @@ _MULTI_SRC = """
 def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
     if {what} != 2:
         for c in {loop}(chunks.size - 1):
-            scr = np.full(SCRATCH, like)  # phase 1's row of powers, one per run of groups
+            scr = np.full(POW_BLOCK, like)  # phase 1's row of powers, one per run of groups
             for gg in range(chunks[c], chunks[c + 1]):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
@@ -460,8 +457,6 @@ def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
     return -1
 """
 _WHAT = {"step": 0, "phase1": 1, "phase2": 2}
-#: entries of phase 1's scratch row (per run of groups; in L1 with its inputs)
-SCRATCH = 512
 _MULTI = {}
 
 
