@@ -107,6 +107,8 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
     # (always for float32 data), with no second pass over d
     two = variant != RIEMANNIAN and p == 2.0
     acc2 = 0.0
+    # ... and keeps |d|, rounded to the data's dtype, in the scratch row (a row
+    # long): the powers of ||d||_q below read it there instead of forming d again
     for j in range(n):
         d, _ = _direction(g[i, j], w[i, j], buf[bi, j], wd, bmu, bd, c1, c2, has_mom)
         b = _absbits(d)
@@ -114,6 +116,8 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
         c = _absbits(s[i, j])
         mbs = c if c > mbs else mbs
         acc2 += d * d
+        if variant != RIEMANNIAN:
+            scr[j] = abs(d)
     md = _from_bits(mbd)
     ms = _from_bits(mbs)
     S[k, 0] = md
@@ -156,18 +160,12 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
                 r = abs(d) * inv
                 acc += r * r
         else:
-            # in blocks of the scratch row: |d| rounded to the data's dtype,
-            # then block_powsum (the powers in a loop of their own: for float32
-            # twice as wide as one forming d in float64 around them)
+            # |d| from the scratch row, in blocks (block_powsum: the powers in a
+            # loop of their own, for float32 twice as wide as one forming d in
+            # float64 around them), each overwritten by its powers
             l2m = log2_for(md, w)
-            nb = scr.size
-            for j0 in range(0, n, nb):
-                # row pieces indexed from 0 by the loops: no wraparound test
-                gp, wp, bp = g[i, j0:j0 + nb], w[i, j0:j0 + nb], buf[bi, j0:j0 + nb]
-                part = scr[:gp.size]
-                for j in range(part.size):
-                    d, _ = _direction(gp[j], wp[j], bp[j], wd, bmu, bd, c1, c2, has_mom)
-                    part[j] = abs(d)
+            for j0 in range(0, n, POW_BLOCK):
+                part = scr[j0:min(n, j0 + POW_BLOCK)]
                 acc += block_powsum(part, part, inv, l2m, q)
         S[k, 2] = md * acc ** (1.0 / q)
 
@@ -245,7 +243,6 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
         # then normalises v in Lq and w in Lp.  w is formed relative to the
         # group max of |v|, so small entries underflow harmlessly;
         # (mx/||v||_q)^(1/(p-1)) >= n^(-1/p).
-        q = p / (p - 1.0)
         inv = 1.0 / mx
         acc = 0.0
         act = 0.0  # masked: the active entries' share, sum (|w_j| / scale)^p
@@ -269,8 +266,10 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
                 acc += rq
                 if masked:
                     act += rq * (1.0 if mk[i, j] else 0.0)
-        rel = acc ** (1.0 / q)  # ||v||_q / mx
-        fw = (1.0 / rel) ** a
+        # ||v||_q / mx = acc^(1/q) = acc * acc^(-1/p), and w's factor
+        # (mx / ||v||_q)^a = acc^(-1/p): one scalar power for both
+        fw = 1.0 / np.sqrt(acc) if p == 2.0 else acc ** (-1.0 / p)
+        rel = acc * fw
         if masked:  # the active entries of w on the unit sphere: sum_active |w|^p = 1
             fw = act ** (-1.0 / p) if act > 0.0 else 0.0
         fv = 1.0 / (mx * rel)
@@ -432,8 +431,11 @@ def _count(itab, ctr, has_mom):
 _MULTI_SRC = """
 def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
     if {what} != 2:
+        nmax = 1
+        for t in range(itab.shape[0]):
+            nmax = max(nmax, itab[t, T_N])
         for c in {loop}(chunks.size - 1):
-            scr = np.full(POW_BLOCK, like)  # phase 1's row of powers, one per run of groups
+            scr = np.full(nmax, like)  # phase 1's scratch row, one per run of groups
             for gg in range(chunks[c], chunks[c + 1]):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
