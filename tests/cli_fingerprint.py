@@ -7,6 +7,13 @@ to its metrics without timings and the SHA-256 of every tensor it saved.
 ``tests/test_cli_identity.py`` runs the same commands and compares.  Record
 anew (and say why in the commit) only when a change is meant to change
 results.  Runs use one torch thread: the last digits depend on the count.
+They also depend on the instruction set: a float sum vectorised 16 float32
+wide (AVX-512) rounds differently from one 8 wide (AVX2), in numba's kernels,
+in ATen's and in OpenBLAS's.  So every run compiles and dispatches for
+x86-64-v3 (AVX2 and FMA, :data:`PINNED_ISA`) whatever the machine has; the
+fingerprints were recorded on an AVX2 machine and reproduced bit for bit,
+pinned, on an AVX-512 one (2026-12-06).  Elsewhere (no AVX2, not x86-64) the
+comparison is skipped: :func:`isa_supported`.
 """
 from __future__ import annotations
 
@@ -28,6 +35,13 @@ for _m in ("lpss", "set", "rigl", "static", "magnitude", "magnitude-lp", "imp", 
 RUNS["reference"] = ["--recipe", "reference", "--epochs", "3"]
 RUNS["cnn-sweep"] = ["--model", "cnn", "--dataset", "mnist1d", "--method", "dense-lp",
                      "--epochs", "1", "--sweep-p", "1.5,2"]
+
+#: environment of every run: the x86-64-v3 instruction set for numba (with no
+#: extra features: the host's would bring AVX-512 back), ATen, OpenBLAS, MKL
+#: and oneDNN
+PINNED_ISA = {"NUMBA_CPU_NAME": "x86-64-v3", "NUMBA_CPU_FEATURES": "",
+              "ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell",
+              "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 #: metrics that measure time (they differ from run to run) or name the environment
 UNSTABLE = {"train_time_s", "inference_s_masked", "inference_s_compact", "threads"}
@@ -58,10 +72,22 @@ def fingerprint(out):
     return fp
 
 
+def isa_supported():
+    """Whether this machine runs x86-64-v3 code (x86-64 with AVX2 and FMA)."""
+    import platform
+
+    import llvmlite.binding as ll
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    features = ll.get_host_cpu_features()
+    return all(features.get(f, False) for f in ("avx2", "fma", "bmi2"))
+
+
 def run(name, workdir):
-    """Run one of :data:`RUNS` with one torch thread; returns its fingerprint."""
+    """Run one of :data:`RUNS` with one torch thread, pinned to
+    :data:`PINNED_ISA`; returns its fingerprint."""
     out = os.path.join(workdir, name)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **PINNED_ISA)
     cmd = [sys.executable, "-m", "lpcore_torch", "--quiet", "--out", out] + RUNS[name]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE, timeout=600)

@@ -14,6 +14,10 @@ pytest.importorskip("sklearn")
 
 import cli_fingerprint as fp  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
 
+if not fp.isa_supported():
+    pytest.skip("the fingerprints are of x86-64-v3 code (AVX2, FMA): this machine has none",
+                allow_module_level=True)
+
 
 @pytest.fixture(scope="module")
 def fingerprints(tmp_path_factory):
