@@ -58,6 +58,30 @@ def timeit(fn, repeat, min_time=0.2):
     return statistics.median(res)
 
 
+def timeit_interleaved(fns, repeat, min_time=0.2):
+    """Seconds per call of each of ``fns``, timed in turn: each of ``repeat``
+    rounds runs one batch of every function, so a machine that slows down
+    during the run slows all of them alike.  Returns (the median seconds per
+    call of each, the median over rounds of each one's time divided by the
+    first one's in the same round)."""
+    inner = []
+    for fn in fns:
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-7)
+        inner.append(max(1, int(min_time / repeat / one)))
+    res = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, n, r in zip(fns, inner, res):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            r.append((time.perf_counter() - t0) / n)
+    ratios = [statistics.median(a / b for a, b in zip(r, res[0])) for r in res]
+    return [statistics.median(r) for r in res], ratios
+
+
 def copy_bandwidth(repeat):
     from numba import njit, prange
 
@@ -293,7 +317,31 @@ def run_torch_step(repeat, device="cpu"):
         _torch_step_table("ResNet-18", _resnet18(), repeat, device)
 
 
+def _core_step(net, p, lr, momentum):
+    """The step of ``lpcore_torch.LpSGD``'s constrained weights alone, through
+    the core (one :class:`lpcore.StepPlan` over NumPy views of the weights
+    and gradients, no torch call): the kernel's share of the optimizer step."""
+    import lpcore_torch
+
+    opt = lpcore.LpSGD(p, lr, momentum=momentum)
+    ws, gs = [], []
+    for group in lpcore_torch.lp_param_groups(net, p=p):
+        if group.get("p") is None:
+            continue
+        for w in group["params"]:
+            ws.append(w.detach().numpy().reshape(w.shape[0], -1))
+            gs.append(w.grad.numpy().reshape(w.shape[0], -1))
+    for w in ws:
+        w /= lpcore.norm(w, p, axis=1)[:, None]
+    plan = opt.plan(ws, [opt.init(w, axis=1) for w in ws])
+    return lambda: plan.step(gs)
+
+
 def _torch_step_table(model, net, repeat, device="cpu"):
+    """One row per optimizer, each on its own copy of ``net`` (same weights,
+    same gradients), timed in turn (:func:`timeit_interleaved`)."""
+    import copy
+
     import lpcore_torch
 
     net = net.to(device)
@@ -301,37 +349,54 @@ def _torch_step_table(model, net, repeat, device="cpu"):
     gen = torch.Generator().manual_seed(0)
     for q in net.parameters():
         q.grad = (torch.randn(q.shape, generator=gen) * 1e-2).to(device)
-    rows = []
+
+    def fresh():
+        m = copy.deepcopy(net)
+        for q, q0 in zip(m.parameters(), net.parameters()):
+            q.grad = q0.grad.clone()
+        return m
+
     print(f"\noptimizer step on {model} ({n_params / 1e6:.2f} M parameters, float32, "
-          f"{device.upper()}, momentum 0.9, torch threads {torch.get_num_threads()})")
-    cases = [("torch.optim.SGD", lambda: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)),
-             ("lpcore_torch.LpSGD p=None", lambda: lpcore_torch.LpSGD(
-                 net.parameters(), lr=0.01, momentum=0.9)),
-             ("lpcore_torch.LpSGD p=2 dual", lambda: lpcore_torch.LpSGD(
-                 lpcore_torch.lp_param_groups(net, p=2.0), lr=0.01, momentum=0.9)),
-             ("lpcore_torch.LpSGD p=1.3 dual", lambda: lpcore_torch.LpSGD(
-                 lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9))]
-    if device == "cpu":  # the same p = 1.3 step in PyTorch eager ops, the floor of a torch version
-        cases.append(("torch eager, same step p=1.3", lambda: TorchDualStep(
-            lpcore_torch.lp_param_groups(net, p=1.3), lr=0.01, momentum=0.9)))
+          f"{device.upper()}, momentum 0.9, torch threads {torch.get_num_threads()}, "
+          f"numba threads {__import__('numba').get_num_threads()}; the cases timed in turn, "
+          f"{repeat} rounds)")
+    cases = [("torch.optim.SGD", lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=None", lambda m: lpcore_torch.LpSGD(
+                 m.parameters(), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=2 dual", lambda m: lpcore_torch.LpSGD(
+                 lpcore_torch.lp_param_groups(m, p=2.0), lr=0.01, momentum=0.9)),
+             ("lpcore_torch.LpSGD p=1.3 dual", lambda m: lpcore_torch.LpSGD(
+                 lpcore_torch.lp_param_groups(m, p=1.3), lr=0.01, momentum=0.9))]
+    steps = []
     with torch.no_grad():
         for name, make in cases:
-            opt = make()
+            opt = make(fresh())
             if device == "cuda":
                 def step(opt=opt):  # the step's GPU work included
                     opt.step()
                     torch.cuda.synchronize()
             else:
                 step = opt.step
-            t = timeit(step, repeat)
+            steps.append((name, step))
+        if device == "cpu":
+            # the same p = 1.3 step in PyTorch eager ops, the floor of a torch version
+            opt = TorchDualStep(lpcore_torch.lp_param_groups(fresh(), p=1.3), lr=0.01,
+                                momentum=0.9)
+            steps.append(("torch eager, same step p=1.3", opt.step))
+            # the kernel's share: the constrained weights alone, through the core
+            steps.append(("lpcore core step p=1.3 (weights)", _core_step(fresh(), 1.3, 0.01, 0.9)))
+        times, ratios = timeit_interleaved([f for _, f in steps], repeat)
+        rows = []
+        for (name, _), t, r in zip(steps, times, ratios):
             rows.append({"model": model, "optimizer": name, "step_ms": t * 1e3,
-                         "params": n_params, "device": device})
-            print(f"  {name:<32}{t * 1e3:>10.2f} ms/step", flush=True)
+                         "ratio_to_torch_sgd": r, "params": n_params, "device": device,
+                         "torch_threads": torch.get_num_threads()})
+            print(f"  {name:<34}{t * 1e3:>10.3f} ms/step{r:>8.2f}x", flush=True)
         if device == "cuda":
             # the optimizer step captured in a CUDA graph (after warm-up steps on a
             # side stream, as torch's docs ask), replayed
             for name, make in (cases[0], cases[3]):
-                opt = make()
+                opt = make(fresh())
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
@@ -348,14 +413,14 @@ def _torch_step_table(model, net, repeat, device="cpu"):
                 t = timeit(replay, repeat)
                 if hasattr(opt, "check"):
                     opt.check()  # a bad step in the replays would raise here
+                r = t * 1e3 / rows[0]["step_ms"]
                 rows.append({"model": model, "optimizer": name + " (CUDA graph)",
-                             "step_ms": t * 1e3, "params": n_params, "device": device})
-                print(f"  {name + ' (CUDA graph)':<32}{t * 1e3:>10.2f} ms/step", flush=True)
-    base = rows[0]["step_ms"]
-    for r in rows:
-        r["ratio_to_torch_sgd"] = r["step_ms"] / base
-    print("  ratio to torch.optim.SGD: " + ", ".join(
-        f"{r['optimizer']} {r['ratio_to_torch_sgd']:.2f}x" for r in rows[1:]))
+                             "step_ms": t * 1e3, "ratio_to_torch_sgd": r, "params": n_params,
+                             "device": device, "torch_threads": torch.get_num_threads()})
+                print(f"  {name + ' (CUDA graph)':<34}{t * 1e3:>10.3f} ms/step{r:>8.2f}x",
+                      flush=True)
+    print("  (x: the median over rounds of the step's time over torch.optim.SGD's in the "
+          "same round)")
     return rows
 
 

@@ -18,6 +18,9 @@ if not fp.isa_supported():
     pytest.skip("the fingerprints are of x86-64-v3 code (AVX2, FMA): this machine has none",
                 allow_module_level=True)
 
+# one pytest-xdist worker runs them all: the fixture's 16 runs are made once
+pytestmark = pytest.mark.xdist_group("cli_identity")
+
 
 @pytest.fixture(scope="module")
 def fingerprints(tmp_path_factory):
