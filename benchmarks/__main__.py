@@ -366,7 +366,11 @@ def _torch_step_table(model, net, repeat, device="cpu"):
              ("lpcore_torch.LpSGD p=2 dual", lambda m: lpcore_torch.LpSGD(
                  lpcore_torch.lp_param_groups(m, p=2.0), lr=0.01, momentum=0.9)),
              ("lpcore_torch.LpSGD p=1.3 dual", lambda m: lpcore_torch.LpSGD(
-                 lpcore_torch.lp_param_groups(m, p=1.3), lr=0.01, momentum=0.9))]
+                 lpcore_torch.lp_param_groups(m, p=1.3), lr=0.01, momentum=0.9)),
+             # exponents 1/(p-1) and p/(p-1) that are not multiples of 1/2 or 1/3:
+             # the general float32 power, where p = 1.3 takes cube roots
+             ("lpcore_torch.LpSGD p=1.37 dual", lambda m: lpcore_torch.LpSGD(
+                 lpcore_torch.lp_param_groups(m, p=1.37), lr=0.01, momentum=0.9))]
     steps = []
     with torch.no_grad():
         for name, make in cases:

@@ -152,6 +152,35 @@ def test_float32_step_in_blocks_tracks_float64(n, rng):
     assert np.abs(w32 - w64).max() <= 1e-5 * np.abs(w64).max()
 
 
+@pytest.mark.parametrize("p", [1.3, 1.5, 1.4, 1.6, 1.25, 1.1, 3.0, 1.37])
+@pytest.mark.parametrize("scale", [1e-36, 1e-3, 1e25])
+@pytest.mark.parametrize("masked", [False, True])
+def test_float32_dual_step_with_root_exponents_tracks_float64(p, scale, masked, rng):
+    # float32 dual steps whose exponents 1/(p-1) and p/(p-1) are multiples of
+    # 1/2 or 1/3 (all but p = 1.37; at p = 3 only q = 3/2) take roots and
+    # products of values scaled by a power of two (ratpow32), float64 ones
+    # the general power; gradients of 1e-36 put the group max beyond the
+    # scaling's range (the general power)
+    n = 300
+    w64 = rng.standard_normal((5, n))
+    w64[2, :290] *= 1e-12  # a group whose powers span the float32 range
+    w32 = w64.astype(np.float32)
+    mask = rng.random((5, n)) > 0.3 if masked else None
+    o64, o32 = lpcore.LpSGD(p, lr=0.1, momentum=0.9), lpcore.LpSGD(p, lr=0.1, momentum=0.9)
+    s64, s32 = o64.init(w64, axis=1), o32.init(w32, axis=1)
+    for _ in range(3):
+        g = rng.standard_normal((5, n)) * scale
+        g[3] = 0.0
+        g32 = g.astype(np.float32)
+        g = g32.astype(np.float64)  # the same gradient in both
+        o64.step(w64, g, s64, mask=mask)
+        o32.step(w32, g32, s32, mask=mask)
+    assert np.abs(w32 - w64).max() <= 2e-5 * np.abs(w64).max()
+    np.testing.assert_allclose(norm_ref(w32.astype(np.float64), p, 1), 1.0, rtol=1e-5)
+    if masked:
+        assert np.all(w32[~mask] == 0)
+
+
 def test_planted_least_squares_on_the_sphere(rng):
     p, n = 1.3, 20
     wstar = lpcore.normalize(rng.standard_normal((1, n)) * (rng.random((1, n)) < 0.4) + 1e-3 *

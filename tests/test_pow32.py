@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from lpcore.kernels._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled
+from lpcore.kernels._pow32 import (FASTMATH, log2_parts, pow32, pow32_scaled, rational_parts,
+                                   ratpow32)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -23,6 +24,12 @@ def _pow_scaled_all(a, m, e, out):
 def _log2_all(a, k, f):
     for i in range(a.size):
         k[i], f[i] = log2_parts(a[i])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _ratpow_all(y, m, s, den, out):
+    for i in range(y.size):
+        out[i] = ratpow32(y[i], m, s, den)
 
 
 def _sample():
@@ -74,3 +81,34 @@ def test_log2_parts_is_an_integer_and_a_small_fraction():
     # within two float32 units in the last place of 1/2 (measured 8.3e-8)
     np.testing.assert_allclose(k + f.astype(np.float64), np.log2(a.astype(np.float64)),
                                rtol=0, atol=2 * 2.0 ** -24)
+
+
+# ------------------------------------------------ exponents m + s/den: roots and products
+@pytest.mark.parametrize("e", [10 / 3, 13 / 3, 4 / 3, 5 / 3, 7 / 3, 5 / 2, 7 / 2, 3 / 2, 2.0, 3.0,
+                               10.0, 11.0, 20.0, 31 + 2 / 3])
+def test_rational_power_relative_error_bound(e):
+    m, s, den = rational_parts(e)
+    assert den > 0 and abs(m + s / den - e) < 1e-12
+    rng = np.random.default_rng(1)
+    # ratpow32's domain: [0, 2), scaled by a power of two, all the way down
+    y = np.concatenate([rng.uniform(0, 2, 100_000), np.exp2(rng.uniform(-149, 1, 100_000)),
+                        [0.0, 1.0, 1.9999999, 1.1754944e-38, 1.1754942e-38, 1e-45]])
+    y = y.astype(np.float32)
+    out = np.empty_like(y)
+    _ratpow_all(y, m, s, den, out)
+    with np.errstate(under="ignore"):
+        ref = y.astype(np.float64) ** e
+    normal = ref > 1.2e-38
+    rel = np.abs(out[normal] / ref[normal] - 1)
+    assert rel.max() <= 6.5e-8 * max(2.0, e) * 1.2  # pow32's bound at the same exponent
+    assert np.all(np.abs(out[~normal] - ref[~normal]) <= 1.2e-38)  # at most the normal minimum
+    assert np.all(out[y < 1.1754944e-38] == 0) and np.all(out[y == 1] == 1)
+
+
+def test_rational_parts_finds_halves_and_thirds_only():
+    for p, a in ((1.3, (3, 1, 3)), (1.5, (2, 0, 1)), (1.4, (2, 1, 2)), (1.25, (4, 0, 1)),
+                 (4 / 3, (3, 0, 1)), (1.6, (1, 2, 3)), (1.1, (10, 0, 1))):
+        assert rational_parts(1 / (p - 1)) == a, p
+    assert rational_parts(1.3 / 0.3) == (4, 1, 3)
+    for e in (1 / (1.37 - 1), 1.37 / 0.37, 1 / 0.7, 0.5, 1.0, 32.0, 40.0, np.inf, np.nan):
+        assert rational_parts(e) == (0, 0, 0), e

@@ -9,7 +9,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
-from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled
+from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled, ratpow32
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
@@ -185,6 +185,92 @@ def block_powsum(part, buf, inv, log2m, e):
     for j in range(m):
         s += np.float64(buf[j])
     return s
+
+
+# ---------------------------------------------------------------------------
+# Powers with exponents m + s/den (den 1, 2, 3) of float32 data: roots and
+# products (_pow32.ratpow32), on values scaled by a power of two (exact)
+def rational_ok(like):  # pragma: no cover - replaced in jitted code
+    """Whether data like ``like`` (an array) take :func:`rat_pow_same`:
+    float32 only (a compile-time constant)."""
+    return like.dtype == np.float32
+
+
+@overload(rational_ok, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_rational_ok(like):
+    f32 = like.dtype == types.float32
+    return lambda like: f32
+
+
+def cast_like(x, like):  # pragma: no cover - replaced in jitted code
+    """``x`` in the dtype of the array ``like``."""
+    return like.dtype.type(x)
+
+
+@overload(cast_like, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_cast_like(x, like):
+    if like.dtype == types.float32:
+        return lambda x, like: np.float32(x)
+    return lambda x, like: np.float64(x)
+
+
+def rat_pow_same(y, m, s, den):  # pragma: no cover - replaced in jitted code
+    """``y ** (m + s/den)`` in y's dtype (float32: :func:`._pow32.ratpow32`)."""
+    return y ** (m + s / den)
+
+
+@overload(rat_pow_same, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+def _ol_rat_pow_same(y, m, s, den):
+    if y == types.float32:
+        return lambda y, m, s, den: ratpow32(y, m, s, den)
+    return lambda y, m, s, den: y ** (m + s / den)  # (not taken: rational_ok)
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def pow2_scale(mx, e):
+    """For a group maximum ``mx > 0``: ``(k, 2**-k, (2**k / mx) ** e)`` with
+    ``k = floor(log2 mx)``.  ``|x| * 2**-k`` is exact (a power of two) and
+    below 2, and ``(|x| / mx) ** e = (|x| 2**-k) ** e * (2**k / mx) ** e``:
+    no rounded ratio is raised to the power."""
+    f, ex = math.frexp(mx)  # mx = f 2**ex, 1/2 <= f < 1
+    k = ex - 1
+    return k, 2.0 ** -k, (0.5 / f) ** e
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def _rat_loop(src, dst, sc, m, s, den):
+    for j in range(src.size):
+        x = src[j]
+        r = rat_pow_same(abs(x) * sc, m, s, den)
+        dst[j] = -r if x < 0 else r
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def rat_powers(src, dst, sc, m, s, den):
+    """``dst[j] = sign(src[j]) (|src[j]| sc) ** (m + s/den)`` for 1-D float32
+    ``src`` and ``dst`` (which may be the same array), ``sc`` a power of two
+    of their dtype (:func:`pow2_scale`).  One loop per ``den``, with ``den``
+    (and for 1 and 2, ``s``) a constant in it: a loop given them as
+    variables computed every root and selected, and took as long for an
+    integer exponent as for a third."""
+    if den == 1:
+        _rat_loop(src, dst, sc, m, 0, 1)
+    elif den == 2:
+        _rat_loop(src, dst, sc, m, 1, 2)
+    else:
+        _rat_loop(src, dst, sc, m, s, 3)
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def block_ratsum(part, buf, sc, m, s, den):
+    """``sum (|part| sc) ** (m + s/den)`` in float64 for a block of float32
+    entries (:func:`rat_powers` into ``buf``, then their sum); ``part`` may
+    be ``buf``."""
+    rat_powers(part, buf, sc, m, s, den)
+    t = 0.0
+    for j in range(part.size):
+        t += np.float64(buf[j])
+    return t
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")

@@ -22,6 +22,17 @@ e = 64), and a few units in the last place for subnormal results.  NaN in
 gives NaN out; ``0 ** e = 0`` and ``inf ** e = inf`` for ``e > 0``.  Nothing
 here depends on ``fastmath`` NaN assumptions: the flags used (``FASTMATH``)
 keep NaN/Inf semantics.
+
+Exponents that are a multiple of 1/2 or 1/3 (``e = m + s/den``, ``den`` 1, 2
+or 3, ``1 < e < 32``; :func:`rational_parts`) have a cheaper form,
+:func:`ratpow32`: a square root or a cube root (Newton's method on ``y^(-1/3)``,
+no division), squared or not, times ``y^m`` by repeated squaring.  Such are
+LpSGD's dual exponents ``1/(p-1)`` and ``p/(p-1)`` for the usual p: 1.3
+(10/3, 13/3), 1.5 (2, 3), 1.4 (5/2, 7/2), 1.25, 1.2, 1.1, 4/3.  Measured on
+``y`` in [0, 2) and down to 2**-120 (2026-12-06, AVX-512, one core): 0.55 ns
+an entry against pow32's 1.35-1.48 ns (square roots 0.19 ns); relative error
+2.2e-7 at e = 10/3, 2.7e-7 at 13/3, 1.7e-7 at 5/2, 4.8e-7 at 10, 1.5e-6 at
+31.7, at most pow32's at the same exponent.
 """
 from __future__ import annotations
 
@@ -268,3 +279,82 @@ def pow32_scaled(a, m_parts, e):
     v = _exp2_mul(I4(k - m_parts[0]), f - m_parts[1], hi, lo)
     v = f4(1.0) if v > f4(1.0) else v
     return v if ok else a
+
+
+# ---------------------------------------------------------------------------
+# exponents m + s/den (den 1, 2 or 3): roots and products
+_TWO96, _TWOM40, _TWOM32 = f4(2.0 ** 96), f4(2.0 ** -40), f4(2.0 ** -32)
+_ICBRT_MAGIC = I4(0x54A2FA8C)  # bits of ~y^(-1/3) from y's bits (3.5 % off)
+_THIRD = f4(1.0 / 3.0)
+_FOUR_THIRDS = f4(4.0 / 3.0)
+
+
+@njit(**_JIT)
+def cbrt32(y):
+    """``y ** (1/3)`` in float32 for a normal float32 ``y > 0``: a guess of
+    ``r = y^(-1/3)`` from y's bits, two Newton steps on it (no division:
+    ``r (4/3 - y r^3 / 3)``), ``c = y r^2``, and one Newton step on ``c``
+    whose residual ``y - c^3`` is formed nearly exactly with fused
+    multiply-adds (measured: within 0.6 units in the last place)."""
+    r = _f32_bits(I4(_ICBRT_MAGIC - I4(f4(_bits_f32(y)) * _THIRD)))
+    y3 = y * _THIRD
+    # relative error 3.5e-2, 2.5e-3, 1.2e-5 (written out: a loop in a function
+    # numba inlines makes its SSA check warn)
+    r = r * _fma32(-y3, r * r * r, _FOUR_THIRDS)
+    r = r * _fma32(-y3, r * r * r, _FOUR_THIRDS)
+    r2 = r * r
+    c = y * r2
+    # c + (y - c^3) / (3 c^2), with y - c^3 to about 2**-48: c c = c2 + e2
+    # exactly (an FMA), so y - c^3 = (y - c2 c) - e2 c
+    c2 = _mul32(c, c)  # (a plain product: fastmath would fold e2 to 0)
+    e2 = _fma32(c, c, -c2)
+    res = _fma32(-e2, c, _fma32(-c2, c, y))
+    return _fma32(res, r2 * _THIRD, c)
+
+
+@njit(**_JIT)
+def ratpow32(y, m, s, den):
+    """``y ** (m + s/den)`` in float32 for ``0 <= y < 2`` (finite), ``den``
+    1, 2 or 3, ``0 <= s < den``, ``0 <= m < 32`` and an exponent above 1
+    (:func:`rational_parts`): the root (``sqrt``, :func:`cbrt32`, or for
+    ``s/den = 2/3`` the cube root of ``y^2``), times ``y^m`` by repeated squaring (selects on m's bits: the
+    calling loop stays vectorised).  ``y`` below the normal range gives 0
+    (its power is below ``2**-126 * y``)."""
+    ok = y >= _TINY
+    yy = y if ok else f4(1.0)
+    # y^(2/3) as cbrt(y^2), not cbrt(y)^2 (whose rounding doubles): y below
+    # 2**-40 is first scaled by 2**96 (exact), and the root back by 2**-64
+    lo = yy < _TWOM40
+    ys = yy * _TWO96 if lo else yy
+    two = (den == 3) & (s == 2)
+    r = np.sqrt(yy) if den == 2 else cbrt32(ys * ys if two else ys)
+    r = r * (_TWOM64 if two else _TWOM32) if (den == 3) & lo else r
+    out = f4(1.0) if s == 0 else r
+    b = yy  # times yy^m, m's bits from the lowest (written out, see cbrt32)
+    out = out * b if m & 1 else out
+    b = b * b
+    out = out * b if m & 2 else out
+    b = b * b
+    out = out * b if m & 4 else out
+    b = b * b
+    out = out * b if m & 8 else out
+    b = b * b
+    out = out * b if m & 16 else out
+    return out if ok else f4(0.0)
+
+
+@njit(cache=True)
+def rational_parts(e):
+    """``(m, s, den)`` with ``e = m + s/den`` (to 1e-12 relative; den 1, 2
+    or 3, ``0 <= s < den``) for ``1 < e < 32``, else ``(0, 0, 0)``: whether
+    :func:`ratpow32` can take the power.  (1/(1.3 - 1) in float64 is 10/3
+    to 1e-16; the difference moves a float32 power by less than 1e-11.)"""
+    if not 1.0 < e < 32.0:
+        return 0, 0, 0
+    for den in (1, 2, 3):
+        t = e * den
+        k = np.floor(t + 0.5)
+        if abs(t - k) <= 1e-12 * t:
+            kk = int(k)
+            return kk // den, kk % den, den
+    return 0, 0, 0

@@ -23,7 +23,11 @@ Powers: float32 data through :mod:`._pow32` (vectorised), float64 through
 ``**``; at p = 2 (the library's default) the exponents are 1 and 2, and the
 ``dual`` step's power loops (and the ``||d||_q`` loop of ``primal``) use
 products instead: rounded once instead of a power's ~1e-7, and 3.7-4.6x
-faster per float32 step on 2 cores (2026-12-05).  Whether a step runs on
+faster per float32 step on 2 cores (2026-12-05).  For float32 data the
+``dual`` step's two powers take roots and products where the exponent is a
+multiple of 1/2 or 1/3 (p = 1.3: q = 13/3, 1/(p-1) = 10/3;
+:func:`._pow32.ratpow32`), of the entries scaled by a power of two, the
+scale's own power applied once per group.  Whether a step runs on
 threads is decided per call (:data:`STEP_MIN_SIZE`, and not while the
 machine is busy); on threads, the groups are handed out in contiguous runs
 of about equal work (:func:`balanced_chunks`), not one by one.
@@ -38,10 +42,11 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import (POW_BLOCK, block_powsum, log2_for, scaled_pow, scaled_pow_like,
+from ._dispatch import (POW_BLOCK, block_powsum, block_ratsum, cast_like, log2_for,
+                        pow2_scale, rat_powers, rational_ok, scaled_pow, scaled_pow_like,
                         scaled_pow_same, scaled_powsum, use_parallel)
 from ._pointers import as_ptr
-from ._pow32 import FASTMATH, float_from_bits, float_to_bits
+from ._pow32 import FASTMATH, float_from_bits, float_to_bits, rational_parts
 
 DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
 #: group status codes returned through ``st``
@@ -50,9 +55,12 @@ OK, BAD_DIRECTION, BAD_STATE = 0, 1, 2
 _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
 
 # Numba's pedantic IR check reports a scoping assumption while inlining the
-# float32 power overload several times into _phase2 (compile time only; the
-# compiled code is checked against the NumPy transcription in the tests).
-warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r".*lpsgd$")
+# float32 power overloads several times into _phase1 and _phase2 (compile
+# time only; the compiled code is checked against the NumPy transcription in
+# the tests).  Numba files the warning under the file of the code inlined:
+# this module's or _dispatch's.
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning,
+                        module=r".*(lpsgd|_dispatch)$")
 
 
 @njit(inline="always", **_JIT)
@@ -160,13 +168,24 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
                 r = abs(d) * inv
                 acc += r * r
         else:
-            # |d| from the scratch row, in blocks (block_powsum: the powers in a
-            # loop of their own, for float32 twice as wide as one forming d in
-            # float64 around them), each overwritten by its powers
-            l2m = log2_for(md, w)
-            for j0 in range(0, n, POW_BLOCK):
-                part = scr[j0:min(n, j0 + POW_BLOCK)]
-                acc += block_powsum(part, part, inv, l2m, q)
+            # |d| from the scratch row, in blocks (the powers in a loop of their
+            # own, for float32 twice as wide as one forming d in float64 around
+            # them), each overwritten by its powers.  Float32 with q = m + s/den
+            # (p = 1.3: 13/3): roots and products of |d| 2**-k (block_ratsum),
+            # times (2**k / md)**q; otherwise the general power (block_powsum)
+            rm, rs, rden = rational_parts(q)
+            kk, sc, cq = pow2_scale(md, q)
+            if rational_ok(scr) and rden > 0 and -100 <= kk <= 100:
+                scl = cast_like(sc, scr)
+                for j0 in range(0, n, POW_BLOCK):
+                    part = scr[j0:min(n, j0 + POW_BLOCK)]
+                    acc += block_ratsum(part, part, scl, rm, rs, rden)
+                acc *= cq
+            else:
+                l2m = log2_for(md, w)
+                for j0 in range(0, n, POW_BLOCK):
+                    part = scr[j0:min(n, j0 + POW_BLOCK)]
+                    acc += block_powsum(part, part, inv, l2m, q)
         S[k, 2] = md * acc ** (1.0 / q)
 
 
@@ -246,6 +265,7 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
         inv = 1.0 / mx
         acc = 0.0
         act = 0.0  # masked: the active entries' share, sum (|w_j| / scale)^p
+        ca = 1.0  # w holds ra / ca until the scaling pass
         if p == 2.0:  # a = 1, q = 2: products, not powers
             for j in range(n):
                 x = v[i, j]
@@ -255,23 +275,35 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
         else:
             # the powers in a loop of their own (for float32 data a float32
             # loop, twice as wide as one that also sums in float64), into w;
-            # masked entries are zeroed by the scaling pass
-            l2m = log2_for(mx, v)
-            for j in range(n):
-                x = v[i, j]
-                ra = scaled_pow_same(abs(x), inv, l2m, a)
-                w[i, j] = -ra if x < 0 else ra
+            # masked entries are zeroed by the scaling pass.  Float32 with
+            # a = m + s/den (p = 1.3: 10/3): roots and products of |v| 2**-k,
+            # the factor ca = (2**k / mx)**a applied to the sums and to w's
+            # scale; otherwise the general power of |v| / mx
+            rm, rs, rden = rational_parts(a)
+            kk, sc, ca = pow2_scale(mx, a)
+            if rational_ok(v) and rden > 0 and -100 <= kk <= 100:
+                rat_powers(v[i], w[i], cast_like(sc, v), rm, rs, rden)
+            else:
+                ca = 1.0
+                l2m = log2_for(mx, v)
+                for j in range(n):
+                    x = v[i, j]
+                    ra = scaled_pow_same(abs(x), inv, l2m, a)
+                    w[i, j] = -ra if x < 0 else ra
             for j in range(n):
                 rq = abs(np.float64(w[i, j])) * (abs(np.float64(v[i, j])) * inv)
                 acc += rq
                 if masked:
                     act += rq * (1.0 if mk[i, j] else 0.0)
+            acc *= ca
+            act *= ca
         # ||v||_q / mx = acc^(1/q) = acc * acc^(-1/p), and w's factor
         # (mx / ||v||_q)^a = acc^(-1/p): one scalar power for both
         fw = 1.0 / np.sqrt(acc) if p == 2.0 else acc ** (-1.0 / p)
         rel = acc * fw
         if masked:  # the active entries of w on the unit sphere: sum_active |w|^p = 1
             fw = act ** (-1.0 / p) if act > 0.0 else 0.0
+        fw *= ca
         fv = 1.0 / (mx * rel)
         for j in range(n):
             on = 1.0 if not masked or mk[i, j] else 0.0  # a select: stays vectorised
