@@ -177,9 +177,12 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
             kk, sc, cq = pow2_scale(md, q)
             if rational_ok(scr) and rden > 0 and -100 <= kk <= 100:
                 scl = cast_like(sc, scr)
+                # the powers into the scratch's last block, apart from the row
+                # (block_ratsum is a call: in place, LLVM's overlap check would
+                # send it to its scalar loop)
+                pbuf = scr[scr.size - POW_BLOCK:]
                 for j0 in range(0, n, POW_BLOCK):
-                    part = scr[j0:min(n, j0 + POW_BLOCK)]
-                    acc += block_ratsum(part, part, scl, rm, rs, rden)
+                    acc += block_ratsum(scr[j0:min(n, j0 + POW_BLOCK)], pbuf, scl, rm, rs, rden)
                 acc *= cq
             else:
                 l2m = log2_for(md, w)
@@ -467,7 +470,8 @@ def {name}(itab, ftab, ctr, S, st, like, NG, chunks):
         for t in range(itab.shape[0]):
             nmax = max(nmax, itab[t, T_N])
         for c in {loop}(chunks.size - 1):
-            scr = np.full(nmax, like)  # phase 1's scratch row, one per run of groups
+            # phase 1's scratch: a row, and a block for powers (one per run of groups)
+            scr = np.full(nmax + POW_BLOCK, like)
             for gg in range(chunks[c], chunks[c + 1]):
                 t, o, G, bmu, bd, c1, c2, eta = _tensor_coefficients(itab, ftab, ctr, gg, {M})
                 w, g, buf, v, mk, masked = _views(itab, t, like, {M}, {V} == DUAL)
