@@ -29,10 +29,11 @@ or 3, ``1 < e < 32``; :func:`rational_parts`) have a cheaper form,
 no division), squared or not, times ``y^m`` by repeated squaring.  Such are
 LpSGD's dual exponents ``1/(p-1)`` and ``p/(p-1)`` for the usual p: 1.3
 (10/3, 13/3), 1.5 (2, 3), 1.4 (5/2, 7/2), 1.25, 1.2, 1.1, 4/3.  Measured on
-``y`` in [0, 2) and down to 2**-120 (2026-12-06, AVX-512, one core): 0.55 ns
-an entry against pow32's 1.35-1.48 ns (square roots 0.19 ns); relative error
-2.2e-7 at e = 10/3, 2.7e-7 at 13/3, 1.7e-7 at 5/2, 4.8e-7 at 10, 1.5e-6 at
-31.7, at most pow32's at the same exponent.
+``y`` in [0, 2) and down to 2**-149 (2026-12-06, AVX-512, one core, other work
+on the machine): about 0.9 ns an entry for thirds and 0.2 ns for halves and
+integers, against pow32's 1.6-1.8 ns; relative error 2.07e-7 at e = 10/3
+(pow32 2.24e-7), 2.68e-7 at 13/3 (3.23e-7), 1.66e-7 at 5/2 (1.79e-7),
+4.8e-7 at 10 (5.7e-7), 1.5e-6 at 31.7 (2.2e-6): at most pow32's.
 """
 from __future__ import annotations
 
