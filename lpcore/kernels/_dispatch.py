@@ -9,7 +9,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
-from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled, ratpow32
+from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled, rational_parts, ratpow32
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
@@ -238,6 +238,21 @@ def pow2_scale(mx, e):
 
 
 @njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
+def rational_scale(e, mx, like):
+    """Whether a group of maximum ``mx > 0`` in data like the array ``like``
+    takes the power ``e`` as roots and products, and how: ``(use, m, s, den,
+    sc, c)`` with ``e = m + s/den`` (:func:`._pow32.rational_parts`), ``sc``
+    the power of two (like's dtype) that scales the entries below 2 and
+    ``c = (2**k / mx) ** e`` the factor of their powers
+    (:func:`pow2_scale`).  ``use`` is False for float64 data, for other
+    exponents and for a maximum beyond 2**+-100."""
+    m, s, den = rational_parts(e)
+    k, sc, c = pow2_scale(mx, e)
+    use = rational_ok(like) and den > 0 and -100 <= k <= 100
+    return use, m, s, den, cast_like(sc, like), c
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def _rat_loop(src, dst, sc, m, s, den):
     for j in range(src.size):
         x = src[j]
@@ -248,8 +263,9 @@ def _rat_loop(src, dst, sc, m, s, den):
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def rat_powers(src, dst, sc, m, s, den):
     """``dst[j] = sign(src[j]) (|src[j]| sc) ** (m + s/den)`` for 1-D float32
-    ``src`` and ``dst`` (which may be the same array), ``sc`` a power of two
-    of their dtype (:func:`pow2_scale`).  One loop per ``den``, with ``den``
+    ``src`` and ``dst`` apart from it (in place, LLVM's runtime overlap check
+    picks the loop's scalar version), ``sc`` a power of two of their dtype
+    (:func:`pow2_scale`).  One loop per ``den``, with ``den``
     (and for 1 and 2, ``s``) a constant in it: a loop given them as
     variables computed every root and selected, and took as long for an
     integer exponent as for a third.  Not inlined where it is called (a

@@ -318,8 +318,8 @@ def ratpow32(y, m, s, den):
     """``y ** (m + s/den)`` in float32 for ``0 <= y < 2`` (finite), ``den``
     1, 2 or 3, ``0 <= s < den``, ``0 <= m < 32`` and an exponent above 1
     (:func:`rational_parts`): the root (``sqrt``, :func:`cbrt32`, or for
-    ``s/den = 2/3`` the cube root of ``y^2``), times ``y^m`` by repeated squaring (selects on m's bits: the
-    calling loop stays vectorised).  ``y`` below the normal range gives 0
+    ``s/den = 2/3`` the cube root of ``y^2``), times ``y^m`` by repeated
+    squaring (selects on m's bits: the calling loop stays vectorised).  ``y`` below the normal range gives 0
     (its power is below ``2**-126 * y``)."""
     ok = y >= _TINY
     yy = y if ok else f4(1.0)

@@ -42,11 +42,11 @@ from numba import literally, njit, prange  # noqa: F401 (prange: the generated d
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
-from ._dispatch import (POW_BLOCK, block_powsum, block_ratsum, cast_like, log2_for,
-                        pow2_scale, rat_powers, rational_ok, scaled_pow, scaled_pow_like,
-                        scaled_pow_same, scaled_powsum, use_parallel)
+from ._dispatch import (POW_BLOCK, block_powsum, block_ratsum, log2_for, rat_powers,
+                        rational_scale, scaled_pow, scaled_pow_like, scaled_pow_same,
+                        scaled_powsum, use_parallel)
 from ._pointers import as_ptr
-from ._pow32 import FASTMATH, float_from_bits, float_to_bits, rational_parts
+from ._pow32 import FASTMATH, float_from_bits, float_to_bits
 
 DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
 #: group status codes returned through ``st``
@@ -170,16 +170,12 @@ def _phase1(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, st, S, scr, variant, has
         else:
             # |d| from the scratch row, in blocks (the powers in a loop of their
             # own, for float32 twice as wide as one forming d in float64 around
-            # them), each overwritten by its powers.  Float32 with q = m + s/den
-            # (p = 1.3: 13/3): roots and products of |d| 2**-k (block_ratsum),
-            # times (2**k / md)**q; otherwise the general power (block_powsum)
-            rm, rs, rden = rational_parts(q)
-            kk, sc, cq = pow2_scale(md, q)
-            if rational_ok(scr) and rden > 0 and -100 <= kk <= 100:
-                scl = cast_like(sc, scr)
-                # the powers into the scratch's last block, apart from the row
-                # (block_ratsum is a call: in place, LLVM's overlap check would
-                # send it to its scalar loop)
+            # them).  Float32 with q = m + s/den (p = 1.3: 13/3): roots and
+            # products of |d| 2**-k (block_ratsum) into the scratch's last
+            # block, apart from the row, times (2**k / md)**q; otherwise the
+            # general power (block_powsum), each block overwritten by its powers
+            use, rm, rs, rden, scl, cq = rational_scale(q, md, scr)
+            if use:
                 pbuf = scr[scr.size - POW_BLOCK:]
                 for j0 in range(0, n, POW_BLOCK):
                     acc += block_ratsum(scr[j0:min(n, j0 + POW_BLOCK)], pbuf, scl, rm, rs, rden)
@@ -282,10 +278,9 @@ def _phase2(i, k, w, g, buf, v, wd, bmu, bd, c1, c2, p, eta, S, mk, variant, has
             # a = m + s/den (p = 1.3: 10/3): roots and products of |v| 2**-k,
             # the factor ca = (2**k / mx)**a applied to the sums and to w's
             # scale; otherwise the general power of |v| / mx
-            rm, rs, rden = rational_parts(a)
-            kk, sc, ca = pow2_scale(mx, a)
-            if rational_ok(v) and rden > 0 and -100 <= kk <= 100:
-                rat_powers(v[i], w[i], cast_like(sc, v), rm, rs, rden)
+            use, rm, rs, rden, scl, ca = rational_scale(a, mx, v)
+            if use:
+                rat_powers(v[i], w[i], scl, rm, rs, rden)
             else:
                 ca = 1.0
                 l2m = log2_for(mx, v)
