@@ -2,7 +2,7 @@
 changed nothing: the default run and one short run per method, each reduced
 to its metrics without timings and the SHA-256 of every tensor it saved.
 
-    python tests/cli_fingerprint.py --write    # record tests/data/cli_fingerprints.json
+    python tests/cli_fingerprint.py --write    # record this CPU vendor's fingerprints
 
 ``tests/test_cli_identity.py`` runs the same commands and compares.  Record
 anew (and say why in the commit) only when a change is meant to change
@@ -14,6 +14,14 @@ x86-64-v3 (AVX2 and FMA, :data:`PINNED_ISA`) whatever the machine has; the
 fingerprints were recorded on an AVX2 machine and reproduced bit for bit,
 pinned, on an AVX-512 one (2026-12-06).  Elsewhere (no AVX2, not x86-64) the
 comparison is skipped: :func:`isa_supported`.
+
+Pinned, they still depend on the CPU's vendor: torch's BLAS is Intel's MKL,
+whose kernels differ on Intel and AMD processors whatever the settings (on
+an Intel Xeon with AVX-512, 2026-12-06, even ``--method dense`` differed
+from the AMD recording with ``MKL_CBWR`` set to AVX2, "AVX2,STRICT", AVX,
+SSE4_2 or COMPATIBLE).  So there is one recording per vendor,
+``tests/data/cli_fingerprints-<vendor_id>.json`` (:func:`record_path`); a
+machine of a vendor without one skips the comparison.
 """
 from __future__ import annotations
 
@@ -25,7 +33,25 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RECORD = os.path.join(HERE, "data", "cli_fingerprints.json")
+
+
+def cpu_vendor():
+    """The CPU's ``vendor_id`` (``/proc/cpuinfo``: GenuineIntel, AuthenticAMD),
+    or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
+def record_path(vendor=None):
+    """The recording of this machine's CPU vendor (or of ``vendor``)."""
+    return os.path.join(HERE, "data", f"cli_fingerprints-{vendor or cpu_vendor()}.json")
+
 
 #: name -> lpcore-train arguments (besides --out and --quiet)
 RUNS = {"default": []}
@@ -102,5 +128,5 @@ if __name__ == "__main__":
         for name in RUNS:
             rec[name] = run(name, d)
             print(name, rec[name]["metrics"]["test_accuracy"], file=sys.stderr)
-    with open(RECORD, "w") as f:
+    with open(record_path(), "w") as f:
         json.dump(rec, f, indent=1, sort_keys=True)
