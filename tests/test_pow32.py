@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from numba import njit
 
+from lpcore.kernels._dispatch import log2_for, rat_powers, scaled_powers
 from lpcore.kernels._pow32 import (FASTMATH, log2_parts, pow32, pow32_scaled, rational_parts,
-                                   ratpow32)
+                                   ratpow32, wide_vectors_wanted)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -112,3 +113,78 @@ def test_rational_parts_finds_halves_and_thirds_only():
     assert rational_parts(1.3 / 0.3) == (4, 1, 3)
     for e in (1 / (1.37 - 1), 1.37 / 0.37, 1 / 0.7, 0.5, 1.0, 32.0, 40.0, np.inf, np.nan):
         assert rational_parts(e) == (0, 0, 0), e
+
+
+# ------------------------------------------------ the power loops at AVX-512's width
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def _scaled_powers_of(a, m, e, signed, out):
+    scaled_powers(a, out, 1.0 / m, log2_for(m, a), e, signed)
+
+
+def _signed_sample(lo):
+    rng = np.random.default_rng(2)
+    y = np.concatenate([rng.uniform(lo, 2, 3000), np.exp2(rng.uniform(-149, 0, 3000)),
+                        [0.0, 1.0, 1.1754944e-38, 1e-45]])
+    y = y * rng.choice([-1.0, 1.0], y.size)
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("e", [10 / 3, 13 / 3, 5 / 2, 3.0, 31 + 2 / 3])
+def test_rat_powers_equal_the_inlined_power_bit_for_bit(e):
+    """``rat_powers`` runs its loop 512 bits wide where the CPU has AVX-512;
+    each entry's operations are the inlined :func:`ratpow32`'s, so the
+    results must be identical, not merely close (lengths that leave a
+    remainder of every width)."""
+    m, s, den = rational_parts(e)
+    for y in (_signed_sample(0.0), _signed_sample(0.0)[:37]):
+        out = np.empty_like(y)
+        rat_powers(y, out, np.float32(1.0), m, s, den)
+        ref = np.empty_like(y)
+        _ratpow_all(np.abs(y), m, s, den, ref)
+        ref = np.where(y < 0, -ref, ref)
+        assert np.array_equal(out.view(np.int32), ref.view(np.int32)), e
+
+
+@pytest.mark.parametrize("e", [0.3, 1 / 0.37, 1.37 / 0.37, 15.3])
+def test_scaled_powers_equal_the_inlined_power_bit_for_bit(e):
+    y = _signed_sample(0.0)
+    mx = np.float32(np.abs(y).max())
+    ref = np.empty_like(y)
+    _pow_scaled_all(np.abs(y), mx, e, ref)
+    for signed in (False, True):
+        for part in (y, y[:37]):
+            out = np.empty_like(part)
+            _scaled_powers_of(part, mx, e, signed, out)
+            want = ref[:part.size]
+            want = np.where(part < 0, -want, want) if signed else want
+            assert np.array_equal(out.view(np.int32), want.view(np.int32)), (e, signed)
+
+
+def test_the_power_loops_ask_for_512_bit_vectors():
+    """``prefer_wide_vectors`` puts LLVM's attribute on the function it is
+    compiled into (not for the CPUs whose AVX-512 lowers the clock); on a
+    host with AVX-512 (and numba not told another CPU) the loop then uses
+    the 512-bit registers."""
+    import llvmlite.binding as ll
+    from numba.core import config
+
+    from lpcore.kernels._dispatch import rat_powers as rp
+    fresh = njit(fastmath=FASTMATH, error_model="numpy")(rp.py_func)
+    y = _signed_sample(0.0)
+    fresh(y, np.empty_like(y), np.float32(1.0), 3, 1, 3)
+    sig = fresh.signatures[0]
+    wide = wide_vectors_wanted()
+    assert ('"prefer-vector-width"="512"' in fresh.inspect_llvm(sig)) == wide
+    if not wide or "+avx512f" not in ll.get_host_cpu_features().flatten() \
+            or config.CPU_NAME or config.CPU_FEATURES:
+        pytest.skip("no AVX-512 on this host, or numba told another CPU, or one that "
+                    "keeps 256 bits")
+    assert "zmm" in fresh.inspect_asm(sig)
+
+
+def test_skylake_server_cpus_keep_256_bit_vectors():
+    for cpu in ("skylake-avx512", "cascadelake", "cooperlake", "knl"):
+        assert not wide_vectors_wanted(cpu), cpu
+    for cpu in ("icelake-server", "sapphirerapids", "emeraldrapids", "znver4", "haswell",
+                "x86-64-v3", "generic"):
+        assert wide_vectors_wanted(cpu), cpu

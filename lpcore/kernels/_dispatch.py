@@ -9,7 +9,8 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._threads import env_number, parallel_ok
-from ._pow32 import FASTMATH, log2_parts, pow32, pow32_scaled, rational_parts, ratpow32
+from ._pow32 import (FASTMATH, log2_parts, pow32, pow32_scaled, prefer_wide_vectors,
+                     rational_parts, ratpow32)
 
 #: Inputs with fewer elements than this run the serial kernels, where waking
 #: the thread pool costs more than the work.  ``LPCORE_PARALLEL_MIN_SIZE``
@@ -172,17 +173,35 @@ def _ol_scaled_pow_same(a, inv, log2m, e):
 POW_BLOCK = 512
 
 
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def scaled_powers(src, dst, inv, log2m, e, signed):
+    """``dst[j] = (|src[j]| / m) ** e`` (:func:`scaled_pow_same`), with
+    ``signed`` times the sign of ``src[j]``, for 1-D ``src`` and ``dst`` of
+    one dtype, apart (in place, LLVM's runtime overlap check picks the
+    loop's scalar version).  Not inlined where it is called: its loops are
+    compiled once per dtype, and elementwise, so they take AVX-512's full
+    width (:func:`._pow32.prefer_wide_vectors`) with results identical to
+    the narrower loops'."""
+    prefer_wide_vectors()
+    if signed:
+        for j in range(src.size):
+            x = src[j]
+            r = scaled_pow_same(abs(x), inv, log2m, e)
+            dst[j] = -r if x < 0 else r
+    else:
+        for j in range(src.size):
+            dst[j] = scaled_pow_same(abs(src[j]), inv, log2m, e)
+
+
 @njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def block_powsum(part, buf, inv, log2m, e):
     """``sum (|part| / m) ** e`` in float64 for a block of at most
-    ``buf.size`` entries: the powers into ``buf`` in a loop of their own (for
-    float32 a float32 loop, twice as wide as one that also sums in float64),
-    then their sum.  ``part`` may be ``buf`` itself."""
-    m = part.size
-    for j in range(m):
-        buf[j] = scaled_pow_same(abs(part[j]), inv, log2m, e)
+    ``buf.size`` entries: the powers into ``buf`` (:func:`scaled_powers`;
+    for float32 a float32 loop, twice as wide as one that also sums in
+    float64), then their sum.  ``buf`` apart from ``part``."""
+    scaled_powers(part, buf, inv, log2m, e, False)
     s = 0.0
-    for j in range(m):
+    for j in range(part.size):
         s += np.float64(buf[j])
     return s
 
@@ -272,6 +291,7 @@ def rat_powers(src, dst, sc, m, s, den):
     call per row or block): its three loops are compiled once per dtype,
     not in every LpSGD driver (inlined, they added 10-20 s to the first
     float32 step's compilation)."""
+    prefer_wide_vectors()  # elementwise: the same results, twice as wide with AVX-512
     if den == 1:
         _rat_loop(src, dst, sc, m, 0, 1)
     elif den == 2:

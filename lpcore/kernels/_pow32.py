@@ -153,6 +153,47 @@ def _mul32(typingctx, a, b):
     return types.float32(types.float32, types.float32), codegen
 
 
+#: CPUs (LLVM's names) whose 512-bit instructions lower the core's clock
+#: enough to slow what runs after them: Skylake-SP and its refreshes, Xeon Phi.
+#: :func:`prefer_wide_vectors` keeps LLVM's 256-bit default there.
+NARROW_CPUS = frozenset({"skylake-avx512", "cascadelake", "cooperlake", "knl", "knm"})
+
+
+def wide_vectors_wanted(cpu=None):
+    """Whether :func:`prefer_wide_vectors` asks for 512-bit vectors when
+    compiling for ``cpu`` (default: numba's target, ``NUMBA_CPU_NAME`` or the
+    host's; numba's cache is kept per CPU name, so a cached kernel was made
+    by the same rule)."""
+    if cpu is None:
+        import llvmlite.binding as ll
+        from numba.core import config
+        cpu = config.CPU_NAME or ll.get_host_cpu_name()
+    return cpu not in NARROW_CPUS
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Mark the function being compiled (the one this is written in, once
+    numba has inlined it) with LLVM's ``"prefer-vector-width"="512"``.
+
+    On AVX-512 CPUs LLVM's default tuning vectorises with 256-bit registers
+    (on Skylake-SP, AVX-512 code lowers the core's clock: those CPUs keep the
+    default, :data:`NARROW_CPUS`); with this attribute the function's loops
+    use 512-bit ones.  An elementwise loop (no reduction) gives identical
+    results, the same operations on each entry, more entries at a time; a
+    sum adds in another order (as it does on CPUs of other widths).
+    Without AVX-512 it changes nothing.  Numba inlines functions marked
+    ``inline="always"`` into this one, which then widens them too."""
+    def codegen(context, builder, sig, args):
+        if wide_vectors_wanted():
+            # a string attribute: llvmlite's FunctionAttributes knows only the
+            # keyword ones, and writes its items out as they are
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 I4 = np.int32
 _LOG2E = 1.4426950408889634
 _I1, _I23, _I127, _I151 = I4(1), I4(23), I4(127), I4(151)
@@ -215,14 +256,18 @@ def exp2_parts(n, r):
         f4(1.0 / 24.0) + x * (f4(1.0 / 120.0) + x * (f4(1.0 / 720.0) + x * f4(1.0 / 5040.0)))))))
     # q * 2**n.  Normal results: add n to q's exponent field (exact, and no
     # float product that reassociation could turn into inf * q).  Overflow:
-    # inf.  Results below the normal range: (q * 2**(n+64)) * 2**-64, whose
-    # power-of-two factors multiply exactly in any association.
+    # inf.  Results below the normal range: (q * 2**(n+64)) * 2**-64, in
+    # that order (products without ``reassoc``): reassociated as
+    # q * (2**(n+64) * 2**-64), the scale underflows to 0, which some
+    # compilations did and others did not (2026-12-06: a loop 512 bits wide
+    # loaded from numba's cache gave 0 where the same code compiled in the
+    # process gave 1e-45).
     qb = _bits_f32(q)
     er = I4(I4(I4(qb >> _I23) & I4(0xFF)) + n)
     normal = _f32_bits(I4(qb + I4(n << _I23)))
     kk = I4(n + I4(64))
     kk = I4(-127) if kk < I4(-127) else kk  # -127 gives a +0.0 scale
-    small = (q * _f32_bits(I4(I4(kk + _I127) << _I23))) * _TWOM64
+    small = _mul32(_mul32(q, _f32_bits(I4(I4(kk + _I127) << _I23))), _TWOM64)
     return normal if (er > 0) & (er < 255) else (f4(np.inf) if er >= 255 else small)
 
 
