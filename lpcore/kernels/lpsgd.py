@@ -39,12 +39,9 @@ one.
 """
 from __future__ import annotations
 
-import warnings
-
 import numba
 import numpy as np
 from numba import literally, njit, prange  # noqa: F401 (prange: the generated drivers)
-from numba.core.errors import NumbaIRAssumptionWarning
 
 from .._threads import env_number
 from ._dispatch import (POW_BLOCK, block_powsum, block_ratsum, log2_for, rat_powers,
@@ -58,15 +55,6 @@ DUAL, PRIMAL, RIEMANNIAN = 0, 1, 2
 OK, BAD_DIRECTION, BAD_STATE = 0, 1, 2
 
 _JIT = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
-
-# Numba's pedantic IR check reports a scoping assumption while inlining the
-# float32 power overloads several times into _phase1 and _phase2 (compile
-# time only; the compiled code is checked against the NumPy transcription in
-# the tests).  Numba files the warning under the file of the code inlined:
-# this module's or _dispatch's.
-warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning,
-                        module=r".*(lpsgd|_dispatch)$")
-
 
 @njit(inline="always", **_JIT)
 def _absbits(x):
