@@ -16,8 +16,10 @@ phase 2 (writes)      per group: momentum buffer and updated state in one
     back to ``w`` in a third.  Each group is one task (its row stays in cache
     between the passes); a single group longer than the caches is re-read.
 
-Memory traffic per step (``dual`` with momentum): g, buf and v are read twice
-(once per phase), buf and v and w written once, w read only for weight decay.
+Memory traffic per step (``dual`` with momentum): g, buf, v and w are read
+twice (once per phase: w enters d through weight decay, and is read at
+weight decay 0 too, so that a non-finite w is refused), buf and v and w
+written once.
 
 Powers: float32 data through :mod:`._pow32` (vectorised), float64 through
 ``**``; at p = 2 (the library's default) the exponents are 1 and 2, and the
