@@ -34,8 +34,8 @@ def main():
         ev[0].record()
         ms.run("none", "phase1")
         ev[1].record()
-        L._update_launch(ms.blocks, ms.threads, s, ms.itab, ms.ftab, ms.ctr, ms.S, ms.P, ms.N,
-                         ms.cnt, ms.guard, ms.like, ms.variant, ms.has_mom, 0)
+        ms.launch_update(ms.blocks, ms.threads, s, ms.itab, ms.ftab, ms.ctr, ms.S, ms.P, ms.N,
+                         ms.cnt, ms.guard, ms.like, 0)
         ev[2].record()
         L._scale_launch(ms.blocks, ms.threads, s, ms.itab, ms.ftab, ms.ctr, ms.S, ms.N,
                         ms.guard, ms.like, ms.variant, ms.has_mom)

@@ -72,11 +72,18 @@ def signatures(dt):
         Ml._k_scores: (A1(f8), f8, b1, A1(f8)),
         Ml._k_tiers: (A1(f8), f8, A1(b1), A1(b1), A1(i8)),
         Ml._k_keep: (A1(b1), A1(b1), A1(b1), A1(b1)),
-        L._k_check: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1, i8),
-        L._k_update: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8, b1,
-                      i8),
         L._k_scale: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), dt, i8, b1),
+        **step_signatures(dt),
     }
+
+
+def step_signatures(dt):
+    """The LpSGD step's check and update kernels, one pair per (variant, momentum)."""
+    out = {}
+    for check, update in L.KERNELS.values():
+        out[check] = (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8)
+        out[update] = (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -140,22 +147,54 @@ def _ptxas():
     return None
 
 
-@pytest.mark.parametrize("dtype", [T.float32, T.float64], ids=["float32", "float64"])
-def test_every_kernel_assembles_for_sm90_without_spills(compile_for_sm90, dtype, tmp_path):
-    # ptxas (from the nvcc wheel) turns the PTX into sm_90 machine code: the
-    # whole chain a GPU's first call runs, and the register budget per thread
+def _assemble(compile_for_sm90, kernel, sig, tmp_path):
+    """ptxas (from the nvcc wheel) turns the PTX into sm_90 machine code: the
+    whole chain a GPU's first call runs.  (registers a thread, spill stores)."""
     import re
     import subprocess
     exe = _ptxas()
     if exe is None:
         pytest.skip("ptxas not installed (nvidia-cuda-nvcc-cu12)")
+    f = tmp_path / f"{kernel.py_func.__name__}.ptx"
+    f.write_text(compile_for_sm90(kernel, sig))
+    r = subprocess.run([exe, "-arch=sm_90", "-v", str(f), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, (kernel.py_func.__name__, r.stderr[-2000:])
+    regs = [int(v) for v in re.findall(r"Used (\d+) registers", r.stderr)]
+    spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", r.stderr)]
+    assert regs, r.stderr
+    return max(regs), sum(spills)
+
+
+@pytest.mark.parametrize("dtype", [T.float32, T.float64], ids=["float32", "float64"])
+def test_every_kernel_assembles_for_sm90_without_spills(compile_for_sm90, dtype, tmp_path):
     for kernel, sig in signatures(dtype).items():
-        f = tmp_path / f"{kernel.py_func.__name__}.ptx"
-        f.write_text(compile_for_sm90(kernel, sig))
-        r = subprocess.run([exe, "-arch=sm_90", "-v", str(f), "-o", str(tmp_path / "k.cubin")],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, (kernel.py_func.__name__, r.stderr[-2000:])
-        regs = [int(v) for v in re.findall(r"Used (\d+) registers", r.stderr)]
-        spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", r.stderr)]
-        assert regs and max(regs) <= 128, (kernel.py_func.__name__, regs)
-        assert not any(spills), (kernel.py_func.__name__, spills)
+        regs, spills = _assemble(compile_for_sm90, kernel, sig, tmp_path)
+        assert regs <= 128, (kernel.py_func.__name__, regs)
+        assert spills == 0, (kernel.py_func.__name__, spills)
+
+
+def blocks_per_sm(regs, threads=256):
+    """Thread blocks an sm_90 multiprocessor holds at once as registers allow
+    (65,536 a multiprocessor, allocated per warp in units of 256)."""
+    per_warp = -(-regs * 32 // 256) * 256
+    return 65536 // (per_warp * (threads // 32))
+
+
+def test_blocks_per_sm_matches_the_occupancy_rule():
+    assert blocks_per_sm(64) == 4 and blocks_per_sm(80) == 3 and blocks_per_sm(88) == 2
+    assert blocks_per_sm(119) == 2 and blocks_per_sm(32) == 8
+
+
+def test_float32_dual_step_kernels_leave_room_for_three_blocks(compile_for_sm90, tmp_path):
+    # the step's kernels are latency-bound (DESIGN section 9): the blocks an SM
+    # keeps in flight decide how much memory traffic overlaps.  One kernel for
+    # every variant needed 119 registers in its float32 update (two blocks of
+    # 256 threads per SM); specialised per variant and momentum setting, the
+    # float32 dual step's (the default's) kernels fit three.  (float64 data
+    # needs more: its dual update with momentum 88 registers, two blocks.)
+    sigs = step_signatures(T.float32)
+    for has_mom in (False, True):
+        for kernel in L.KERNELS[(L.DUAL, has_mom)]:
+            regs, _ = _assemble(compile_for_sm90, kernel, sigs[kernel], tmp_path)
+            assert blocks_per_sm(regs) >= 3, (kernel.py_func.__name__, has_mom, regs)

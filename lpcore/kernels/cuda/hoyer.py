@@ -1,6 +1,7 @@
 """Hoyer sparsity of the rows on the GPU (``kernels/hoyer.py``), one launch:
 per slice Mb, S1 = sum |x|/Mb, S2 = sum (x/Mb)^2 (float32: unscaled, one
-pass), combined by the group's last block (``_reduce.last_block``)."""
+pass), combined by the group's last block (``_reduce.last_block``); a group
+of one slice is finished by its block's first thread."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ from numba import cuda, float64, int32
 
 from ._launch import MAXT, counters, flags, launcher, read_flags, scratch, split, stream
 from ._reduce import block_slice as _slice, bsum, last_block
-from .norm import _slice_max, group_start
+from .norm import _slice_max, group_start, slice_bad
 
 INF = math.inf
 NAN = math.nan
@@ -51,6 +52,13 @@ def _k_hoyer(x, scaled, nsplit, Mb, S1, S2, cnt, n, out, flag):
             Mb[b] = m
             S1[b] = t1
             S2[b] = t2
+    if nsplit == 1:  # the slice is the group: thread 0 finishes it (it wrote Mb, S1, S2)
+        if tid == 0 and not slice_bad(Mb[b], S1[b], S2[b], g, G, out, flag):
+            if Mb[b] > 0.0:
+                _hoyer_out(out, g, n, S1[b], S2[b])
+            else:
+                _hoyer_out(out, g, n, 0.0, 0.0)
+        return
     if not last_block(cnt, g, nsplit, last):
         return
     c0 = g * nsplit
@@ -68,12 +76,18 @@ def _k_hoyer(x, scaled, nsplit, Mb, S1, S2, cnt, n, out, flag):
         s1 = bsum(sh, s1)
         s2 = bsum(sh, s2)
         if tid == 0:
-            if s2 == 0.0:
-                out[g] = 1.0  # all-zero group: a dead neuron, maximally sparse
-            else:
-                sn = math.sqrt(float64(n))
-                h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
-                out[g] = min(1.0, max(0.0, h))
+            _hoyer_out(out, g, n, s1, s2)
+
+
+@cuda.jit(device=True)
+def _hoyer_out(out, g, n, s1, s2):
+    """out[g] from the group's sums of |x| and x^2 (scaled alike)."""
+    if s2 == 0.0:
+        out[g] = 1.0  # all-zero group: a dead neuron, maximally sparse
+    else:
+        sn = math.sqrt(float64(n))
+        h = (sn - math.sqrt(s1 * s1 / s2)) / (sn - 1.0)
+        out[g] = min(1.0, max(0.0, h))
 
 
 _hoyer_launch = launcher(_k_hoyer)

@@ -8,7 +8,10 @@ sums in float64).  One
 thread block per *slice* of a group (``nsplit`` slices per group, one for
 ordinary fan-ins); a per-group reduction over several slices is finished by
 the group's last block to arrive (an atomic counter per group, reset by that
-block), not by a second kernel:
+block), not by a second kernel; a group of one slice has its values when its
+block's reductions end and skips the combine.  The check and update kernels
+are compiled once per variant and momentum setting (:data:`KERNELS`), so
+each holds only its own branches (fewer registers, more blocks in flight):
 
 ``_k_check``  (phase 1, reads only) per slice: max |d|, max |s| (s = v for
               ``dual``, w otherwise; NaN-propagating), then the slice's
@@ -104,8 +107,10 @@ def _locate(itab, b):
     return t, i, j0, min(n, j0 + span), nsplit, b - s, itab[t, T_GOFF] - itab[0, T_GOFF] + i
 
 
-@cuda.jit
-def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
+@cuda.jit(device=True, inline="always")
+def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
+    """The check kernel's body (inlined into each specialisation, where
+    ``variant`` and ``has_mom`` are constants)."""
     sh = cuda.shared.array(MAXT2, float64)  # room for two reductions at once
     flag = cuda.shared.array(1, int32)
     b = cuda.blockIdx.x
@@ -155,33 +160,17 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                     a += pow_like(abs(d) / md, q_exp, like)
                     j += cuda.blockDim.x
         a, bb = bsum2(sh, a, bb)
-    if tid == 0:  # this slice's partials
-        P[b, 0], P[b, 1], P[b, 2], P[b, 3] = md, ms, a, bb
-    if i >= G or not last_block(cnt, gg, nsplit, flag):
+    if i >= G:
         return
-    # the group's last block: combine its slices
     p = ftab[t, F_P]
-    md, ms = slices_max2(sh, P, b0, nsplit, 0, 1)
-    bad = not (ms < INF and md < INF)
-    a = 0.0
-    bb = 0.0
-    if not bad and md > 0.0 and ms > 0.0:
-        c = b0 + tid
-        if variant == RIEMANNIAN:
-            e = p - 1.0
-            while c < b0 + nsplit:
-                if P[c, 1] > 0.0:
-                    r = (P[c, 1] / ms) ** e
-                    a += P[c, 2] * r
-                    bb += P[c, 3] * r * r
-                c += cuda.blockDim.x
-        else:
-            q = p / (p - 1.0)
-            while c < b0 + nsplit:
-                if P[c, 0] > 0.0:
-                    a += P[c, 2] * (P[c, 0] / md) ** q
-                c += cuda.blockDim.x
-    a, bb = bsum2(sh, a, bb)
+    if nsplit > 1:
+        if tid == 0:  # this slice's partials
+            P[b, 0], P[b, 1], P[b, 2], P[b, 3] = md, ms, a, bb
+        if not last_block(cnt, gg, nsplit, flag):
+            return
+        # the group's last block: combine its slices (a one-slice group has its
+        # values already: the combine would scale them by 1.0, exactly)
+        md, ms, a, bb = _combine_check(sh, P, b0, nsplit, p, variant)
     if tid == 0:
         S[gg, S_MD] = md
         S[gg, S_MS] = ms
@@ -204,6 +193,35 @@ def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
 
 
 @cuda.jit(device=True)
+def _combine_check(sh, P, b0, nsplit, p, variant):
+    """The group's (max |d|, max |s|, and its sums rescaled from each slice's
+    maximum to the group's) from the partials of its ``nsplit`` slices
+    ``P[b0 : b0 + nsplit]`` (block reductions; every thread gets them)."""
+    md, ms = slices_max2(sh, P, b0, nsplit, 0, 1)
+    bad = not (ms < INF and md < INF)
+    a = 0.0
+    bb = 0.0
+    if not bad and md > 0.0 and ms > 0.0:
+        c = b0 + cuda.threadIdx.x
+        if variant == RIEMANNIAN:
+            e = p - 1.0
+            while c < b0 + nsplit:
+                if P[c, 1] > 0.0:
+                    r = (P[c, 1] / ms) ** e
+                    a += P[c, 2] * r
+                    bb += P[c, 3] * r * r
+                c += cuda.blockDim.x
+        else:
+            q = p / (p - 1.0)
+            while c < b0 + nsplit:
+                if P[c, 0] > 0.0:
+                    a += P[c, 2] * (P[c, 0] / md) ** q
+                c += cuda.blockDim.x
+    a, bb = bsum2(sh, a, bb)
+    return md, ms, a, bb
+
+
+@cuda.jit(device=True)
 def _slice_terms(sh, x, row, j0, j1, e, like):
     """The slice's max |x| and sum (|x| / max)^e (block reductions)."""
     mx = 0.0
@@ -221,8 +239,9 @@ def _slice_terms(sh, x, row, j0, j1, e, like):
     return mx, bsum(sh, acc)
 
 
-@cuda.jit
-def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
+@cuda.jit(device=True, inline="always")
+def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
+    """The update kernel's body (inlined into each specialisation)."""
     if guard[0] != CLEAR:
         if ext != 0 and cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
             as_ptr(ext, _F32)[0] = 1.0  # the binding's own updates skip too
@@ -306,32 +325,46 @@ def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
                     third += term
                 j += cuda.blockDim.x
         acc, third = bsum2(sh, acc, third)
-    if tid == 0:  # this slice's partials
-        Q[b, 0], Q[b, 1], Q[b, 2] = mx, acc, third
-    if not last_block(cnt, gg, nsplit, flag):
-        return
-    # the group's last block: N[gg] = (the r-norm of the new state, or for a group
-    # the step did not move the Lp norm of its masked w if the mask zeroed an entry,
-    # else 0: left as it is; the factor putting w's active entries on the sphere)
+    # N[gg] = (the r-norm of the new state, or for a group the step did not
+    # move the Lp norm of its masked w if the mask zeroed an entry, else 0:
+    # left as it is; the factor putting w's active entries on the sphere)
     e = r if moved else p
-    mx, hit = slices_max2(sh, Q, b0, nsplit, 0, 2)
-    use = mx > 0.0 and (moved or (masked and hit > 0.0))
+    if nsplit > 1:
+        if tid == 0:  # this slice's partials
+            Q[b, 0], Q[b, 1], Q[b, 2] = mx, acc, third
+        if not last_block(cnt, gg, nsplit, flag):
+            return
+        # the group's last block: combine its slices
+        mx, hit = slices_max2(sh, Q, b0, nsplit, 0, 2)
+        use = mx > 0.0 and (moved or (masked and hit > 0.0))
+        acc, act = _combine_update(sh, Q, b0, nsplit, e, mx, use)
+    else:  # one slice: its values are the group's (the combine would scale by 1.0)
+        use = mx > 0.0 and (moved or (masked and maxnan(0.0, third) > 0.0))
+        act = third if use else 0.0
+        if not use:
+            acc = 0.0
+    if tid == 0:
+        N[gg, 0] = mx * acc ** (1.0 / e) if use else 0.0
+        N[gg, 1] = 1.0
+        if masked and dual and moved and use:
+            N[gg, 1] = (act / acc) ** (-1.0 / p) if act > 0.0 else 0.0
+
+
+@cuda.jit(device=True)
+def _combine_update(sh, Q, b0, nsplit, e, mx, use):
+    """The group's sums of the new state's terms (all, active) rescaled from
+    each slice's maximum to the group's ``mx`` (block reductions)."""
     acc = 0.0
     act = 0.0
     if use:
-        c = b0 + tid
+        c = b0 + cuda.threadIdx.x
         while c < b0 + nsplit:
             if Q[c, 0] > 0.0:
                 sc = (Q[c, 0] / mx) ** e
                 acc += Q[c, 1] * sc
                 act += Q[c, 2] * sc
             c += cuda.blockDim.x
-    acc, act = bsum2(sh, acc, act)
-    if tid == 0:
-        N[gg, 0] = mx * acc ** (1.0 / e) if use else 0.0
-        N[gg, 1] = 1.0
-        if masked and dual and moved and use:
-            N[gg, 1] = (act / acc) ** (-1.0 / p) if act > 0.0 else 0.0
+    return bsum2(sh, acc, act)
 
 
 @cuda.jit
@@ -376,8 +409,26 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
         j += cuda.blockDim.x
 
 
-_check_launch = launcher(_k_check)
-_update_launch = launcher(_k_update)
+def _specialised(variant, has_mom):
+    """The check and update kernels of one variant and momentum setting.  The
+    two are compile-time constants there, so each kernel keeps only its own
+    branches and registers: on sm_90 (ptxas) the dual update with momentum
+    needs 80 registers a thread, the kernel of every variant 119, which left
+    room for two blocks of 256 threads per SM instead of three."""
+    @cuda.jit
+    def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, ext):
+        _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext)
+
+    @cuda.jit
+    def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, ext):
+        _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
+
+    return _k_check, _k_update
+
+
+#: (variant, has_mom) -> (check kernel, update kernel), each compiled on first use
+KERNELS = {(v, m): _specialised(v, m) for v in (DUAL, PRIMAL, RIEMANNIAN) for m in (False, True)}
+_LAUNCH = {key: (launcher(c), launcher(u)) for key, (c, u) in KERNELS.items()}
 _scale_launch = launcher(_k_scale)
 
 
@@ -391,6 +442,7 @@ class MultiStep:
     def __init__(self, tables, variant, has_mom, guard=None):
         self.t = tables
         self.variant, self.has_mom = int(variant), bool(has_mom)
+        self.launch_check, self.launch_update = _LAUNCH[(self.variant, self.has_mom)]
         self.like = tables.dtype.type(0)
         T = tables.itab.shape[0]
         self.threads = config.threads
@@ -485,16 +537,16 @@ class MultiStep:
         common = (self.itab, self.ftab, self.ctr, self.S)
         nt = self.threads
         if what != "phase2":
-            _check_launch(self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
-                          self.like, self.variant, self.has_mom, flag)
+            self.launch_check(self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
+                              self.like, flag)
             if check == "immediate":
                 bad = self._read_guard(s)
                 if bad != -1:
                     return bad, self._status(bad)
             if what == "phase1":
                 return -1, None
-        _update_launch(self.blocks, nt, s, *common, self.P, self.N, self.cnt, self.guard,
-                       self.like, self.variant, self.has_mom, flag)
+        self.launch_update(self.blocks, nt, s, *common, self.P, self.N, self.cnt, self.guard,
+                           self.like, flag)
         _scale_launch(self.blocks, nt, s, *common, self.N, self.guard, self.like, self.variant,
                       self.has_mom)
         if check == "deferred":

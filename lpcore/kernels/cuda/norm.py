@@ -10,7 +10,9 @@ layer copies two integers to the host to decide whether to raise.
 One launch per call: each thread sums its elements in float64, the block
 reduces the float64 partials in shared memory (a tree), and the slices of a
 group are combined in float64 by the group's last block to finish (an atomic
-counter per group), rescaled from each slice's own maximum to the group's.
+counter per group), rescaled from each slice's own maximum to the group's;
+a group of one slice is finished by its block's first thread, with no
+combine (it would scale by 1.0, exactly).
 float32 data with p < 8 is read once (|x|^p summed unscaled in float64
 cannot overflow); float64 data and p = inf take a max pass and a scaled pass
 over each block's slice (the second from cache).  The unscaled float32
@@ -131,13 +133,20 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
             if tid == 0:
                 Mb[b] = m
                 Sb[b] = t
-    if not last_block(cnt, g, nsplit, last):
-        return
-    # the group's last block: combine its slices (Sb is a sum of non-negative
-    # terms or NaN: "not < INF" is "is NaN")
-    c0 = g * nsplit
-    m, bad = group_start(Mb, Sb, Sb, g, nsplit, G, out, flag, sh)
-    if bad == 0.0:
+    if nsplit == 1:  # the slice is the group: thread 0 finishes it (it wrote Mb, Sb)
+        if tid != 0 or slice_bad(Mb[b], Sb[b], Sb[b], g, G, out, flag):
+            return
+        m = Mb[b]
+        acc = Sb[b] if kind != KIND_INF and m > 0.0 else 0.0
+    else:
+        if not last_block(cnt, g, nsplit, last):
+            return
+        # the group's last block: combine its slices (Sb is a sum of non-negative
+        # terms or NaN: "not < INF" is "is NaN")
+        c0 = g * nsplit
+        m, bad = group_start(Mb, Sb, Sb, g, nsplit, G, out, flag, sh)
+        if bad != 0.0:
+            return
         acc = 0.0
         if kind != KIND_INF and m > 0.0:
             c = c0 + tid
@@ -152,22 +161,41 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
                         acc += Sb[c] * q ** p
                 c += cuda.blockDim.x
         acc = bsum(sh, acc)
-        if tid == 0:
-            r = m
-            if kind != KIND_INF and m > 0.0:
-                if kind == KIND_ONE:
-                    r = m * acc
-                elif kind == KIND_TWO:
-                    r = m * math.sqrt(acc)
-                else:
-                    r = m * acc ** (1.0 / p)
-            out[g] = r
-            if not (out[g] < INF):
-                # finite data whose norm overflows (float64, or the output
-                # dtype): flagged like bad data; the caller tells them apart
-                cuda.atomic.max(flag, 0, G - g)
-            if r == 0.0:
-                cuda.atomic.max(flag, 1, G - g)
+        if tid != 0:
+            return
+    _norm_out(out, flag, g, G, kind, p, m, acc)
+
+
+@cuda.jit(device=True)
+def slice_bad(M, S1, S2, i, G, out, flag):
+    """A one-slice group's :func:`group_start`: whether its maximum ``M`` or
+    a sum is not finite (then its result is NaN and it is flagged)."""
+    if not (S1 < INF) or not (S2 < INF) or not (M < INF):
+        out[i] = NAN
+        cuda.atomic.max(flag, 0, G - i)
+        return True
+    return False
+
+
+@cuda.jit(device=True)
+def _norm_out(out, flag, g, G, kind, p, m, acc):
+    """out[g] from the group's maximum ``m`` and its sum ``acc`` scaled by it;
+    an overflowing or zero norm is flagged."""
+    r = m
+    if kind != KIND_INF and m > 0.0:
+        if kind == KIND_ONE:
+            r = m * acc
+        elif kind == KIND_TWO:
+            r = m * math.sqrt(acc)
+        else:
+            r = m * acc ** (1.0 / p)
+    out[g] = r
+    if not (out[g] < INF):
+        # finite data whose norm overflows (float64, or the output
+        # dtype): flagged like bad data; the caller tells them apart
+        cuda.atomic.max(flag, 0, G - g)
+    if r == 0.0:
+        cuda.atomic.max(flag, 1, G - g)
 
 
 def group_norms(x, p, out_dtype=None):
