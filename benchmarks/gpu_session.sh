@@ -2,7 +2,7 @@
 # One device-machine session in one prepared command: environment, the GPU
 # tests (real CUDA tensors) with a CPU training run beside them, the same
 # training on the GPU, the optimizer step vs torch.optim.SGD (eager and in a
-# CUDA graph), the kernel table.  Run from the repository root on a machine
+# CUDA graph), the step's three kernels timed apart, the kernel table.  Run from the repository root on a machine
 # with a CUDA GPU, numba-cuda and torch (no install step: the project is put
 # on PYTHONPATH).  Logs go to $OUT (at most 8 files).
 #
@@ -92,6 +92,11 @@ timeout "${STEP_S:-90}" $PY -m benchmarks --torch-step --device cuda \
     --json "$OUT/torch_step.json" > "$OUT/torch_step.txt" 2>&1
 echo "rc=$?" >> "$OUT/torch_step.txt"
 grep -v Warning "$OUT/torch_step.txt" | grep -v "warn(" | tail -n 30
+
+el profile-step
+timeout "${PROFILE_S:-60}" $PY -m benchmarks.gpu_profile_step > "$OUT/profile_step.txt" 2>&1
+echo "rc=$?" >> "$OUT/profile_step.txt"
+grep -v Warning "$OUT/profile_step.txt" | grep -v "warn(" | tail -n 5
 
 el bench
 timeout "${BENCH_S:-80}" $PY -m benchmarks --device cuda --repeat 5 > "$OUT/bench.txt" 2>&1

@@ -13,17 +13,24 @@ block's reductions end and skips the combine.  The check and update kernels
 are compiled once per variant and momentum setting (:data:`KERNELS`), so
 each holds only its own branches (fewer registers, more blocks in flight):
 
-``_k_check``  (phase 1, reads only) per slice: max |d|, max |s| (s = v for
-              ``dual``, w otherwise; NaN-propagating), then the slice's
-              max-scaled ``sum (|d| / max)^q`` or, for ``riemannian``,
-              ``<nu, d>`` and ``<nu, nu>``; the group's last block combines
-              them into (max|d|, max|s|, ||d||_q or the tangent coefficient,
-              update?, status).  A bad group sets the *guard* (an atomic min
-              of its global index).
-``_k_update`` (phase 2) nothing if the guard is set; else per slice the
-              momentum buffer and the updated state in one pass, then the
-              slice's max and max-scaled power sum of the new state; the last
-              block makes the group's norm.
+``_k_check``  (phase 1, reads only) per slice, in one pass: max |d|, max |s|
+              (s = v for ``dual``, w otherwise; NaN-propagating) and the
+              slice's max-scaled ``sum (|d| / max)^q`` or, for
+              ``riemannian``, ``<nu, d>`` and ``<nu, nu>``; the group's last
+              block combines them into (max|d|, max|s|, ||d||_q or the
+              tangent coefficient, update?, status).  A bad group sets the
+              *guard* (an atomic min of its global index).
+``_k_update`` (phase 2) nothing if the guard is set; else per slice, in one
+              pass, the momentum buffer, the updated state, and the slice's
+              max and max-scaled power sum of the new state; the last block
+              makes the group's norm.
+
+One pass (DESIGN section 9) with max-scaled sums: each thread keeps its sums
+scaled by its own running maximum (one power per entry, in the data's
+precision: the entry's term, or the factor rescaling the sum when the entry is
+a new maximum, :func:`_online`) and rescales them to the block's maximum in
+float64 after the block's max reduction.  (The code before read each slice
+twice: a max pass, then the scaled sums.)
 ``_k_scale``  nothing if the guard is set; else normalise (``dual`` also maps
               v back to w) and advance the tensor's counters (step, momentum
               started).
@@ -129,36 +136,43 @@ def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
         row = i * n
         brow = row if has_mom else 0
         dual = variant == DUAL
+        riem = variant == RIEMANNIAN
+        # one pass: the sums are scaled by this thread's running maximum m of
+        # |w| (riemannian) or |d| (rescaled when it grows), then by m / max
+        e = p - 1.0 if riem else p / (p - 1.0)
+        m = 0.0
         j = j0 + tid
         while j < j1:
             d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
+            wj = float64(w[row + j])
             md = maxnan(md, abs(d))
-            ms = maxnan(ms, abs(float64(v[row + j] if dual else w[row + j])))
+            ms = maxnan(ms, abs(float64(v[row + j])) if dual else abs(wj))
+            x = abs(wj) if riem else abs(d)
+            up, r = _online(x, m, e, like)
+            if riem:
+                sd = -d if wj < 0 else d
+                if up:
+                    a = a * r + sd
+                    bb = bb * (r * r) + 1.0
+                    m = x
+                else:
+                    a += r * sd
+                    bb += r * r
+            elif up:
+                a = a * r + 1.0
+                m = x
+            else:
+                a += r
             j += cuda.blockDim.x
         md, ms = bmax2(sh, md, ms)
-        if md < INF and ms < INF:
-            if variant == RIEMANNIAN:
-                if ms > 0.0:
-                    p_minus_one = p - 1.0
-                    j = j0 + tid
-                    while j < j1:
-                        d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
-                                    has_mom)
-                        wj = float64(w[row + j])
-                        nu = pow_like(abs(wj) / ms, p_minus_one, like)
-                        if wj < 0:
-                            nu = -nu
-                        a += nu * d
-                        bb += nu * nu
-                        j += cuda.blockDim.x
-            elif md > 0.0:
-                q_exp = p / (p - 1.0)
-                j = j0 + tid
-                while j < j1:
-                    d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2,
-                                has_mom)
-                    a += pow_like(abs(d) / md, q_exp, like)
-                    j += cuda.blockDim.x
+        ref = ms if riem else md
+        if md < INF and ms < INF and ref > 0.0:
+            f = _rescale(m, ref, e)
+            a *= f
+            bb *= f * f
+        else:
+            a = 0.0
+            bb = 0.0
         a, bb = bsum2(sh, a, bb)
     if i >= G:
         return
@@ -190,6 +204,25 @@ def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                     S[gg, S_C] = a / bb
                 else:
                     S[gg, S_C] = md * a ** (1.0 / (p / (p - 1.0)))
+
+
+@cuda.jit(device=True)
+def _online(x, m, e, like):
+    """Entry ``x >= 0`` of a power sum kept scaled by the running maximum
+    ``m``: (whether ``x`` is the new maximum, the power: ``(m / x)^e`` then,
+    the factor rescaling the sum so far, else ``(x / m)^e``, the entry's
+    term; 0 when both are 0).  One power either way, in the data's precision."""
+    up = x > m
+    num = m if up else x
+    den = x if up else m
+    return up, pow_like(num / den, e, like) if den > 0.0 else 0.0
+
+
+@cuda.jit(device=True)
+def _rescale(m, ref, e):
+    """``(m / ref)^e``: the factor taking a thread's sums from its own
+    maximum ``m`` to the block's ``ref`` (0 for a thread that saw only zeros)."""
+    return (m / ref) ** e if m > 0.0 else 0.0
 
 
 @cuda.jit(device=True)
@@ -288,6 +321,7 @@ def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
         keep = 1.0 - eta
         inv_p_minus_one = 1.0 / (p - 1.0)
         ud = (md / coef) ** inv_p_minus_one if variant == PRIMAL else 1.0
+        m = 0.0  # this thread's running maximum of the new state: its sums' scale
         j = j0 + tid
         while j < j1:
             d, nb = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
@@ -312,18 +346,27 @@ def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
                     x = 0.0
                 w[row + j] = x
                 xv = float64(w[row + j])
-            mx = maxnan(mx, abs(xv))
+            ax = abs(xv)
+            mx = maxnan(mx, ax)
+            up, rr = _online(ax, m, r, like)
+            active = masked and mk[row + j] != 0
+            if up:
+                acc = acc * rr + 1.0
+                third = third * rr + (1.0 if active else 0.0)
+                m = ax
+            else:
+                acc += rr
+                if active:
+                    third += rr
             j += cuda.blockDim.x
         mx = bmax(sh, mx)
         if mx > 0.0:
-            j = j0 + tid
-            while j < j1:
-                xv = float64(v[row + j]) if dual else float64(w[row + j])
-                term = pow_like(abs(xv) / mx, r, like)
-                acc += term
-                if masked and mk[row + j] != 0:
-                    third += term
-                j += cuda.blockDim.x
+            f = _rescale(m, mx, r)
+            acc *= f
+            third *= f
+        else:
+            acc = 0.0
+            third = 0.0
         acc, third = bsum2(sh, acc, third)
     # N[gg] = (the r-norm of the new state, or for a group the step did not
     # move the Lp norm of its masked w if the mask zeroed an entry, else 0:
