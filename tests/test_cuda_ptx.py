@@ -28,6 +28,10 @@ from lpcore.kernels.cuda import masklearn as Ml  # noqa: E402
 
 f8, i8, b1 = T.float64, T.int64, T.boolean
 
+# one worker runs the whole module (pytest-xdist --dist loadgroup): the PTX of
+# a kernel is compiled once and shared by the tests below (about 1.5 s each)
+pytestmark = pytest.mark.xdist_group("sm90")
+
 
 def A1(t):
     return T.Array(t, 1, "C")
@@ -99,8 +103,15 @@ def compile_for_sm90():
     # device; with no GPU, pin that to compute capability 9.0
     old = disp.get_current_device
     disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    done = {}
+
+    def compile_ptx(k, sig):
+        key = (k.py_func, tuple(sig))
+        if key not in done:
+            done[key] = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))[0]
+        return done[key]
     try:
-        yield lambda k, sig: cuda.compile_ptx(k.py_func, sig, cc=(9, 0))[0]
+        yield compile_ptx
     finally:
         disp.get_current_device = old
 
