@@ -2,9 +2,9 @@
 # One device-machine session in one prepared command: environment, the GPU
 # tests (real CUDA tensors) with a CPU training run beside them, the same
 # training on the GPU, the optimizer step vs torch.optim.SGD (eager and in a
-# CUDA graph), the step's three kernels timed apart, the kernel table.  Run from the repository root on a machine
-# with a CUDA GPU, numba-cuda and torch (no install step: the project is put
-# on PYTHONPATH).  Logs go to $OUT (at most 8 files).
+# CUDA graph), the step's three kernels timed apart, the kernel table.  Run
+# from the repository root on a machine with a CUDA GPU, numba-cuda and torch
+# (no install step: the project is put on PYTHONPATH).  Logs go to $OUT (at most 8 files).
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_session.sh
 #

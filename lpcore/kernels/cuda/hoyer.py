@@ -52,12 +52,10 @@ def _k_hoyer(x, scaled, nsplit, Mb, S1, S2, cnt, n, out, flag):
             Mb[b] = m
             S1[b] = t1
             S2[b] = t2
-    if nsplit == 1:  # the slice is the group: thread 0 finishes it (it wrote Mb, S1, S2)
+    if nsplit == 1:  # the slice is the group: thread 0 finishes it (it wrote Mb, S1, S2;
+        # a zero slice wrote zero sums)
         if tid == 0 and not slice_bad(Mb[b], S1[b], S2[b], g, G, out, flag):
-            if Mb[b] > 0.0:
-                _hoyer_out(out, g, n, S1[b], S2[b])
-            else:
-                _hoyer_out(out, g, n, 0.0, 0.0)
+            _hoyer_out(out, g, n, S1[b], S2[b])
         return
     if not last_block(cnt, g, nsplit, last):
         return

@@ -24,6 +24,9 @@ each holds only its own branches (fewer registers, more blocks in flight):
               pass, the momentum buffer, the updated state, and the slice's
               max and max-scaled power sum of the new state; the last block
               makes the group's norm.
+``_k_scale``  nothing if the guard is set; else normalise (``dual`` also maps
+              v back to w) and advance the tensor's counters (step, momentum
+              started).
 
 One pass (DESIGN section 9) with max-scaled sums: each thread keeps its sums
 scaled by its own running maximum (one power per entry, in the data's
@@ -31,9 +34,6 @@ precision: the entry's term, or the factor rescaling the sum when the entry is
 a new maximum, :func:`_online`) and rescales them to the block's maximum in
 float64 after the block's max reduction.  (The code before read each slice
 twice: a max pass, then the scaled sums.)
-``_k_scale``  nothing if the guard is set; else normalise (``dual`` also maps
-              v back to w) and advance the tensor's counters (step, momentum
-              started).
 
 The step size and the first-momentum-step rule are computed on the device
 from the counters, so a CUDA graph that captured the launches replays later
@@ -455,9 +455,10 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
 def _specialised(variant, has_mom):
     """The check and update kernels of one variant and momentum setting.  The
     two are compile-time constants there, so each kernel keeps only its own
-    branches and registers: on sm_90 (ptxas) the dual update with momentum
-    needs 80 registers a thread, the kernel of every variant 119, which left
-    room for two blocks of 256 threads per SM instead of three."""
+    branches and registers: on sm_90 (ptxas, float32) the dual update with
+    momentum needs 70 registers a thread, one kernel of every variant needed
+    119, which left room for two blocks of 256 threads per SM instead of
+    three."""
     @cuda.jit
     def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, ext):
         _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext)

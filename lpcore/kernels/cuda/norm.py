@@ -137,7 +137,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
         if tid != 0 or slice_bad(Mb[b], Sb[b], Sb[b], g, G, out, flag):
             return
         m = Mb[b]
-        acc = Sb[b] if kind != KIND_INF and m > 0.0 else 0.0
+        acc = Sb[b]  # (_norm_out reads it only for a finite p and m > 0)
     else:
         if not last_block(cnt, g, nsplit, last):
             return
