@@ -197,15 +197,38 @@ def test_blocks_per_sm_matches_the_occupancy_rule():
     assert blocks_per_sm(119) == 2 and blocks_per_sm(32) == 8
 
 
-def test_float32_dual_step_kernels_leave_room_for_three_blocks(compile_for_sm90, tmp_path):
+def test_float32_step_kernels_keep_four_and_three_blocks_in_flight(compile_for_sm90, tmp_path):
     # the step's kernels are latency-bound (DESIGN section 9): the blocks an SM
     # keeps in flight decide how much memory traffic overlaps.  One kernel for
     # every variant needed 119 registers in its float32 update (two blocks of
-    # 256 threads per SM); specialised per variant and momentum setting, the
-    # float32 dual step's (the default's) kernels fit three.  (float64 data
-    # needs more: its dual update with momentum 88 registers, two blocks.)
+    # 256 threads per SM); specialised per variant and momentum setting, and
+    # with the ratios of the max-scaled sums taken as products with a
+    # reciprocal (a float64 division is a call that pins registers), every
+    # float32 check kernel fits four blocks and every update three, while
+    # loading two entries a trip.  (float64 data needs more: its dual check and
+    # update with momentum 89 and 92 registers, two blocks.)
     sigs = step_signatures(T.float32)
-    for has_mom in (False, True):
-        for kernel in L.KERNELS[(L.DUAL, has_mom)]:
-            regs, _ = _assemble(compile_for_sm90, kernel, sigs[kernel], tmp_path)
-            assert blocks_per_sm(regs) >= 3, (kernel.py_func.__name__, has_mom, regs)
+    for variant in (L.DUAL, L.PRIMAL, L.RIEMANNIAN):
+        for has_mom in (False, True):
+            check, update = L.KERNELS[(variant, has_mom)]
+            regs, _ = _assemble(compile_for_sm90, check, sigs[check], tmp_path)
+            assert blocks_per_sm(regs) >= 4, ("check", variant, has_mom, regs)
+            regs, _ = _assemble(compile_for_sm90, update, sigs[update], tmp_path)
+            assert blocks_per_sm(regs) >= 3, ("update", variant, has_mom, regs)
+
+
+def test_the_float32_check_kernels_load_two_entries_a_trip(compile_for_sm90):
+    # each trip of the check's loop issues the loads of two entries before it
+    # uses either (a thread waits on memory once per two entries): two float32
+    # loads of every array the variant reads (gradient and weight; the
+    # momentum buffer with momentum; the dual state for the dual variant), and
+    # no float64 arithmetic between the first and the last of them
+    sigs = step_signatures(T.float32)
+    for variant in (L.DUAL, L.PRIMAL, L.RIEMANNIAN):
+        for has_mom in (False, True):
+            check = L.KERNELS[(variant, has_mom)][0]
+            ptx = compile_for_sm90(check, sigs[check])
+            arrays = 2 + has_mom + (variant == L.DUAL)
+            assert ptx.count("ld.f32") == 2 * arrays, (variant, has_mom, ptx.count("ld.f32"))
+            trip = ptx[ptx.index("ld.f32"):ptx.rindex("ld.f32")]
+            assert ".f64" not in trip, (variant, has_mom)

@@ -35,6 +35,14 @@ a new maximum, :func:`_online`) and rescales them to the block's maximum in
 float64 after the block's max reduction.  (The code before read each slice
 twice: a max pass, then the scaled sums.)
 
+Two entries a trip: each thread's loop loads two entries (``j`` and ``j +
+blockDim``) before it computes or writes either, so it waits on memory once
+per two entries; the ratios of the scaled sums are products with a
+reciprocal (:func:`_ratio`), not float64 divisions, whose call pinned enough
+registers to cost the check kernel a block per SM.  The kernels are bound by
+memory latency, not bandwidth (DESIGN section 9): what overlaps is the loads
+in flight, blocks per SM times entries per trip.
+
 The step size and the first-momentum-step rule are computed on the device
 from the counters, so a CUDA graph that captured the launches replays later
 steps correctly.  The guard stays set until the host clears it
@@ -60,6 +68,8 @@ from ._reduce import bmax, bmax2, bsum, bsum2, last_block, maxnan, pow_like, sli
 from ._pointers import as_ptr
 
 INF = math.inf
+#: float64's smallest normal number (below it, 1 / x overflows)
+SUB = float(np.finfo(np.float64).tiny)
 #: shared memory for two block reductions at once (bsum2, bmax2)
 MAXT2 = 2 * MAXT
 #: the guard's value while no group is bad
@@ -138,32 +148,26 @@ def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
         dual = variant == DUAL
         riem = variant == RIEMANNIAN
         # one pass: the sums are scaled by this thread's running maximum m of
-        # |w| (riemannian) or |d| (rescaled when it grows), then by m / max
+        # |w| (riemannian) or |d| (rescaled when it grows), then by m / max.
+        # Two entries a trip: both entries' loads are issued before either is
+        # used, so a thread waits on memory once per two entries
         e = p - 1.0 if riem else p / (p - 1.0)
         m = 0.0
+        nt = cuda.blockDim.x
         j = j0 + tid
         while j < j1:
-            d, _ = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
-            wj = float64(w[row + j])
-            md = maxnan(md, abs(d))
-            ms = maxnan(ms, abs(float64(v[row + j])) if dual else abs(wj))
-            x = abs(wj) if riem else abs(d)
-            up, r = _online(x, m, e, like)
-            if riem:
-                sd = -d if wj < 0 else d
-                if up:
-                    a = a * r + sd
-                    bb = bb * (r * r) + 1.0
-                    m = x
-                else:
-                    a += r * sd
-                    bb += r * r
-            elif up:
-                a = a * r + 1.0
-                m = x
+            k = j + nt
+            ga, wa, ua, va = _inputs(g, w, buf, v, row, brow, j, dual, has_mom)
+            if k < j1:
+                gb, wb, ub, vb = _inputs(g, w, buf, v, row, brow, k, dual, has_mom)
             else:
-                a += r
-            j += cuda.blockDim.x
+                gb, wb, ub, vb = ga, wa, ua, va
+            md, ms, m, a, bb = _check_entry(ga, wa, ua, va, wd, bmu, bd, c1, c2, e, like, md,
+                                            ms, m, a, bb, variant, has_mom)
+            if k < j1:
+                md, ms, m, a, bb = _check_entry(gb, wb, ub, vb, wd, bmu, bd, c1, c2, e, like,
+                                                md, ms, m, a, bb, variant, has_mom)
+            j = k + nt
         md, ms = bmax2(sh, md, ms)
         ref = ms if riem else md
         if md < INF and ms < INF and ref > 0.0:
@@ -206,6 +210,43 @@ def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
                     S[gg, S_C] = md * a ** (1.0 / (p / (p - 1.0)))
 
 
+@cuda.jit(device=True, inline="always")
+def _inputs(g, w, buf, v, row, brow, j, dual, has_mom):
+    """Entry ``j``'s gradient, weight, momentum buffer and dual state as
+    stored; an array the step does not read is not loaded (w stands in)."""
+    wj = w[row + j]
+    return g[row + j], wj, buf[brow + j] if has_mom else wj, v[row + j] if dual else wj
+
+
+@cuda.jit(device=True, inline="always")
+def _check_entry(gj, wj, bj, vj, wd, bmu, bd, c1, c2, e, like, md, ms, m, a, bb, variant,
+                 has_mom):
+    """One entry of the check's pass: the running (max |d|, max |s|, the
+    sums' scale m, the sums a and bb) after it."""
+    d, _ = _dir(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom)
+    w64 = float64(wj)
+    md = maxnan(md, abs(d))
+    ms = maxnan(ms, abs(float64(vj)) if variant == DUAL else abs(w64))
+    riem = variant == RIEMANNIAN
+    x = abs(w64) if riem else abs(d)
+    up, r = _online(x, m, e, like)
+    if riem:
+        sd = -d if w64 < 0 else d
+        if up:
+            a = a * r + sd
+            bb = bb * (r * r) + 1.0
+            m = x
+        else:
+            a += r * sd
+            bb += r * r
+    elif up:
+        a = a * r + 1.0
+        m = x
+    else:
+        a += r
+    return md, ms, m, a, bb
+
+
 @cuda.jit(device=True)
 def _online(x, m, e, like):
     """Entry ``x >= 0`` of a power sum kept scaled by the running maximum
@@ -215,7 +256,17 @@ def _online(x, m, e, like):
     up = x > m
     num = m if up else x
     den = x if up else m
-    return up, pow_like(num / den, e, like) if den > 0.0 else 0.0
+    return up, pow_like(_ratio(num, den), e, like) if den > 0.0 else 0.0
+
+
+@cuda.jit(device=True, inline="always")
+def _ratio(num, den):
+    """``num / den`` (``0 <= num``, ``0 < den``) as num times den's reciprocal:
+    within an ulp of the quotient and lighter on registers than a float64
+    division (whose full-range routine is a call).  Both are scaled by 2^54
+    when den is subnormal, so that the reciprocal stays finite."""
+    sc = 18014398509481984.0 if den < SUB else 1.0
+    return (num * sc) * (1.0 / (den * sc))
 
 
 @cuda.jit(device=True)
@@ -273,6 +324,50 @@ def _slice_terms(sh, x, row, j0, j1, e, like):
 
 
 @cuda.jit(device=True, inline="always")
+def _update_entry(gj, wj, bj, vj, kept, w, buf, v, at, wd, bmu, bd, c1, c2, keep, eta, coef, md,
+                  ms, ud, p, r, like, masked, mx, m, acc, third, variant, has_mom):
+    """One entry (index ``at``, inputs as loaded; ``kept``: its mask bit) of
+    the update's pass: writes its momentum buffer and new state, returns the
+    running (max |new state|, the sums' scale m, the sums of the terms of all
+    and of the active entries) after it."""
+    d, nb = _dir(gj, wj, bj, wd, bmu, bd, c1, c2, has_mom)
+    if has_mom:
+        buf[at] = nb
+    if variant == DUAL:
+        v[at] = keep * float64(vj) - (eta / coef) * d
+        xv = float64(v[at])  # as stored
+    else:
+        w64 = float64(wj)
+        if variant == PRIMAL:
+            u = pow_like(_ratio(abs(d), md), 1.0 / (p - 1.0), like) * ud
+            if d < 0:
+                u = -u
+            x = keep * w64 - eta * u
+        else:
+            nu = pow_like(_ratio(abs(w64), ms), p - 1.0, like)
+            if w64 < 0:
+                nu = -nu
+            x = w64 - eta * (d - coef * nu)
+        if not kept:
+            x = 0.0
+        w[at] = x
+        xv = float64(w[at])
+    ax = abs(xv)
+    mx = maxnan(mx, ax)
+    up, rr = _online(ax, m, r, like)
+    active = masked and kept
+    if up:
+        acc = acc * rr + 1.0
+        third = third * rr + (1.0 if active else 0.0)
+        m = ax
+    else:
+        acc += rr
+        if active:
+            third += rr
+    return mx, m, acc, third
+
+
+@cuda.jit(device=True, inline="always")
 def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
     """The update kernel's body (inlined into each specialisation)."""
     if guard[0] != CLEAR:
@@ -322,43 +417,26 @@ def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
         inv_p_minus_one = 1.0 / (p - 1.0)
         ud = (md / coef) ** inv_p_minus_one if variant == PRIMAL else 1.0
         m = 0.0  # this thread's running maximum of the new state: its sums' scale
+        nt = cuda.blockDim.x
         j = j0 + tid
-        while j < j1:
-            d, nb = _dir(g[row + j], w[row + j], buf[brow + j], wd, bmu, bd, c1, c2, has_mom)
-            if has_mom:
-                buf[row + j] = nb
-            if dual:
-                v[row + j] = keep * float64(v[row + j]) - (eta / coef) * d
-                xv = float64(v[row + j])  # as stored
+        while j < j1:  # two entries a trip, loaded before either is written
+            k = j + nt
+            ga, wa, ua, va = _inputs(g, w, buf, v, row, brow, j, dual, has_mom)
+            ka = mk[row + j] != 0 if masked else True
+            if k < j1:
+                gb, wb, ub, vb = _inputs(g, w, buf, v, row, brow, k, dual, has_mom)
+                kb = mk[row + k] != 0 if masked else True
             else:
-                wj = float64(w[row + j])
-                if variant == PRIMAL:
-                    u = pow_like(abs(d) / md, inv_p_minus_one, like) * ud
-                    if d < 0:
-                        u = -u
-                    x = keep * wj - eta * u
-                else:
-                    nu = pow_like(abs(wj) / ms, p - 1.0, like)
-                    if wj < 0:
-                        nu = -nu
-                    x = wj - eta * (d - coef * nu)
-                if masked and mk[row + j] == 0:
-                    x = 0.0
-                w[row + j] = x
-                xv = float64(w[row + j])
-            ax = abs(xv)
-            mx = maxnan(mx, ax)
-            up, rr = _online(ax, m, r, like)
-            active = masked and mk[row + j] != 0
-            if up:
-                acc = acc * rr + 1.0
-                third = third * rr + (1.0 if active else 0.0)
-                m = ax
-            else:
-                acc += rr
-                if active:
-                    third += rr
-            j += cuda.blockDim.x
+                gb, wb, ub, vb, kb = ga, wa, ua, va, ka
+            mx, m, acc, third = _update_entry(ga, wa, ua, va, ka, w, buf, v, row + j, wd, bmu,
+                                              bd, c1, c2, keep, eta, coef, md, ms, ud, p, r,
+                                              like, masked, mx, m, acc, third, variant, has_mom)
+            if k < j1:
+                mx, m, acc, third = _update_entry(gb, wb, ub, vb, kb, w, buf, v, row + k, wd,
+                                                  bmu, bd, c1, c2, keep, eta, coef, md, ms, ud,
+                                                  p, r, like, masked, mx, m, acc, third, variant,
+                                                  has_mom)
+            j = k + nt
         mx = bmax(sh, mx)
         if mx > 0.0:
             f = _rescale(m, mx, r)
@@ -435,30 +513,51 @@ def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
     fw = N[gg, 1]
     row = i * n
     dual = variant == DUAL and S[gg, S_UPD] != 0.0
+    src = v if dual else w
+    gate = masked and dual  # only the dual variant's w reads the mask here
+    nt = cuda.blockDim.x
     j = j0 + cuda.threadIdx.x
-    while j < j1:
-        if dual:
-            v[row + j] = float64(v[row + j]) * f
-            x = float64(v[row + j])
-            if masked and mk[row + j] == 0:
-                w[row + j] = 0.0
-            else:
-                rr = pow_like(abs(x), inv_p_minus_one, like)
-                if masked:
-                    rr = rr * fw
-                w[row + j] = -rr if x < 0 else rr
+    while j < j1:  # two entries a trip, loaded before either is written
+        k = j + nt
+        xa = src[row + j]
+        ka = mk[row + j] != 0 if gate else True
+        if k < j1:
+            xb = src[row + k]
+            kb = mk[row + k] != 0 if gate else True
         else:
-            w[row + j] = float64(w[row + j]) * f
-        j += cuda.blockDim.x
+            xb, kb = xa, ka
+        _scale_entry(xa, ka, w, v, row + j, f, fw, inv_p_minus_one, like, dual, masked)
+        if k < j1:
+            _scale_entry(xb, kb, w, v, row + k, f, fw, inv_p_minus_one, like, dual, masked)
+        j = k + nt
+
+
+@cuda.jit(device=True, inline="always")
+def _scale_entry(x, kept, w, v, at, f, fw, inv_p_minus_one, like, dual, masked):
+    """Entry ``at`` of the scale: ``x`` (as loaded: v's entry for a dual
+    group the step moved, else w's) times ``f``; a dual group's w is then
+    mapped back from the new v (zero where the mask is off)."""
+    if dual:
+        v[at] = float64(x) * f
+        y = float64(v[at])
+        if not kept:
+            w[at] = 0.0
+        else:
+            rr = pow_like(abs(y), inv_p_minus_one, like)
+            if masked:
+                rr = rr * fw
+            w[at] = -rr if y < 0 else rr
+    else:
+        w[at] = float64(x) * f
 
 
 def _specialised(variant, has_mom):
     """The check and update kernels of one variant and momentum setting.  The
     two are compile-time constants there, so each kernel keeps only its own
-    branches and registers: on sm_90 (ptxas, float32) the dual update with
-    momentum needs 70 registers a thread, one kernel of every variant needed
-    119, which left room for two blocks of 256 threads per SM instead of
-    three."""
+    branches and registers: on sm_90 (ptxas, float32) the dual check and
+    update with momentum need 62 and 72 registers a thread (four and three
+    blocks of 256 threads per SM); one kernel of every variant needed 119 in
+    its update, two blocks."""
     @cuda.jit
     def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, ext):
         _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext)
