@@ -2,9 +2,10 @@
 # One device-machine session in one prepared command: environment, the GPU
 # tests (real CUDA tensors) with a CPU training run beside them, the same
 # training on the GPU, the optimizer step vs torch.optim.SGD (eager and in a
-# CUDA graph), the step's three kernels timed apart, the kernel table.  Run
-# from the repository root on a machine with a CUDA GPU, numba-cuda and torch
-# (no install step: the project is put on PYTHONPATH).  Logs go to $OUT (at most 8 files).
+# CUDA graph), the step's three kernels timed apart (and per launch geometry),
+# the kernel table.  Run from the repository root on a machine with a CUDA
+# GPU, numba-cuda and torch (no install step: the project is put on
+# PYTHONPATH).  Logs go to $OUT (at most 8 files).
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_session.sh
 #
@@ -96,7 +97,10 @@ grep -v Warning "$OUT/torch_step.txt" | grep -v "warn(" | tail -n 30
 el profile-step
 timeout "${PROFILE_S:-60}" $PY -m benchmarks.gpu_profile_step > "$OUT/profile_step.txt" 2>&1
 echo "rc=$?" >> "$OUT/profile_step.txt"
-grep -v Warning "$OUT/profile_step.txt" | grep -v "warn(" | tail -n 5
+# the same, once per launch geometry (a fresh process each)
+timeout "${SWEEP_S:-120}" $PY -m benchmarks.gpu_profile_step --sweep >> "$OUT/profile_step.txt" 2>&1
+echo "sweep rc=$?" >> "$OUT/profile_step.txt"
+grep -v Warning "$OUT/profile_step.txt" | grep -v "warn(" | tail -n 16
 
 el bench
 timeout "${BENCH_S:-80}" $PY -m benchmarks --device cuda --repeat 5 > "$OUT/bench.txt" 2>&1
