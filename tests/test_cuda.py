@@ -293,6 +293,34 @@ def test_float32_sums_accumulate_in_float64(kind):
     np.testing.assert_allclose(host(got).astype(np.float64), want, rtol=2e-7)
 
 
+@pytest.mark.parametrize("p", [1.0, 1.3, 2.0, 3.5, 7.9])
+def test_the_float32_wide_power_spans_the_float32_range(p):
+    # the one-pass float32 norm's |x|^p: float32 log2/exp2 of the mantissa and
+    # of a fraction of two, an exact power of two in float64; neither the
+    # largest float32 (^7.9 is 1e304) nor the smallest subnormal (^7.9 is
+    # 1e-354, below float64: 0) may overflow, lose its scale or turn NaN.
+    # The tolerance is twice pow_wide's bound (float32 roundings on a GPU;
+    # the simulator computes them in float64)
+    from numba import float64
+    from lpcore.kernels.cuda._reduce import pow_wide
+
+    @cuda.jit
+    def k(x, e, out):
+        i = cuda.grid(1)
+        if i < x.size:
+            out[i] = pow_wide(abs(float64(x[i])), e, x[i])
+
+    x = np.array([0.0, 1.4e-45, 1e-40, 1.1754944e-38, 1e-20, 0.3, 0.5, 1.0, 3.0, 1e20, 3.4028235e38,
+                  -2.5, np.inf, np.nan], np.float32)
+    out = cuda.device_array(x.size, np.float64)
+    k[1, x.size](cuda.to_device(x), p, out)
+    got = out.copy_to_host()
+    want = np.abs(x.astype(np.float64)) ** p
+    finite = np.isfinite(want) & (want > 0)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=(3 * p + 2) * 1.2e-7)
+    assert np.array_equal(got[~finite], want[~finite], equal_nan=True)
+
+
 def test_lpsgd_step_many_on_device_is_atomic(rng):
     opt = lpcore.LpSGD(p=1.3, lr=0.1, momentum=0.9, variant="primal")
     ws = [dev(rng.standard_normal((2, 7))), dev(rng.standard_normal((3, 4)))]

@@ -16,8 +16,11 @@ combine (it would scale by 1.0, exactly).
 float32 data with p < 8 is read once (|x|^p summed unscaled in float64
 cannot overflow); float64 data and p = inf take a max pass and a scaled pass
 over each block's slice (the second from cache).  The unscaled float32
-powers are float64 (what makes them safe); the scaled ones, ratios <= 1, are
-in the data's precision (``powf`` for float32).
+powers are float32 powers of the mantissa and of a fraction of two, scaled
+by an exact power of two in float64 (:func:`._reduce.pow_wide`: what makes
+them safe, at float32's cost; a float64 power made this pass
+compute-bound); the scaled ones, ratios <= 1, are in the data's precision
+(``powf`` for float32).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
 from ._launch import MAXT, counters, flags, launcher, read_flags, rows_grid, scratch, split, stream
-from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan, pow_like
+from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan, pow_like, pow_wide
 from .layout import fill
 
 INF = math.inf
@@ -99,9 +102,10 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
         m = 0.0
         j = j0 + tid
         while j < j1:
-            d = abs(float64(x[g, j]))
+            xj = x[g, j]
+            d = abs(float64(xj))
             m = maxnan(m, d)
-            acc += pow_like(d, p, d)  # float64: (float32 max)^8 fits, (tiniest)^8 nearly
+            acc += pow_wide(d, p, xj)  # float32 powers, float64 range: (float32 max)^8 fits
             j += cuda.blockDim.x
         t = bsum(sh, acc)
         m = bmax(sh, m)
