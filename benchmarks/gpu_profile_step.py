@@ -129,11 +129,11 @@ def profile(small=False, reps=20):
         ms.run("none", "phase1")
 
     def update():
-        ms.launch_update(ms.blocks, ms.threads, 0, ms.itab, ms.ftab, ms.ctr, ms.S, ms.P, ms.N,
-                         ms.cnt, ms.guard, ms.like, 0)
+        ms.launch_update(ms.blocks, ms.threads, 0, ms.itab, ms.btab, ms.ftab, ms.ctr, ms.S, ms.P,
+                         ms.N, ms.cnt, ms.guard, ms.like, 0)
 
     def scale():
-        L._scale_launch(ms.blocks, ms.threads, 0, ms.itab, ms.ftab, ms.ctr, ms.S, ms.N,
+        L._scale_launch(ms.blocks, ms.threads, 0, ms.itab, ms.btab, ms.ftab, ms.ctr, ms.S, ms.N,
                         ms.guard, ms.like, ms.variant, ms.has_mom)
 
     out = {"threads": config.threads, "items": config.items, "tensors": len(shapes),

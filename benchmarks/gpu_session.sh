@@ -5,7 +5,9 @@
 # CUDA graph), the step's three kernels timed apart (and per launch geometry),
 # the kernel table.  Run from the repository root on a machine with a CUDA
 # GPU, numba-cuda and torch (no install step: the project is put on
-# PYTHONPATH).  Logs go to $OUT (at most 8 files).
+# PYTHONPATH).  Logs go to $OUT (at most 8 files).  The steps' timeouts add
+# up to 570 s, besides the first step's (the device tool allows 600 s a
+# command).
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_session.sh
 #
@@ -61,11 +63,11 @@ cat "$OUT/env.txt"
 
 el tests
 ( HYPOTHESIS_PROFILE=sim LPCORE_CUDA_EXAMPLES=${LPCORE_CUDA_EXAMPLES:-25} LPCORE_REQUIRE_CUDA=1 \
-  LPCORE_REQUIRE_GPU=1 timeout "${TEST_S:-200}" taskset -c 0-11 $PY -m pytest tests -m cuda -q \
+  LPCORE_REQUIRE_GPU=1 timeout "${TEST_S:-150}" taskset -c 0-11 $PY -m pytest tests -m cuda -q \
   -p no:cacheprovider -n 10 --timeout 150 --durations=10 -rfE > "$OUT/tests.txt" 2>&1
   echo "tests rc=$?" >> "$OUT/tests.txt" ) &
 TP=$!
-( timeout "${CPUTRAIN_S:-200}" taskset -c 12-15 $PY -m lpcore_torch --dataset mnist5k \
+( timeout "${CPUTRAIN_S:-150}" taskset -c 12-15 $PY -m lpcore_torch --dataset mnist5k \
   --target-sparsity 0.8 --device cpu --quiet --out /tmp/run_cpu > "$OUT/train.txt" 2>&1
   echo "cpu rc=$?" >> "$OUT/train.txt" ) &
 CP=$!
@@ -98,12 +100,12 @@ el profile-step
 timeout "${PROFILE_S:-60}" $PY -m benchmarks.gpu_profile_step > "$OUT/profile_step.txt" 2>&1
 echo "rc=$?" >> "$OUT/profile_step.txt"
 # the same, once per launch geometry (a fresh process each)
-timeout "${SWEEP_S:-120}" $PY -m benchmarks.gpu_profile_step --sweep >> "$OUT/profile_step.txt" 2>&1
+timeout "${SWEEP_S:-90}" $PY -m benchmarks.gpu_profile_step --sweep >> "$OUT/profile_step.txt" 2>&1
 echo "sweep rc=$?" >> "$OUT/profile_step.txt"
 grep -v Warning "$OUT/profile_step.txt" | grep -v "warn(" | tail -n 16
 
 el bench
-timeout "${BENCH_S:-80}" $PY -m benchmarks --device cuda --repeat 5 > "$OUT/bench.txt" 2>&1
+timeout "${BENCH_S:-70}" $PY -m benchmarks --device cuda --repeat 5 > "$OUT/bench.txt" 2>&1
 echo "rc=$?" >> "$OUT/bench.txt"
 grep -v Warning "$OUT/bench.txt" | grep -v "warn(" | tail -n 45
 el end

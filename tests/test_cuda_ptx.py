@@ -76,7 +76,7 @@ def signatures(dt):
         Ml._k_scores: (A1(f8), f8, b1, A1(f8)),
         Ml._k_tiers: (A1(f8), f8, A1(b1), A1(b1), A1(i8)),
         Ml._k_keep: (A1(b1), A1(b1), A1(b1), A1(b1)),
-        L._k_scale: (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), dt, i8, b1),
+        L._k_scale: (A2(i8), A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), dt, i8, b1),
         **step_signatures(dt),
     }
 
@@ -85,8 +85,9 @@ def step_signatures(dt):
     """The LpSGD step's check and update kernels, one pair per (variant, momentum)."""
     out = {}
     for check, update in L.KERNELS.values():
-        out[check] = (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8)
-        out[update] = (A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8)
+        out[check] = (A2(i8), A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A1(i8), A1(i8), dt, i8)
+        out[update] = (A2(i8), A2(i8), A2(f8), A2(i8), A2(f8), A2(f8), A2(f8), A1(i8), A1(i8), dt,
+                       i8)
     return out
 
 
@@ -197,16 +198,17 @@ def test_blocks_per_sm_matches_the_occupancy_rule():
     assert blocks_per_sm(119) == 2 and blocks_per_sm(32) == 8
 
 
-def test_float32_step_kernels_keep_four_and_three_blocks_in_flight(compile_for_sm90, tmp_path):
+def test_step_kernels_keep_four_and_three_blocks_in_flight(compile_for_sm90, tmp_path):
     # the step's kernels are latency-bound (DESIGN section 9): the blocks an SM
     # keeps in flight decide how much memory traffic overlaps.  One kernel for
     # every variant needed 119 registers in its float32 update (two blocks of
     # 256 threads per SM); specialised per variant and momentum setting, and
     # with the ratios of the max-scaled sums taken as products with a
-    # reciprocal (a float64 division is a call that pins registers), every
-    # float32 check kernel fits four blocks and every update three, while
-    # loading two entries a trip.  (float64 data needs more: its dual check and
-    # update with momentum 89 and 92 registers, two blocks.)
+    # reciprocal (a float64 division is a call that pins registers) and each
+    # block's tensor, group and slice read from the block table (no search,
+    # no 64-bit division), every float32 check kernel fits four blocks and
+    # every update three, while loading two entries a trip; the float64 dual
+    # kernels fit three (with the search: 89 and 92 registers, two blocks)
     sigs = step_signatures(T.float32)
     for variant in (L.DUAL, L.PRIMAL, L.RIEMANNIAN):
         for has_mom in (False, True):
@@ -215,6 +217,11 @@ def test_float32_step_kernels_keep_four_and_three_blocks_in_flight(compile_for_s
             assert blocks_per_sm(regs) >= 4, ("check", variant, has_mom, regs)
             regs, _ = _assemble(compile_for_sm90, update, sigs[update], tmp_path)
             assert blocks_per_sm(regs) >= 3, ("update", variant, has_mom, regs)
+    sigs = step_signatures(T.float64)
+    for has_mom in (False, True):
+        for kernel in L.KERNELS[(L.DUAL, has_mom)]:
+            regs, _ = _assemble(compile_for_sm90, kernel, sigs[kernel], tmp_path)
+            assert blocks_per_sm(regs) >= 3, ("float64", has_mom, regs)
 
 
 def test_the_float32_check_kernels_load_two_entries_a_trip(compile_for_sm90):

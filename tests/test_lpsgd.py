@@ -547,3 +547,40 @@ def test_the_parallel_step_splits_its_groups_into_runs_of_equal_work(tensors, nc
     share = per.sum() / min(nchunks, max(per.size, 1))
     for lo, hi in zip(b[:-1], b[1:]):
         assert per[lo:hi].sum() <= share + per.max()
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), min_size=1, max_size=5),
+       st.integers(0, 30), st.sampled_from([1, 3, 8, 16]))
+def test_the_gpu_step_block_table_covers_every_entry_once(tensors, goff, per_block):
+    # the CUDA step's thread blocks find their tensor, group and slice in a
+    # table made on the host; every entry of every group must fall in exactly
+    # one block, each group's blocks in a row from its first, an empty tensor
+    # keeping one block (it still advances its counters)
+    from lpcore.kernels.cuda import lpsgd as L
+    itab = np.zeros((len(tensors), 9), np.int64)
+    for t, (G, n) in enumerate(tensors):
+        itab[t, L.T_G], itab[t, L.T_N], itab[t, L.T_GOFF] = G, n, goff
+        goff += G
+    bt = L.block_table(itab, per_block)
+    assert bt.dtype == np.int64 and bt.flags.c_contiguous
+    assert list(bt[:, L.B_T]) == sorted(bt[:, L.B_T])
+    gg = 0
+    for t, (G, n) in enumerate(tensors):
+        rows = bt[bt[:, L.B_T] == t]
+        nsplit = max(1, -(-n // per_block))
+        assert len(rows) == max(1, G * nsplit)
+        assert (rows[:, L.B_NSPLIT] == nsplit).all()
+        for i in range(G):
+            mine = rows[rows[:, L.B_I] == i]
+            first = np.flatnonzero((bt[:, L.B_T] == t) & (bt[:, L.B_I] == i))
+            assert len(mine) == nsplit and (mine[:, L.B_B0] == first[0]).all()
+            assert list(first) == list(range(first[0], first[0] + nsplit))
+            assert (mine[:, L.B_GG] == gg + i).all()
+            cover = np.zeros(n, int)
+            for j0, j1 in mine[:, [L.B_J0, L.B_J1]]:
+                assert 0 <= j0 <= j1 <= n and j1 - j0 <= per_block
+                cover[j0:j1] += 1
+            assert (cover == 1).all()
+        if G == 0:
+            assert rows[0, L.B_I] >= G  # the kernels skip it but for the counters
+        gg += G

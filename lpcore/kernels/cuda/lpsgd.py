@@ -41,7 +41,9 @@ per two entries; the ratios of the scaled sums are products with a
 reciprocal (:func:`_ratio`), not float64 divisions, whose call pinned enough
 registers to cost the check kernel a block per SM.  The kernels are bound by
 memory latency, not bandwidth (DESIGN section 9): what overlaps is the loads
-in flight, blocks per SM times entries per trip.
+in flight, blocks per SM times entries per trip.  A block finds its tensor,
+group and slice in its row of the block table (:func:`block_table`, made
+once on the host), not by a search of the tensor table and 64-bit divisions.
 
 The step size and the first-momentum-step rule are computed on the device
 from the counters, so a CUDA graph that captured the launches replays later
@@ -78,8 +80,12 @@ _U8 = np.uint8(0)
 _F32 = np.float32(0)
 #: the guard's value when the external flag stopped the step
 FLAG = np.int64(-2)
-#: extra columns of the device copy of the tensor table
-T_NSPLIT, T_BOFF = 9, 10
+#: the extra column of the device copy of the tensor table: the tensor's first block
+T_BOFF = 9
+#: columns of the block table (a row per block): tensor, group, first and last
+#: element of the block's slice, slices of its group, the group's first block,
+#: the group counted from the table's first
+B_T, B_I, B_J0, B_J1, B_NSPLIT, B_B0, B_GG = range(7)
 #: rows of the float64 scratch: per group S (5 cols), per block partials, per group N;
 #: S columns: max |d|, max |w|, the step coefficient (||d||_q, or <nu, d>/<nu, nu>
 #: for the Riemannian variant), whether the group updates, its status
@@ -102,30 +108,18 @@ def _tensor(itab, ftab, ctr, t, like, has_mom):
 
 
 @cuda.jit(device=True)
-def _locate(itab, b):
+def _locate(btab, b):
     """(tensor, group, first, last element of the slice, nsplit, first block of
-    the group, the group counted from the table's first) of block ``b``."""
-    lo = 0
-    hi = itab.shape[0] - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if itab[mid, T_BOFF] <= b:
-            lo = mid
-        else:
-            hi = mid - 1
-    t = lo
-    nsplit = itab[t, T_NSPLIT]
-    local = b - itab[t, T_BOFF]
-    i = local // nsplit
-    s = local - i * nsplit
-    n = itab[t, T_N]
-    span = (n + nsplit - 1) // nsplit
-    j0 = s * span
-    return t, i, j0, min(n, j0 + span), nsplit, b - s, itab[t, T_GOFF] - itab[0, T_GOFF] + i
+    the group, the group counted from the table's first) of block ``b``: its
+    row of the block table made on the host (:func:`block_table`), loads
+    independent of each other, where a binary search of the tensor table and
+    two 64-bit divisions were a chain of them."""
+    return (btab[b, B_T], btab[b, B_I], btab[b, B_J0], btab[b, B_J1], btab[b, B_NSPLIT],
+            btab[b, B_B0], btab[b, B_GG])
 
 
 @cuda.jit(device=True, inline="always")
-def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
+def _check(itab, btab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
     """The check kernel's body (inlined into each specialisation, where
     ``variant`` and ``has_mom`` are constants)."""
     sh = cuda.shared.array(MAXT2, float64)  # room for two reductions at once
@@ -133,7 +127,7 @@ def _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext):
     b = cuda.blockIdx.x
     if ext != 0 and b == 0 and cuda.threadIdx.x == 0 and as_ptr(ext, _F32)[0] != 0:
         cuda.atomic.min(guard, 0, FLAG)
-    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    t, i, j0, j1, nsplit, b0, gg = _locate(btab, b)
     G = itab[t, T_G]
     n = itab[t, T_N]
     tid = cuda.threadIdx.x
@@ -368,7 +362,7 @@ def _update_entry(gj, wj, bj, vj, kept, w, buf, v, at, wd, bmu, bd, c1, c2, keep
 
 
 @cuda.jit(device=True, inline="always")
-def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
+def _update(itab, btab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
     """The update kernel's body (inlined into each specialisation)."""
     if guard[0] != CLEAR:
         if ext != 0 and cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
@@ -377,7 +371,7 @@ def _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext):
     sh = cuda.shared.array(MAXT2, float64)  # room for two reductions at once
     flag = cuda.shared.array(1, int32)
     b = cuda.blockIdx.x
-    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    t, i, j0, j1, nsplit, b0, gg = _locate(btab, b)
     G = itab[t, T_G]
     if i >= G:
         return
@@ -489,11 +483,11 @@ def _combine_update(sh, Q, b0, nsplit, e, mx, use):
 
 
 @cuda.jit
-def _k_scale(itab, ftab, ctr, S, N, guard, like, variant, has_mom):
+def _k_scale(itab, btab, ftab, ctr, S, N, guard, like, variant, has_mom):
     if guard[0] != CLEAR:
         return
     b = cuda.blockIdx.x
-    t, i, j0, j1, nsplit, b0, gg = _locate(itab, b)
+    t, i, j0, j1, nsplit, b0, gg = _locate(btab, b)
     if b == itab[t, T_BOFF] and cuda.threadIdx.x == 0:  # the tensor's first block: its counters
         ctr[t, C_STEP] += 1
         if has_mom:
@@ -555,16 +549,16 @@ def _specialised(variant, has_mom):
     """The check and update kernels of one variant and momentum setting.  The
     two are compile-time constants there, so each kernel keeps only its own
     branches and registers: on sm_90 (ptxas, float32) the dual check and
-    update with momentum need 62 and 72 registers a thread (four and three
+    update with momentum need 56 and 68 registers a thread (four and three
     blocks of 256 threads per SM); one kernel of every variant needed 119 in
     its update, two blocks."""
     @cuda.jit
-    def _k_check(itab, ftab, ctr, S, P, cnt, guard, like, ext):
-        _check(itab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext)
+    def _k_check(itab, btab, ftab, ctr, S, P, cnt, guard, like, ext):
+        _check(itab, btab, ftab, ctr, S, P, cnt, guard, like, variant, has_mom, ext)
 
     @cuda.jit
-    def _k_update(itab, ftab, ctr, S, Q, N, cnt, guard, like, ext):
-        _update(itab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
+    def _k_update(itab, btab, ftab, ctr, S, Q, N, cnt, guard, like, ext):
+        _update(itab, btab, ftab, ctr, S, Q, N, cnt, guard, like, variant, has_mom, ext)
 
     return _k_check, _k_update
 
@@ -573,6 +567,30 @@ def _specialised(variant, has_mom):
 KERNELS = {(v, m): _specialised(v, m) for v in (DUAL, PRIMAL, RIEMANNIAN) for m in (False, True)}
 _LAUNCH = {key: (launcher(c), launcher(u)) for key, (c, u) in KERNELS.items()}
 _scale_launch = launcher(_k_scale)
+
+
+def block_table(itab, per_block):
+    """The block table of a step over the tensor table ``itab``: a row per
+    thread block (columns ``B_*``), a group of ``n`` entries cut into
+    ``ceil(n / per_block)`` slices of equal span, one block each, tensor
+    after tensor and group after group; an empty tensor keeps one block (it
+    still advances its counters)."""
+    rows = []
+    goff0 = int(itab[0, T_GOFF]) if len(itab) else 0
+    boff = 0
+    for t in range(itab.shape[0]):
+        G, n = int(itab[t, T_G]), int(itab[t, T_N])
+        nsplit = max(1, -(-n // per_block))
+        local = np.arange(max(1, G * nsplit), dtype=np.int64)
+        i = local // nsplit
+        sl = local - i * nsplit
+        span = -(-n // nsplit)
+        j0 = sl * span
+        rows.append(np.stack([np.full_like(local, t), i, j0, np.minimum(n, j0 + span),
+                              np.full_like(local, nsplit), boff + local - sl,
+                              int(itab[t, T_GOFF]) - goff0 + i], axis=1))
+        boff += local.size
+    return np.ascontiguousarray(np.concatenate(rows) if rows else np.zeros((0, 7), np.int64))
 
 
 class MultiStep:
@@ -590,16 +608,11 @@ class MultiStep:
         T = tables.itab.shape[0]
         self.threads = config.threads
         per_block = self.threads * config.items
-        ext = np.zeros((T, tables.itab.shape[1] + 2), np.int64)
+        ext = np.zeros((T, tables.itab.shape[1] + 1), np.int64)
         ext[:, :tables.itab.shape[1]] = tables.itab
-        nblocks = 0
-        for t in range(T):
-            G, n = int(tables.itab[t, T_G]), int(tables.itab[t, T_N])
-            nsplit = max(1, -(-n // per_block))
-            ext[t, T_NSPLIT] = nsplit
-            ext[t, T_BOFF] = nblocks
-            nblocks += max(1, G * nsplit)  # an empty tensor still advances its counters
-        self.blocks = nblocks
+        btab = block_table(tables.itab, per_block)
+        ext[:, T_BOFF] = np.searchsorted(btab[:, B_T], np.arange(T))
+        self.blocks = nblocks = btab.shape[0]
         s = stream()
         # pinned host mirrors of what the host updates, device copies the kernels read
         self.h_itab = cuda.pinned_array(ext.shape, np.int64)
@@ -609,6 +622,7 @@ class MultiStep:
         self.itab = cuda.to_device(self.h_itab, stream=s)
         self.ftab = cuda.to_device(self.h_ftab, stream=s)
         self.ctr = cuda.to_device(tables.ctr, stream=s)
+        self.btab = cuda.to_device(btab, stream=s)
         NG = max(1, tables.ngroups)
         self.S = cuda.device_array((NG, 5))
         self.P = cuda.device_array((nblocks, 4))
@@ -677,7 +691,7 @@ class MultiStep:
         if self.dirty_f:
             self.ftab.copy_to_device(self.h_ftab, stream=s)
             self.dirty_f = False
-        common = (self.itab, self.ftab, self.ctr, self.S)
+        common = (self.itab, self.btab, self.ftab, self.ctr, self.S)
         nt = self.threads
         if what != "phase2":
             self.launch_check(self.blocks, nt, s, *common, self.P, self.cnt, self.guard,
