@@ -80,8 +80,6 @@ _U8 = np.uint8(0)
 _F32 = np.float32(0)
 #: the guard's value when the external flag stopped the step
 FLAG = np.int64(-2)
-#: the extra column of the device copy of the tensor table: the tensor's first block
-T_BOFF = 9
 #: columns of the block table (a row per block): tensor, group, first and last
 #: element of the block's slice, slices of its group, the group's first block,
 #: the group counted from the table's first
@@ -488,7 +486,7 @@ def _k_scale(itab, btab, ftab, ctr, S, N, guard, like, variant, has_mom):
         return
     b = cuda.blockIdx.x
     t, i, j0, j1, nsplit, b0, gg = _locate(btab, b)
-    if b == itab[t, T_BOFF] and cuda.threadIdx.x == 0:  # the tensor's first block: its counters
+    if i == 0 and b == b0 and cuda.threadIdx.x == 0:  # the tensor's first block: its counters
         ctr[t, C_STEP] += 1
         if has_mom:
             ctr[t, C_STARTED] = 1
@@ -605,18 +603,14 @@ class MultiStep:
         self.variant, self.has_mom = int(variant), bool(has_mom)
         self.launch_check, self.launch_update = _LAUNCH[(self.variant, self.has_mom)]
         self.like = tables.dtype.type(0)
-        T = tables.itab.shape[0]
         self.threads = config.threads
         per_block = self.threads * config.items
-        ext = np.zeros((T, tables.itab.shape[1] + 1), np.int64)
-        ext[:, :tables.itab.shape[1]] = tables.itab
         btab = block_table(tables.itab, per_block)
-        ext[:, T_BOFF] = np.searchsorted(btab[:, B_T], np.arange(T))
         self.blocks = nblocks = btab.shape[0]
         s = stream()
         # pinned host mirrors of what the host updates, device copies the kernels read
-        self.h_itab = cuda.pinned_array(ext.shape, np.int64)
-        self.h_itab[...] = ext
+        self.h_itab = cuda.pinned_array(tables.itab.shape, np.int64)
+        self.h_itab[...] = tables.itab
         self.h_ftab = cuda.pinned_array(tables.ftab.shape, np.float64)
         self.h_ftab[...] = tables.ftab
         self.itab = cuda.to_device(self.h_itab, stream=s)
