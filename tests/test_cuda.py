@@ -272,6 +272,31 @@ def test_lpsgd_device_errors_write_nothing_and_state_round_trips(rng):
     opt.step(dw, dev(np.ones_like(w)), back.to_device())
 
 
+@pytest.mark.parametrize("items", [3, 5, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_four_entry_trips_with_every_remainder(items, dtype, rng):
+    # norm, hoyer and normalize's scaling load four entries a trip (load4);
+    # rows of 23 in slices of 4 threads x 3, 5 or 6 items end their threads'
+    # loops on a trip of 1, 2, 3 or 4 live entries, and the row's largest
+    # entry sits in a trip's last place.  Float32 data of 1e-40 at p = 7.5
+    # takes the one-pass norm's rescaled fallback (its sum underflows)
+    x = rng.standard_normal((2, 23)).astype(dtype)
+    x[0, 19] = 9.0
+    tiny = (x * 1e-40).astype(dtype)
+    with launch_config(threads=4, items=items):
+        for p in (1.3, 2.0, np.inf):
+            assert_allclose_dtype(host(lpcore.norm(dev(x), p, axis=1)), norm_ref(x, p, 1),
+                                  dtype=dtype)
+        assert_allclose_dtype(host(lpcore.hoyer(dev(x), axis=1)), hoyer_ref(x, 1), dtype=dtype,
+                              factor=4)
+        assert_allclose_dtype(host(lpcore.normalize(dev(x), 1.3, axis=1)),
+                              normalize_ref(x, 1.3, 1), dtype=dtype, scale=1.0)
+        if dtype == np.float32:
+            t64 = tiny.astype(np.float64)
+            np.testing.assert_allclose(host(lpcore.norm(dev(tiny), 7.5, axis=1)),
+                                       norm_ref(t64, 7.5, 1), rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["norm1", "norm2", "hoyer"])
 def test_float32_sums_accumulate_in_float64(kind):
     # one 1.0 and 999 entries of 4e-8: a float32 running sum stays at 1.0

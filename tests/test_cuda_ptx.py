@@ -239,3 +239,20 @@ def test_the_float32_check_kernels_load_two_entries_a_trip(compile_for_sm90):
             assert ptx.count("ld.f32") == 2 * arrays, (variant, has_mom, ptx.count("ld.f32"))
             trip = ptx[ptx.index("ld.f32"):ptx.rindex("ld.f32")]
             assert ".f64" not in trip, (variant, has_mom)
+
+
+def test_the_float32_standalone_kernels_load_four_entries_a_trip(compile_for_sm90):
+    # the block-stride loops of norm, hoyer and normalize's scaling load four
+    # entries (load4) before they use any: their float32 loads come in runs of
+    # four with no float64 arithmetic inside a run (one entry a trip: a
+    # thread waited on memory once per entry, and the kernels ran at 5-12% of
+    # the copy bandwidth on an H200)
+    import re
+    sigs = signatures(T.float32)
+    for kernel in (N._k_norm, H._k_hoyer, N._k_scale):
+        ptx = compile_for_sm90(kernel, sigs[kernel])
+        at = [m.start() for m in re.finditer(r"ld\.global\.f32", ptx)]
+        name = kernel.py_func.__name__
+        assert at and len(at) % 4 == 0, (name, len(at))
+        for i in range(0, len(at), 4):
+            assert ".f64" not in ptx[at[i]:at[i + 3]], (name, i)

@@ -4,7 +4,8 @@ reductions in shared memory (:func:`bsum`, :func:`bmax`, NaN-propagating
 :func:`slices_max2`), the last-block-done test of a multi-block group
 (:func:`last_block`), a block's slice of its group (:func:`block_slice`) and
 the power in the data's precision (:func:`pow_like`; :func:`pow_wide` for
-float32 data whose float32 power could overflow).  The host side (launch
+float32 data whose float32 power could overflow) and the loads of four
+entries of a block-stride loop at once (:func:`load4`).  The host side (launch
 geometry, streams, scratch) is ``_launch.py``."""
 import math
 
@@ -52,6 +53,26 @@ def pow_wide(d, p, like):
     n = math.floor(kp)
     y = cast_like(kp - n, like) + cast_like(p, like) * math.log2(cast_like(f, like))
     return math.ldexp(float64(math.exp2(y)), int(n))
+
+
+@cuda.jit(device=True, inline="always")
+def load4(x, g, j, nt, j1):
+    """Entries ``j``, ``j + nt``, ``j + 2 nt`` and ``j + 3 nt`` of row ``g`` of
+    ``x`` (``j < j1``), all loaded before the caller uses any, so that a thread
+    of a block-stride loop waits on memory once per four entries: the loads
+    an SM keeps in flight are its threads times the entries of a trip, and
+    one entry a trip left the standalone reductions latency-bound.  Entries
+    at or past ``j1`` repeat entry ``j``; the caller skips them (every
+    caller adds its entries in the order of the one-entry loop, so the
+    results are unchanged to the bit)."""
+    a = x[g, j]
+    k = j + nt
+    b = x[g, k] if k < j1 else a
+    k += nt
+    c = x[g, k] if k < j1 else a
+    k += nt
+    d = x[g, k] if k < j1 else a
+    return a, b, c, d
 
 
 @cuda.jit(device=True)

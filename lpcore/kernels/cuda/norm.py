@@ -20,7 +20,9 @@ powers are float32 powers of the mantissa and of a fraction of two, scaled
 by an exact power of two in float64 (:func:`._reduce.pow_wide`: what makes
 them safe, at float32's cost; a float64 power made this pass
 compute-bound); the scaled ones, ratios <= 1, are in the data's precision
-(``powf`` for float32).
+(``powf`` for float32).  Every block-stride loop here loads four entries a
+trip before it uses any (:func:`._reduce.load4`), in ``normalize``'s
+scaling too.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from numba import cuda, float64, int32
 
 from ..norm import KIND_INF, KIND_ONE, KIND_TWO, norm_kind
 from ._launch import MAXT, counters, flags, launcher, read_flags, rows_grid, scratch, split, stream
-from ._reduce import block_slice as _slice, bmax, bsum, last_block, maxnan, pow_like, pow_wide
+from ._reduce import (block_slice as _slice, bmax, bsum, last_block, load4, maxnan, pow_like,
+                      pow_wide)
 from .layout import fill
 
 INF = math.inf
@@ -43,11 +46,27 @@ TINY = 2.2250738585072014e-308  # the smallest normal float64
 @cuda.jit(device=True)
 def _slice_max(x, g, j0, j1, sh):
     m = 0.0
+    nt = cuda.blockDim.x
     j = j0 + cuda.threadIdx.x
-    while j < j1:
-        m = maxnan(m, float64(abs(x[g, j])))
-        j += cuda.blockDim.x
+    while j < j1:  # four entries a trip (past j1: entry j again, harmless to a max)
+        a, b, c, d = load4(x, g, j, nt, j1)
+        m = maxnan(maxnan(maxnan(maxnan(m, float64(abs(a))), float64(abs(b))),
+                          float64(abs(c))), float64(abs(d)))
+        j += 4 * nt
     return bmax(sh, m)
+
+
+@cuda.jit(device=True, inline="always")
+def _wide_term(v, p, m, acc):
+    """One entry ``v`` of the one-pass float32 sum: (running max, sum of |x|^p)."""
+    d = abs(float64(v))
+    return maxnan(m, d), acc + pow_wide(d, p, v)
+
+
+@cuda.jit(device=True, inline="always")
+def _scaled_term(v, m, p, acc):
+    """One entry ``v`` of the max-scaled sum: acc + (|v| / m)^p."""
+    return acc + pow_like(abs(float64(v)) / m, p, v)
 
 
 # ---------------------------------------------------------------------------
@@ -91,6 +110,7 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
     if g >= x.shape[0]:
         return
     tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
     b = cuda.blockIdx.x
     G = x.shape[0]
     if fast:
@@ -98,15 +118,21 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
         # underflows only for an all-subnormal slice (then the scaled pass
         # below); NaN/Inf propagate into the sum.  One pass over memory, the
         # slice max from the same pass.
+        # pow_wide: float32 powers, float64 range ((float32 max)^8 fits).
+        # Four entries a trip (load4), summed in the one-entry loop's order
         acc = 0.0
         m = 0.0
         j = j0 + tid
         while j < j1:
-            xj = x[g, j]
-            d = abs(float64(xj))
-            m = maxnan(m, d)
-            acc += pow_wide(d, p, xj)  # float32 powers, float64 range: (float32 max)^8 fits
-            j += cuda.blockDim.x
+            xa, xb, xc, xd = load4(x, g, j, nt, j1)
+            m, acc = _wide_term(xa, p, m, acc)
+            if j + nt < j1:
+                m, acc = _wide_term(xb, p, m, acc)
+                if j + 2 * nt < j1:
+                    m, acc = _wide_term(xc, p, m, acc)
+                    if j + 3 * nt < j1:
+                        m, acc = _wide_term(xd, p, m, acc)
+            j += 4 * nt
         t = bsum(sh, acc)
         m = bmax(sh, m)
         if tid == 0:
@@ -129,10 +155,16 @@ def _k_norm(x, kind, p, fast, nsplit, Mb, Sb, cnt, out, flag):
         else:
             acc = 0.0
             j = j0 + tid
-            while j < j1:
-                r = abs(float64(x[g, j])) / m
-                acc += pow_like(r, p, x[g, j])
-                j += cuda.blockDim.x
+            while j < j1:  # four entries a trip, as above
+                xa, xb, xc, xd = load4(x, g, j, nt, j1)
+                acc = _scaled_term(xa, m, p, acc)
+                if j + nt < j1:
+                    acc = _scaled_term(xb, m, p, acc)
+                    if j + 2 * nt < j1:
+                        acc = _scaled_term(xc, m, p, acc)
+                        if j + 3 * nt < j1:
+                            acc = _scaled_term(xd, m, p, acc)
+                j += 4 * nt
             t = bsum(sh, acc)
             if tid == 0:
                 Mb[b] = m
@@ -248,11 +280,24 @@ def _k_scale(x, nrm, out, nsplit):
     # a subnormal norm has no finite reciprocal: lift both by 2**1074 (exact)
     tiny = s < TINY
     f = 1.0 / (math.ldexp(s, 1074) if tiny else s) if s != 0.0 else 0.0
+    nt = cuda.blockDim.x
     j = j0 + cuda.threadIdx.x
-    while j < j1:
-        v = float64(x[i, j])
-        out[i, j] = (math.ldexp(v, 1074) if tiny else v) * f
-        j += cuda.blockDim.x
+    while j < j1:  # four entries a trip, all loaded before any is written
+        xa, xb, xc, xd = load4(x, i, j, nt, j1)
+        _scale_to(out, i, j, xa, tiny, f)
+        if j + nt < j1:
+            _scale_to(out, i, j + nt, xb, tiny, f)
+            if j + 2 * nt < j1:
+                _scale_to(out, i, j + 2 * nt, xc, tiny, f)
+                if j + 3 * nt < j1:
+                    _scale_to(out, i, j + 3 * nt, xd, tiny, f)
+        j += 4 * nt
+
+
+@cuda.jit(device=True, inline="always")
+def _scale_to(out, i, j, x, tiny, f):
+    v = float64(x)
+    out[i, j] = (math.ldexp(v, 1074) if tiny else v) * f
 
 
 def scale_rows(x, nrm, out):
