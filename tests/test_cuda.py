@@ -29,7 +29,7 @@ from numba import cuda
 import lpcore
 from lpcore import _device as D
 from lpcore.testing import assert_allclose_dtype, assert_on_sphere
-from naive import LpSGDRef, hoyer_ref, norm_ref, normalize_ref
+from naive import LpSGDRef, hoyer_ref, norm_ref, normalize_ref, tangent_ref
 
 if not cuda.is_available():
     if os.environ.get("LPCORE_REQUIRE_CUDA"):  # .ci/run's simulator step: never skip silently
@@ -275,10 +275,10 @@ def test_lpsgd_device_errors_write_nothing_and_state_round_trips(rng):
 @pytest.mark.parametrize("items", [3, 5, 6])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_four_entry_trips_with_every_remainder(items, dtype, rng):
-    # norm, hoyer and normalize's scaling load four entries a trip (load4);
-    # rows of 23 in slices of 4 threads x 3, 5 or 6 items end their threads'
-    # loops on a trip of 1, 2, 3 or 4 live entries, and the row's largest
-    # entry sits in a trip's last place.  Float32 data of 1e-40 at p = 7.5
+    # norm, hoyer, normalize's scaling and the tangent projection load four
+    # entries a trip (load4); rows of 23 in slices of 4 threads x 3, 5 or 6
+    # items end their threads' loops on a trip of 1, 2, 3 or 4 live entries,
+    # and the row's largest entry sits in a trip's last place.  Float32 data of 1e-40 at p = 7.5
     # takes the one-pass norm's rescaled fallback (its sum underflows)
     x = rng.standard_normal((2, 23)).astype(dtype)
     x[0, 19] = 9.0
@@ -291,6 +291,11 @@ def test_four_entry_trips_with_every_remainder(items, dtype, rng):
                               factor=4)
         assert_allclose_dtype(host(lpcore.normalize(dev(x), 1.3, axis=1)),
                               normalize_ref(x, 1.3, 1), dtype=dtype, scale=1.0)
+        w = lpcore.normalize(x, 1.3, axis=1)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        assert_allclose_dtype(host(lpcore.project_tangent(dev(w), dev(g), 1.3, axis=1)),
+                              tangent_ref(w, g, 1.3), dtype=dtype,
+                              scale=np.abs(g).max(), factor=4)
         if dtype == np.float32:
             t64 = tiny.astype(np.float64)
             np.testing.assert_allclose(host(lpcore.norm(dev(tiny), 7.5, axis=1)),

@@ -242,14 +242,15 @@ def test_the_float32_check_kernels_load_two_entries_a_trip(compile_for_sm90):
 
 
 def test_the_float32_standalone_kernels_load_four_entries_a_trip(compile_for_sm90):
-    # the block-stride loops of norm, hoyer and normalize's scaling load four
-    # entries (load4) before they use any: their float32 loads come in runs of
-    # four with no float64 arithmetic inside a run (one entry a trip: a
-    # thread waited on memory once per entry, and the kernels ran at 5-12% of
-    # the copy bandwidth on an H200)
+    # the block-stride loops of norm, hoyer, normalize's scaling and the
+    # tangent projection load four entries (load4) of each array before they
+    # use any: their float32 loads come in runs of four with no float64
+    # arithmetic inside a run (one entry a trip: a thread waited on memory
+    # once per entry, and norm/hoyer ran at 5-12% of the copy bandwidth on an
+    # H200)
     import re
     sigs = signatures(T.float32)
-    for kernel in (N._k_norm, H._k_hoyer, N._k_scale):
+    for kernel in (N._k_norm, H._k_hoyer, N._k_scale, T_._k_tangent, T_._k_tangent_write):
         ptx = compile_for_sm90(kernel, sigs[kernel])
         at = [m.start() for m in re.finditer(r"ld\.global\.f32", ptx)]
         name = kernel.py_func.__name__

@@ -1,6 +1,7 @@
 """The tangent projection of the rows on the GPU (``kernels/tangent.py``):
 the sums A = <nu', g>, B = <nu', nu'> with nu' = sign(w) (|w| / mw)^(p-1),
-their combine into the coefficient, and the writing pass."""
+their combine into the coefficient, and the writing pass.  The loops load
+four entries of w and of g a trip (``_reduce.load4``)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import math
 from numba import cuda, float64
 
 from ._launch import MAXT, combine_grid, flags, read_flags, rows_grid, scratch, split, stream
-from ._reduce import block_slice as _slice, bsum
+from ._reduce import block_slice as _slice, bsum, load4
 
 INF = math.inf
 
@@ -20,6 +21,13 @@ def _nu(wj, mt, e):
     return -nu if wj < 0 else nu
 
 
+@cuda.jit(device=True, inline="always")
+def _sums(wj, gj, mt, e, a, bb):
+    """One entry added to <nu', g> and <nu', nu'>."""
+    nu = _nu(wj, mt, e)
+    return a + nu * float64(gj), bb + nu * nu
+
+
 @cuda.jit(cache=True)
 def _k_tangent(w, g, mw, e, nsplit, A, B):
     sh = cuda.shared.array(MAXT, float64)
@@ -29,12 +37,19 @@ def _k_tangent(w, g, mw, e, nsplit, A, B):
     mt = w.dtype.type(mw[i])
     a = 0.0
     bb = 0.0
+    nt = cuda.blockDim.x
     j = j0 + cuda.threadIdx.x
-    while j < j1:
-        nu = _nu(w[i, j], mt, e)
-        a += nu * float64(g[i, j])
-        bb += nu * nu
-        j += cuda.blockDim.x
+    while j < j1:  # four entries a trip (load4), summed in the one-entry order
+        wa, wb, wc, wd = load4(w, i, j, nt, j1)
+        ga, gb, gc, gd = load4(g, i, j, nt, j1)
+        a, bb = _sums(wa, ga, mt, e, a, bb)
+        if j + nt < j1:
+            a, bb = _sums(wb, gb, mt, e, a, bb)
+            if j + 2 * nt < j1:
+                a, bb = _sums(wc, gc, mt, e, a, bb)
+                if j + 3 * nt < j1:
+                    a, bb = _sums(wd, gd, mt, e, a, bb)
+        j += 4 * nt
     ta = bsum(sh, a)
     tb = bsum(sh, bb)
     if cuda.threadIdx.x == 0:
@@ -87,10 +102,19 @@ def _k_tangent_write(w, g, mw, coef, e, out, nsplit):
         return
     mt = w.dtype.type(mw[i])
     c = coef[i]
+    nt = cuda.blockDim.x
     j = j0 + cuda.threadIdx.x
-    while j < j1:
-        out[i, j] = float64(g[i, j]) - c * _nu(w[i, j], mt, e)
-        j += cuda.blockDim.x
+    while j < j1:  # four entries a trip, all loaded before any is written
+        wa, wb, wc, wd = load4(w, i, j, nt, j1)
+        ga, gb, gc, gd = load4(g, i, j, nt, j1)
+        out[i, j] = float64(ga) - c * _nu(wa, mt, e)
+        if j + nt < j1:
+            out[i, j + nt] = float64(gb) - c * _nu(wb, mt, e)
+            if j + 2 * nt < j1:
+                out[i, j + 2 * nt] = float64(gc) - c * _nu(wc, mt, e)
+                if j + 3 * nt < j1:
+                    out[i, j + 3 * nt] = float64(gd) - c * _nu(wd, mt, e)
+        j += 4 * nt
 
 
 def tangent_write(w, g, mw, coef, p, out):
