@@ -278,8 +278,9 @@ def test_four_entry_trips_with_every_remainder(items, dtype, rng):
     # norm, hoyer, normalize's scaling and the tangent projection load four
     # entries a trip (load4); rows of 23 in slices of 4 threads x 3, 5 or 6
     # items end their threads' loops on a trip of 1, 2, 3 or 4 live entries,
-    # and the row's largest entry sits in a trip's last place.  Float32 data of 1e-40 at p = 7.5
-    # takes the one-pass norm's rescaled fallback (its sum underflows)
+    # and the row's largest entry sits in a trip's last place.  Float32 data
+    # of 1e-40 at p = 7.5 takes the one-pass norm's rescaled fallback (its
+    # sum underflows)
     x = rng.standard_normal((2, 23)).astype(dtype)
     x[0, 19] = 9.0
     tiny = (x * 1e-40).astype(dtype)
